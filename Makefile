@@ -1,0 +1,48 @@
+# lineside — every set-up step lives here, so a fresh clone needs only `make run` or `make test`.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/sim.toml
+# Debian packages the node and its tests need (installed when missing; root or sudo).
+DEBS   :=
+
+.PHONY: run test lint bench teach sysdeps clean
+
+run: $(STAMP)
+	$(BIN)/lineside teach $(CONFIG) --if-missing
+	$(BIN)/lineside run $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/ruff check node drivers models hil bench tests
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check node drivers models hil bench tests
+	$(BIN)/ruff format --check node drivers models hil bench tests
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/pipeline.py --parts 2000 --rate 20
+
+teach: $(STAMP)
+	$(BIN)/lineside teach $(CONFIG)
+
+sysdeps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml | sysdeps
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache

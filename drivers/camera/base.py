@@ -1,0 +1,60 @@
+"""The Camera contract and the Frame that crosses it."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+class FrameStatus(enum.Enum):
+    """What the acquisition layer knows about a frame's integrity."""
+
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"  # packets lost; pixels may be partly garbage
+    MISSING = "missing"  # the trigger produced no frame at all
+    ERROR = "error"  # the driver failed while acquiring
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One acquired image, tied to the part whose trigger produced it.
+
+    ``t_ns`` is ``time.monotonic_ns()`` when the frame reached the driver;
+    ``pixels`` is ``(H, W)`` or ``(H, W, 3)``; ``pixel_format`` is the GenICam
+    name of the format the pixels are now in (after conversion).
+    """
+
+    part_id: int
+    encoder_count: int
+    t_ns: int
+    pixels: npt.NDArray[np.uint8] | npt.NDArray[np.uint16]
+    pixel_format: str
+    status: FrameStatus
+    detail: str = ""
+
+
+class Camera(Protocol):
+    """A triggerable camera.
+
+    ``trigger`` asks for one frame for ``part_id``; the frame (or an explicit
+    MISSING frame) later appears on ``frames()`` in trigger order.
+    Raises ``CameraError`` (node/errors) when the device cannot be reached.
+    """
+
+    async def trigger(self, part_id: int, encoder_count: int) -> None:
+        """Request one frame for ``part_id`` seen at ``encoder_count``."""
+        ...
+
+    def frames(self) -> AsyncIterator[Frame]:
+        """Frames in trigger order, each tied to its ``part_id``."""
+        ...
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped by the bounded hand-off queue since open."""
+        ...

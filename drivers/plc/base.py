@@ -1,0 +1,58 @@
+"""Contracts at the PLC edge: encoder input and reject output."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderSample:
+    """One reading of the line's inputs.
+
+    ``raw_count`` is the counter as the PLC holds it (wraps at its bit width);
+    ``t_ns`` is ``time.monotonic_ns()`` when the reading was taken;
+    ``part_present`` is the part-present sensor, or None where not wired.
+    """
+
+    raw_count: int
+    t_ns: int
+    part_present: bool | None = None
+
+
+class EncoderSource(Protocol):
+    """An async stream of encoder samples, in time order."""
+
+    def samples(self) -> AsyncIterator[EncoderSample]:
+        """Yield samples until the source is closed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RejectCommand:
+    """A command to reject one part.
+
+    ``at_count`` is the unwrapped encoder count at which the actuator must act
+    (the part's centre at the reject station); ``reason`` is a short code.
+    """
+
+    part_id: int
+    at_count: int
+    reason: str
+
+
+class RejectOutput(Protocol):
+    """Fires the reject actuator.
+
+    ``fire`` is called by the node at the moment the pulse must start
+    (node-timed mode: the node has already compensated actuator lead).
+    """
+
+    async def fire(self, command: RejectCommand) -> None:
+        """Start the reject pulse for ``command.part_id`` now."""
+        ...
+
+    async def heartbeat(self, alive: bool) -> None:
+        """Toggle the node heartbeat seen by the PLC."""
+        ...

@@ -1,0 +1,182 @@
+"""The physical world behind the simulated drivers: a belt, the parts on it, an actuator.
+
+The sim camera, sim encoder and sim reject output all read one ``SimWorld`` so
+they agree on where every part is at every instant. Positions are millimetres
+along the belt, downstream positive, measured from the origin line (the
+part-present sensor). Part ``k`` has its centre on the origin line when the
+belt's displacement equals ``part.cross_mm``; at any time its centre is at
+``displacement - cross_mm``.
+
+What a part *looks like* is not known here (drivers import nothing of ours):
+each part carries an opaque ``payload`` and the camera is handed a render
+function by whoever builds the world.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class SimPart:
+    """One part on the simulated belt; ``payload`` is whatever the renderer needs."""
+
+    index: int
+    cross_mm: float
+    length_mm: float
+    payload: object
+
+
+@dataclass(frozen=True, slots=True)
+class ActuatorHit:
+    """Where the simulated actuator struck, and which part it struck.
+
+    ``error_mm`` is the struck part's centre minus the reject station position
+    at the moment of the strike (positive: the part was already past it);
+    ``part_index`` is None when no part was under the actuator.
+    """
+
+    commanded_part_id: int
+    part_index: int | None
+    error_mm: float
+    t_ns: int
+
+
+@dataclass(slots=True)
+class _Segment:
+    t0_ns: int
+    d0_mm: float
+    speed_mm_s: float
+
+
+@dataclass
+class SimWorld:
+    """Belt kinematics and the parts on it.
+
+    ``speed_profile`` is a sequence of ``(t_s, speed_mm_s)`` steps relative to
+    ``start()``; the belt runs at the first speed until the next step's time.
+    ``part_factory(index)`` makes the payload of part ``index``; parts are made
+    lazily as the belt brings them upstream of the origin line.
+    """
+
+    counts_per_mm: float
+    encoder_bits: int
+    pitch_mm: float
+    part_length_mm: float
+    speed_profile: Sequence[tuple[float, float]]
+    part_factory: Callable[[int], object]
+    placement_jitter_mm: Callable[[int], float] = field(default=lambda i: 0.0)
+    first_part_mm: float = 0.0
+    count_offset: int = 0
+    clock_ns: Callable[[], int] = time.monotonic_ns
+    reject_position_mm: float = 0.0
+    actuator_lead_mm: float = 0.0
+    max_parts: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.speed_profile:
+            raise ValueError("speed_profile needs at least one (t_s, speed_mm_s) step")
+        self._segments: list[_Segment] = []
+        self._parts: list[SimPart] = []
+        self._lock = threading.Lock()
+        self.hits: list[ActuatorHit] = []
+
+    # -- kinematics --------------------------------------------------------
+    def start(self, t0_ns: int | None = None) -> None:
+        """Start the belt's clock; displacement is 0 at ``t0_ns``."""
+        t0 = self.clock_ns() if t0_ns is None else t0_ns
+        segs: list[_Segment] = []
+        d = 0.0
+        prev_t, prev_v = 0.0, 0.0
+        for i, (t_s, v) in enumerate(sorted(self.speed_profile)):
+            if i:
+                d += prev_v * (t_s - prev_t)
+            segs.append(_Segment(t0 + int(t_s * 1e9), d, float(v)))
+            prev_t, prev_v = t_s, v
+        self._segments = segs
+        self._seg_starts = [s.t0_ns for s in segs]
+
+    @property
+    def started(self) -> bool:
+        """True once ``start()`` has run."""
+        return bool(self._segments)
+
+    def displacement_mm(self, t_ns: int) -> float:
+        """How far the belt has moved since ``start()``, at monotonic time ``t_ns``."""
+        if not self._segments:
+            raise RuntimeError("SimWorld.start() has not been called")
+        i = max(0, bisect.bisect_right(self._seg_starts, t_ns) - 1)
+        seg = self._segments[i]
+        dt = max(0, t_ns - seg.t0_ns) / 1e9
+        return seg.d0_mm + seg.speed_mm_s * dt
+
+    def speed_mm_s(self, t_ns: int) -> float:
+        """Belt speed at ``t_ns``."""
+        i = max(0, bisect.bisect_right(self._seg_starts, t_ns) - 1)
+        return self._segments[i].speed_mm_s
+
+    def raw_count(self, t_ns: int) -> int:
+        """The PLC's counter at ``t_ns``: wraps at ``2**encoder_bits``."""
+        counts = int(self.displacement_mm(t_ns) * self.counts_per_mm) + self.count_offset
+        return counts % (1 << self.encoder_bits)
+
+    # -- parts ---------------------------------------------------------------
+    def _ensure_parts(self, upto_cross_mm: float) -> None:
+        with self._lock:
+            while True:
+                k = len(self._parts)
+                if self.max_parts is not None and k >= self.max_parts:
+                    return
+                nominal = self.first_part_mm + k * self.pitch_mm
+                if nominal - self.pitch_mm > upto_cross_mm:
+                    return
+                cross = nominal + self.placement_jitter_mm(k)
+                self._parts.append(SimPart(k, cross, self.part_length_mm, self.part_factory(k)))
+
+    def parts_near(self, position_mm: float, t_ns: int, radius_mm: float) -> list[SimPart]:
+        """Parts whose centre is within ``radius_mm`` of ``position_mm`` at ``t_ns``."""
+        d = self.displacement_mm(t_ns)
+        self._ensure_parts(d - position_mm + radius_mm)
+        with self._lock:
+            parts = list(self._parts)
+        return [p for p in parts if abs(d - p.cross_mm - position_mm) <= radius_mm]
+
+    def part_position_mm(self, part: SimPart, t_ns: int) -> float:
+        """Where ``part``'s centre is at ``t_ns``."""
+        return self.displacement_mm(t_ns) - part.cross_mm
+
+    def part_present(self, t_ns: int) -> bool:
+        """The part-present sensor at the origin line: true while a part covers it."""
+        return bool(self.parts_near(0.0, t_ns, self.part_length_mm / 2))
+
+    @property
+    def parts(self) -> list[SimPart]:
+        """Every part made so far, in belt order."""
+        with self._lock:
+            return list(self._parts)
+
+    # -- actuator ----------------------------------------------------------------
+    def strike(self, commanded_part_id: int, t_ns: int) -> ActuatorHit:
+        """Record the actuator started at ``t_ns``; it acts ``actuator_lead_mm`` later.
+
+        The struck part is the one whose body lies under the reject station when
+        the actuator acts.
+        """
+        acts_at_d = self.displacement_mm(t_ns) + self.actuator_lead_mm
+        self._ensure_parts(acts_at_d - self.reject_position_mm + self.part_length_mm)
+        with self._lock:
+            parts = list(self._parts)
+        best: SimPart | None = None
+        best_err = 0.0
+        for p in parts:
+            err = acts_at_d - p.cross_mm - self.reject_position_mm
+            if abs(err) <= p.length_mm / 2 and (best is None or abs(err) < abs(best_err)):
+                best, best_err = p, err
+        hit = ActuatorHit(commanded_part_id, None if best is None else best.index, best_err, t_ns)
+        with self._lock:
+            self.hits.append(hit)
+        return hit

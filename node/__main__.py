@@ -1,0 +1,182 @@
+"""The ``lineside`` command line; the only place that calls ``sys.exit``.
+
+Exit codes: 0 done, 1 unexpected error, 2 configuration error, 3 camera
+error, 4 PLC error, 5 model error, 130 interrupted before the node was up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from node.config import DEFAULT_CONFIG, Config, load_config
+from node.errors import CameraError, ConfigError, LinesideError, ModelError, PlcError
+
+EXIT_CODES: dict[type[LinesideError], int] = {
+    ConfigError: 2,
+    CameraError: 3,
+    PlcError: 4,
+    ModelError: 5,
+}
+
+log = structlog.get_logger("lineside")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lineside", description=__doc__.splitlines()[0])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--json-logs", action="store_true", help="JSON log lines even in a terminal")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the inspection node")
+    run.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
+    run.add_argument("--no-live", action="store_true", help="no live status table")
+
+    chk = sub.add_parser("check-config", help="validate a config file and list every problem")
+    chk.add_argument("config", type=Path)
+
+    teach = sub.add_parser("teach", help="learn the golden template from good parts")
+    teach.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
+    teach.add_argument("--images", type=Path, help="folder of good-part frames (default: the sim)")
+    teach.add_argument("--out", type=Path, help="template file (default: the config's path)")
+    teach.add_argument("--if-missing", action="store_true", help="do nothing if the file exists")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``lineside`` console script."""
+    args = _parser().parse_args(argv)
+    from node.logs import configure
+
+    configure(json=True if args.json_logs else None, level=args.log_level)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": _cmd_run,
+        "check-config": _cmd_check_config,
+        "teach": _cmd_teach,
+    }
+    try:
+        code = handlers[args.command](args)
+    except LinesideError as exc:
+        print(f"lineside: {exc}", file=sys.stderr)
+        code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: ok ({cfg.node.name}, {cfg.camera.driver} camera, "
+          f"{cfg.inspection.backend} backend)")
+    return 0
+
+
+def _cmd_teach(args: argparse.Namespace) -> int:
+    from rich.progress import track
+
+    from models.classical import TemplateModel
+    from node.roi import crop_part
+    from node.wiring import read_teach_images, teach_images_from_sim
+
+    cfg = load_config(args.config)
+    insp = cfg.inspection
+    out: Path = args.out or insp.classical.template
+    if args.if_missing and out.is_file():
+        print(f"{out} exists; not teaching again")
+        return 0
+    if args.images is not None:
+        try:
+            frames = read_teach_images(args.images)
+        except (OSError, ValueError) as exc:
+            raise ConfigError([f"--images: {exc}"]) from exc
+        source = str(args.images)
+    elif cfg.camera.driver == "sim":
+        frames = teach_images_from_sim(cfg, insp.classical.teach_parts)
+        source = "sim"
+    else:
+        raise ConfigError(["--images: required when the camera is not simulated"])
+    crops = []
+    for i, frame in enumerate(track(frames, description="cropping good parts", transient=True)):
+        try:
+            crop, _ = crop_part(frame, insp.roi_size_px, insp.belt_threshold)
+        except ValueError as exc:
+            log.warning("teach_image_skipped", index=i, reason=str(exc))
+            continue
+        crops.append(crop)
+    if len(crops) < 8:
+        raise ModelError(f"teach: only {len(crops)} usable good parts (need at least 8)")
+    model = TemplateModel.fit(crops, shift_px=insp.classical.shift_px)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    log.info("template_taught", parts=len(crops), source=source, path=str(out))
+    print(f"taught {out} from {len(crops)} good parts ({source})")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    live = sys.stdout.isatty() and not args.no_live and not args.json_logs
+    return asyncio.run(_run(cfg, live=live))
+
+
+async def _run(cfg: Config, *, live: bool) -> int:
+    from node.app import Node
+    from node.sdnotify import SystemdNotifier
+    from node.wiring import build_components
+
+    components, _ = build_components(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, stop, sig)
+
+    on_status: Callable[[dict[str, Any]], None]
+    if live:
+        from rich.live import Live
+
+        from node.status_view import render_status
+
+        live_view = Live(auto_refresh=False, transient=False)
+
+        def on_status(snap: dict[str, Any]) -> None:
+            live_view.update(render_status(cfg.node.name, snap), refresh=True)
+
+        live_view.start()
+    else:
+        live_view = None
+
+        def on_status(snap: dict[str, Any]) -> None:
+            log.info("node_status", **snap)
+
+    node = Node(cfg, components, notifier=SystemdNotifier(os.environ), on_status=on_status)
+    try:
+        summary = await node.run(stop)
+    finally:
+        if live_view is not None:
+            live_view.stop()
+    print(json.dumps({"summary": {**summary.__dict__}}, indent=2, default=str))
+    return 0
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("stop_requested", signal=sig.name)
+    stop.set()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,417 @@
+"""The node's lifecycle: one TaskGroup owns every long-running task.
+
+Resources open in an ``AsyncExitStack`` and close in reverse. The path every
+part takes (DESIGN.md):
+
+encoder sample → Tracker (part created) → CountScheduler at the camera →
+Camera.trigger → Frame → Inspector (worker thread) → Judge → Verdict →
+CountScheduler at the fire point → RejectOutput.fire → ResultSinks.
+
+A stop request (SIGTERM/SIGINT sets ``stop``) drains: no new parts are
+tracked, parts already on their way are inspected and acted on, and after
+``node.drain_grace_s`` whatever is left is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from drivers.camera.base import Camera, Frame, FrameStatus
+from drivers.plc.base import EncoderSource, RejectCommand, RejectOutput
+from models.backend import Backend
+from node.config import Config, LineGeometry
+from node.errors import CameraError, PlcError
+from node.inspector import Inspection, Inspector
+from node.judge import Judge, Reason, Verdict
+from node.results import PartResult, ResultSink, Stats
+from node.scheduler import CountScheduler
+from node.sdnotify import SystemdNotifier
+from node.tracker import TrackedPart, Tracker, TrackerConfig
+from node.watchdog import ProgressWatchdog
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Components:
+    """The node's edges, not yet opened: each is an async context manager.
+
+    ``backend`` is a loader run on the inference worker at startup (loading
+    can be slow and must not block the loop).
+    """
+
+    encoder: AbstractAsyncContextManager[EncoderSource]
+    camera: AbstractAsyncContextManager[Camera]
+    reject: AbstractAsyncContextManager[RejectOutput]
+    backend: Callable[[], Backend]
+
+
+@dataclass
+class RunSummary:
+    """What a run did, printed on exit."""
+
+    parts_tracked: int = 0
+    parts_decided: int = 0
+    rejected: int = 0
+    fail_safe: int = 0
+    budget_misses: int = 0
+    undecided_at_stop: int = 0
+    parts_ignored_while_stopping: int = 0
+    bad_encoder_samples: int = 0
+    frames_dropped: int = 0
+    late_frames: int = 0
+    reject_fire_failures: int = 0
+    duration_s: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Part:
+    part: TrackedPart
+    trigger_t_ns: int | None = None
+    deadline_t_ns: int | None = None
+    frame_seen: bool = False
+    verdict: Verdict | None = None
+    verdict_t_ns: int | None = None
+
+
+class Node:
+    """One inspection node: wires the edges to tracker, inspector and judge."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        components: Components,
+        sinks: Sequence[ResultSink] = (),
+        notifier: SystemdNotifier | None = None,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.geometry = LineGeometry.from_config(cfg.line)
+        g = self.geometry
+        self.tracker = Tracker(
+            TrackerConfig(
+                mode=cfg.line.tracking,
+                pitch_counts=g.pitch_counts,
+                first_part_count=g.first_part_count,
+                part_length_counts=g.part_length_counts,
+                camera_counts=g.camera_counts,
+                reject_counts=g.reject_counts,
+                lead_counts=g.lead_counts,
+                window_ns=int(cfg.line.speed_window_ms * 1e6),
+                max_speed_cps=g.max_speed_cps,
+                jitter_counts=g.jitter_counts,
+            ),
+            bits=cfg.line.encoder_bits,
+        )
+        self.scheduler = CountScheduler(self.tracker)
+        self.judge = Judge(cfg.inspection.recipe)
+        self.stats = Stats()
+        self.sinks: list[ResultSink] = [self.stats, *sinks]
+        self.notifier = notifier or SystemdNotifier({})
+        self.watchdog = ProgressWatchdog(
+            self.notifier,
+            feed_interval_s=max(0.05, cfg.node.watchdog_stall_s / 4),
+            stall_after_s=cfg.node.watchdog_stall_s,
+        )
+        self.watchdog.register("encoder")
+        self.watchdog.register("pipeline")
+        self.summary = RunSummary()
+        self._on_status = on_status
+        self.ready = asyncio.Event()
+        self._components = components
+        self._parts: dict[int, _Part] = {}
+        self._draining = False
+        self._drained = asyncio.Event()
+        self._triggers: asyncio.Queue[_Part] = asyncio.Queue()
+        self._inspect_q: asyncio.Queue[Frame] = asyncio.Queue()
+        self._reject_q: asyncio.Queue[RejectCommand] = asyncio.Queue()
+        self._camera: Camera | None = None
+        self._output: RejectOutput | None = None
+        self._inspector: Inspector | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> RunSummary:
+        """Open every resource, run until ``stop`` is set, drain, close; return the summary.
+
+        Raises ``CameraError``/``PlcError``/``ModelError`` when a resource cannot
+        be opened; those already open are closed first.
+        """
+        t0 = time.monotonic()
+        async with AsyncExitStack() as stack:
+            self._executor = stack.enter_context(
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+            )
+            loop = asyncio.get_running_loop()
+            backend = await loop.run_in_executor(self._executor, self._components.backend)
+            self._inspector = Inspector(
+                backend, self.cfg.inspection.roi_size_px, self.cfg.inspection.belt_threshold
+            )
+            encoder = await stack.enter_async_context(self._components.encoder)
+            self._camera = await stack.enter_async_context(self._components.camera)
+            self._output = await stack.enter_async_context(self._components.reject)
+            log.info("node_started", name=self.cfg.node.name, backend=backend.name)
+            self.notifier.ready()
+            self.ready.set()
+            halt = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._encoder_loop(encoder), name="encoder"),
+                    tg.create_task(self.scheduler.run(halt), name="scheduler"),
+                    tg.create_task(self._trigger_loop(), name="trigger"),
+                    tg.create_task(self._frame_loop(), name="frames"),
+                    tg.create_task(self._inspect_loop(), name="inspect"),
+                    tg.create_task(self._reject_loop(), name="reject"),
+                    tg.create_task(self.watchdog.run(halt), name="watchdog"),
+                    tg.create_task(self._heartbeat_loop(halt), name="heartbeat"),
+                    tg.create_task(self._status_loop(halt), name="status"),
+                ]
+                await stop.wait()
+                await self._drain()
+                halt.set()
+                for t in tasks:
+                    t.cancel()
+            self.summary.frames_dropped = self._camera.dropped
+        self.summary.duration_s = time.monotonic() - t0
+        self.summary.bad_encoder_samples = self.tracker.rejected_samples
+        self.summary.stats = self.stats.snapshot()
+        log.info("node_stopped", **_summary_fields(self.summary))
+        return self.summary
+
+    async def _drain(self) -> None:
+        self._draining = True
+        self.notifier.stopping()
+        log.info("node_draining", in_flight=len(self._parts))
+        if self._parts:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.cfg.node.drain_grace_s):
+                    await self._drained.wait()
+        self.summary.undecided_at_stop = len(self._parts)
+        if self._parts:
+            log.warning("parts_undecided_at_stop", part_ids=sorted(self._parts))
+        # Let queued reject pulses go out before the output closes.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.cfg.reject.timeout_ms / 1000 * 2):
+                await self._reject_q.join()
+
+    # -- encoder → parts -------------------------------------------------
+    async def _encoder_loop(self, encoder: EncoderSource) -> None:
+        async for sample in encoder.samples():
+            new_parts = self.tracker.update(sample)
+            self.scheduler.notify_update()
+            self.watchdog.beat("encoder")
+            self.watchdog.idle("pipeline", not self._parts or self.tracker.speed_cps <= 0)
+            for part in new_parts:
+                if self._draining:
+                    self.summary.parts_ignored_while_stopping += 1
+                    continue
+                self._track(part)
+
+    def _track(self, part: TrackedPart) -> None:
+        st = _Part(part)
+        self._parts[part.part_id] = st
+        self.summary.parts_tracked += 1
+        self.scheduler.schedule(part.trigger_count, lambda: self._on_camera(st), label="trigger")
+        self.scheduler.schedule(part.fire_count, lambda: self._on_fire_point(st), label="fire")
+
+    def _on_camera(self, st: _Part) -> None:
+        st.trigger_t_ns = time.monotonic_ns()
+        st.deadline_t_ns = self.tracker.eta_ns(st.part.fire_count)
+        self._triggers.put_nowait(st)
+        timeout_s = self.cfg.camera.timeout_ms / 1000
+        asyncio.get_running_loop().call_later(timeout_s, self._frame_timeout, st)
+
+    def _frame_timeout(self, st: _Part) -> None:
+        if not st.frame_seen and st.verdict is None:
+            self._set_verdict(st, Judge.fail_safe(st.part.part_id, Reason.FAILSAFE_FRAME_MISSING))
+
+    async def _trigger_loop(self) -> None:
+        assert self._camera is not None
+        timeout_s = self.cfg.camera.timeout_ms / 1000
+        while True:
+            st = await self._triggers.get()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._camera.trigger(st.part.part_id, st.part.trigger_count)
+            except (TimeoutError, CameraError) as exc:
+                log.error("camera_trigger_failed", part_id=st.part.part_id, error=str(exc))
+                self._set_verdict(
+                    st, Judge.fail_safe(st.part.part_id, Reason.FAILSAFE_CAMERA, str(exc))
+                )
+
+    async def _frame_loop(self) -> None:
+        assert self._camera is not None
+        async for frame in self._camera.frames():
+            st = self._parts.get(frame.part_id)
+            if st is None or st.verdict is not None:
+                self.summary.late_frames += 1
+                log.warning("frame_late", part_id=frame.part_id, status=frame.status.value)
+                continue
+            st.frame_seen = True
+            if frame.status is FrameStatus.COMPLETE:
+                self._inspect_q.put_nowait(frame)
+                continue
+            reason = {
+                FrameStatus.INCOMPLETE: Reason.FAILSAFE_FRAME_INCOMPLETE,
+                FrameStatus.MISSING: Reason.FAILSAFE_FRAME_MISSING,
+            }.get(frame.status, Reason.FAILSAFE_CAMERA)
+            self._set_verdict(st, Judge.fail_safe(frame.part_id, reason, frame.detail))
+
+    # -- inspection ------------------------------------------------------------
+    async def _inspect_loop(self) -> None:
+        assert self._inspector is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._inspect_q.get()]
+            while len(batch) < self.cfg.inspection.batch_size and not self._inspect_q.empty():
+                batch.append(self._inspect_q.get_nowait())
+            results = await loop.run_in_executor(self._executor, self._inspector.run, batch)
+            for ins in results:
+                self._on_inspection(ins)
+
+    def _on_inspection(self, ins: Inspection) -> None:
+        st = self._parts.get(ins.part_id)
+        if st is None or st.verdict is not None:
+            log.warning("verdict_late", part_id=ins.part_id)
+            return
+        if ins.findings is not None:
+            verdict = self.judge.judge(ins.part_id, ins.findings)
+        elif ins.no_part:
+            verdict = Judge.fail_safe(ins.part_id, Reason.FAILSAFE_NO_PART, ins.error)
+        else:
+            verdict = Judge.fail_safe(ins.part_id, Reason.FAILSAFE_MODEL, ins.error)
+        self._set_verdict(st, verdict)
+
+    def _set_verdict(self, st: _Part, verdict: Verdict) -> None:
+        if st.verdict is not None:
+            return
+        st.verdict = verdict
+        st.verdict_t_ns = time.monotonic_ns()
+        if verdict.fail_safe:
+            log.warning(
+                "part_fail_safe", part_id=verdict.part_id, reason=verdict.reason.value,
+                detail=verdict.detail,
+            )
+
+    # -- reject point ------------------------------------------------------
+    def _on_fire_point(self, st: _Part) -> None:
+        now = time.monotonic_ns()
+        budget_miss = st.verdict is None
+        if st.verdict is None:
+            self._set_verdict(st, Judge.fail_safe(st.part.part_id, Reason.FAILSAFE_DEADLINE))
+        verdict = st.verdict
+        assert verdict is not None
+        if verdict.reject:
+            self._reject_q.put_nowait(
+                RejectCommand(st.part.part_id, st.part.reject_count, verdict.reason.value)
+            )
+        self.watchdog.beat("pipeline")
+        self._publish(st, verdict, "rejected" if verdict.reject else "passed", budget_miss, now)
+
+    def _publish(
+        self, st: _Part, verdict: Verdict, action: Any, budget_miss: bool, now: int
+    ) -> None:
+        self._parts.pop(st.part.part_id, None)
+        latency = budget = None
+        if st.trigger_t_ns is not None:
+            if st.verdict_t_ns is not None and not budget_miss:
+                latency = (st.verdict_t_ns - st.trigger_t_ns) / 1e6
+            if st.deadline_t_ns is not None:
+                budget = (st.deadline_t_ns - st.trigger_t_ns) / 1e6
+        result = PartResult(
+            part_id=st.part.part_id,
+            origin_count=st.part.origin_count,
+            trigger_count=st.part.trigger_count,
+            fire_count=st.part.fire_count,
+            verdict=verdict,
+            action=action,
+            latency_ms=latency,
+            budget_ms=budget,
+            budget_miss=budget_miss,
+            t_ns=now,
+        )
+        self.summary.parts_decided += 1
+        self.summary.rejected += action == "rejected"
+        self.summary.fail_safe += verdict.fail_safe
+        self.summary.budget_misses += budget_miss
+        if verdict.reject:
+            log.info(
+                "part_rejected", part_id=verdict.part_id, reason=verdict.reason.value,
+                explanation=verdict.explanation, latency_ms=latency,
+            )
+        for sink in self.sinks:
+            sink.publish(result)
+        if self._draining and not self._parts:
+            self._drained.set()
+
+    async def _reject_loop(self) -> None:
+        assert self._output is not None
+        timeout_s = self.cfg.reject.timeout_ms / 1000
+        while True:
+            cmd = await self._reject_q.get()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._output.fire(cmd)
+            except (TimeoutError, PlcError) as exc:
+                self.summary.reject_fire_failures += 1
+                log.error("reject_fire_failed", part_id=cmd.part_id, error=str(exc))
+            finally:
+                self._reject_q.task_done()
+
+    async def _heartbeat_loop(self, halt: asyncio.Event) -> None:
+        """Toggle the PLC heartbeat while the pipeline makes progress."""
+        assert self._output is not None
+        interval = min(0.5, self.cfg.node.watchdog_stall_s / 2)
+        toggle = False
+        while not halt.is_set():
+            if self.watchdog.healthy():
+                toggle = not toggle
+                try:
+                    async with asyncio.timeout(self.cfg.reject.timeout_ms / 1000):
+                        await self._output.heartbeat(toggle)
+                except (TimeoutError, PlcError) as exc:
+                    log.warning("heartbeat_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), interval)
+
+    def status(self) -> dict[str, Any]:
+        """The live status: stats plus what is in flight and the pipeline's health."""
+        snap = self.stats.snapshot()
+        snap["in_flight"] = len(self._parts)
+        snap["belt_mm_s"] = round(self.tracker.speed_cps / self.cfg.line.counts_per_mm, 1)
+        snap["healthy"] = self.watchdog.healthy()
+        snap["draining"] = self._draining
+        return snap
+
+    async def _status_loop(self, halt: asyncio.Event) -> None:
+        """Publish the live status to systemd and the terminal/log every interval."""
+        while not halt.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), self.cfg.node.status_interval_s)
+            snap = self.status()
+            lat = snap["latency_ms"]
+            self.notifier.status(
+                f"{snap['inspected']} inspected, {snap['rejected']} rejected, "
+                f"{snap['fail_safe']} fail-safe, p99 {lat['p99']} ms"
+            )
+            if self._on_status is not None:
+                self._on_status(snap)
+
+    @property
+    def in_flight(self) -> int:
+        """Parts tracked and not yet acted on."""
+        return len(self._parts)
+
+
+def _summary_fields(s: RunSummary) -> dict[str, Any]:
+    return {k: v for k, v in s.__dict__.items() if k != "stats"}

@@ -1,0 +1,245 @@
+"""Node configuration: TOML validated once at startup into frozen typed objects.
+
+Geometry is written in millimetres and converted to encoder counts with
+``line.counts_per_mm`` (see :class:`LineGeometry`). Every problem in a file is
+reported at once, each with its key path, by :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from node.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
+"""The embedded default: the simulated line that ``make run`` starts."""
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSection(_Section):
+    """``[node]``: identity and lifecycle."""
+
+    name: str = "lineside"
+    state_dir: Path = Path("state")
+    drain_grace_s: PositiveFloat = 5.0
+    fail_safe_action: Literal["reject"] = "reject"
+    status_interval_s: PositiveFloat = 1.0
+    watchdog_stall_s: PositiveFloat = 2.0
+
+
+class LineSection(_Section):
+    """``[line]``: conveyor geometry in millimetres, measured from the origin line.
+
+    The origin line is the part-present sensor (``tracking = "sensor"``) or an
+    arbitrary reference at which part centres pass every ``part_pitch_mm``
+    (``tracking = "pitch"``).
+    """
+
+    counts_per_mm: PositiveFloat
+    encoder_bits: Literal[16, 32] = 32
+    tracking: Literal["pitch", "sensor"] = "pitch"
+    part_pitch_mm: PositiveFloat
+    part_length_mm: PositiveFloat
+    first_part_mm: float = 0.0
+    camera_position_mm: PositiveFloat
+    reject_position_mm: PositiveFloat
+    actuator_lead_mm: NonNegFloat = 0.0
+    pulse_width_mm: PositiveFloat = 5.0
+    max_speed_mm_s: PositiveFloat = 3000.0
+    jitter_mm: NonNegFloat = 0.5
+    speed_window_ms: PositiveFloat = 40.0
+
+    @model_validator(mode="after")
+    def _order(self) -> LineSection:
+        problems = []
+        if self.reject_position_mm <= self.camera_position_mm:
+            problems.append("reject_position_mm must be downstream of camera_position_mm")
+        elif self.actuator_lead_mm >= self.reject_position_mm - self.camera_position_mm:
+            problems.append("actuator_lead_mm leaves no time between camera and reject station")
+        if self.part_length_mm > self.part_pitch_mm:
+            problems.append("part_length_mm is longer than part_pitch_mm: parts would overlap")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class SimCameraSection(_Section):
+    """``[camera.sim]``: the simulated camera's sensor and timing."""
+
+    width_px: Annotated[int, Field(ge=32, le=4096)] = 320
+    height_px: Annotated[int, Field(ge=32, le=4096)] = 320
+    mm_per_px: PositiveFloat = 0.125
+    latency_ms: NonNegFloat = 3.0
+    drop_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    incomplete_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class CameraSection(_Section):
+    """``[camera]``: which driver acquires frames, and how long to wait for one."""
+
+    driver: Literal["sim"] = "sim"
+    timeout_ms: PositiveFloat = 200.0
+    queue_size: Annotated[int, Field(ge=1, le=1024)] = 16
+    sim: SimCameraSection = SimCameraSection()
+
+
+class SimEncoderSection(_Section):
+    """``[encoder.sim]``: how often the simulated PLC counter is read."""
+
+    sample_interval_ms: PositiveFloat = 2.0
+    count_offset: Annotated[int, Field(ge=0)] = 0
+
+
+class EncoderSection(_Section):
+    """``[encoder]``: where encoder counts come from."""
+
+    driver: Literal["sim"] = "sim"
+    sim: SimEncoderSection = SimEncoderSection()
+
+
+class RejectSection(_Section):
+    """``[reject]``: how the reject actuator is fired."""
+
+    driver: Literal["sim"] = "sim"
+    timeout_ms: PositiveFloat = 50.0
+
+
+class ClassicalSection(_Section):
+    """``[inspection.classical]``: the golden-template detector."""
+
+    template: Path = Path("state/template.npz")
+    shift_px: Annotated[int, Field(ge=0, le=8)] = 2
+    teach_parts: Annotated[int, Field(ge=8, le=5000)] = 120
+
+
+class RecipeSection(_Section):
+    """``[inspection.recipe]``: thresholds that turn findings into a verdict."""
+
+    name: str = "default"
+    pixel_threshold: PositiveFloat = 6.0
+    min_region_area_mm2: NonNegFloat = 0.3
+    reject_score: PositiveFloat = 6.0
+    reject_types: tuple[str, ...] = ()
+
+
+class InspectionSection(_Section):
+    """``[inspection]``: region of interest, backend and recipe."""
+
+    backend: Literal["classical"] = "classical"
+    mm_per_px: PositiveFloat = 0.125
+    roi_size_px: Annotated[int, Field(ge=32, le=2048)] = 256
+    belt_threshold: Annotated[int, Field(ge=0, le=255)] = 60
+    batch_size: Annotated[int, Field(ge=1, le=64)] = 4
+    classical: ClassicalSection = ClassicalSection()
+    recipe: RecipeSection = RecipeSection()
+
+
+class SimLineSection(_Section):
+    """``[sim]``: the simulated line behind the sim drivers (ignored otherwise)."""
+
+    speed_mm_s: PositiveFloat = 600.0
+    speed_profile: tuple[tuple[NonNegFloat, NonNegFloat], ...] = ()
+    family: str = "moulded_plastic"
+    defect_rate: Annotated[float, Field(ge=0, le=1)] = 0.1
+    placement_jitter_mm: NonNegFloat = 0.0
+    seed: int = 1
+
+
+class Config(_Section):
+    """The whole node configuration."""
+
+    node: NodeSection = NodeSection()
+    line: LineSection
+    camera: CameraSection = CameraSection()
+    encoder: EncoderSection = EncoderSection()
+    reject: RejectSection = RejectSection()
+    inspection: InspectionSection = InspectionSection()
+    sim: SimLineSection = SimLineSection()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        if self.camera.driver == "sim" and self.inspection.roi_size_px > min(
+            self.camera.sim.width_px, self.camera.sim.height_px
+        ):
+            raise ValueError("inspection.roi_size_px is larger than the sim camera frame")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class LineGeometry:
+    """The line's geometry converted to encoder counts."""
+
+    pitch_counts: int
+    part_length_counts: int
+    first_part_count: int
+    camera_counts: int
+    reject_counts: int
+    lead_counts: int
+    pulse_counts: int
+    jitter_counts: int
+    max_speed_cps: float
+
+    @classmethod
+    def from_config(cls, line: LineSection) -> LineGeometry:
+        """Convert millimetres to counts with ``line.counts_per_mm``."""
+
+        def c(mm: float) -> int:
+            return round(mm * line.counts_per_mm)
+
+        return cls(
+            pitch_counts=c(line.part_pitch_mm),
+            part_length_counts=c(line.part_length_mm),
+            first_part_count=c(line.first_part_mm),
+            camera_counts=c(line.camera_position_mm),
+            reject_counts=c(line.reject_position_mm),
+            lead_counts=c(line.actuator_lead_mm),
+            pulse_counts=max(1, c(line.pulse_width_mm)),
+            jitter_counts=c(line.jitter_mm),
+            max_speed_cps=line.max_speed_mm_s * line.counts_per_mm,
+        )
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a parsed TOML mapping.
+
+    Raises ``ConfigError`` listing every problem as ``source: key.path: message``.
+    """
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{source}: {_key_path(err['loc'])}: {msg}")
+        raise ConfigError(problems) from exc
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML config file.
+
+    Raises ``ConfigError`` for an unreadable file, bad TOML, or invalid values.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    return parse_config(data, str(path))

@@ -1,0 +1,66 @@
+"""The inspector: frames in, findings out, on the single inference worker thread."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivers.camera.base import Frame
+from models.backend import Backend
+from models.findings import Findings
+from node.roi import crop_part
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """The outcome for one frame: findings, or the reason there are none."""
+
+    part_id: int
+    findings: Findings | None
+    error: str = ""
+    no_part: bool = False
+
+
+class Inspector:
+    """Crops each frame to the part and runs the backend on the batch.
+
+    ``run`` is blocking; the node calls it on the inference worker thread. It
+    never raises for one bad frame: that frame's ``Inspection`` carries the error.
+    """
+
+    def __init__(self, backend: Backend, roi_size_px: int, belt_threshold: int) -> None:
+        self.backend = backend
+        self.roi_size_px = roi_size_px
+        self.belt_threshold = belt_threshold
+
+    def run(self, frames: Sequence[Frame]) -> list[Inspection]:
+        """Inspect ``frames``; one ``Inspection`` per frame, in order."""
+        out: dict[int, Inspection] = {}
+        crops: list[np.ndarray] = []
+        cropped_ids: list[int] = []
+        for f in frames:
+            pixels = f.pixels
+            if pixels.dtype != np.uint8 or pixels.ndim != 2:
+                out[f.part_id] = Inspection(
+                    f.part_id, None, f"unsupported frame {pixels.dtype} {pixels.shape}"
+                )
+                continue
+            try:
+                crop, _ = crop_part(pixels, self.roi_size_px, self.belt_threshold)
+            except ValueError as exc:
+                out[f.part_id] = Inspection(f.part_id, None, str(exc), no_part=True)
+                continue
+            crops.append(crop)
+            cropped_ids.append(f.part_id)
+        if crops:
+            try:
+                results = self.backend.infer(crops)
+            except Exception as exc:  # noqa: BLE001 - any backend failure is a fail-safe, never a crash
+                for pid in cropped_ids:
+                    out[pid] = Inspection(pid, None, f"{type(exc).__name__}: {exc}")
+            else:
+                for pid, findings in zip(cropped_ids, results, strict=True):
+                    out[pid] = Inspection(pid, findings)
+        return [out[f.part_id] for f in frames]

@@ -1,0 +1,84 @@
+"""The judge: findings and the recipe in, a pass/reject verdict out.
+
+Fail-safe verdicts (no frame, bad frame, camera or model error, deadline
+missed) are made here too so every reject carries a recorded reason. A part is
+never passed without findings that say it is good.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from models.findings import Findings
+from node.config import RecipeSection
+
+
+class Reason(enum.StrEnum):
+    """Why a verdict is what it is; the ``FAILSAFE_*`` ones are fail-safe rejects."""
+
+    OK = "ok"
+    DEFECT = "defect"
+    FAILSAFE_DEADLINE = "deadline_missed"
+    FAILSAFE_FRAME_MISSING = "frame_missing"
+    FAILSAFE_FRAME_INCOMPLETE = "frame_incomplete"
+    FAILSAFE_NO_PART = "no_part_in_frame"
+    FAILSAFE_CAMERA = "camera_error"
+    FAILSAFE_MODEL = "model_error"
+    FAILSAFE_SHUTDOWN = "node_stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision for one part.
+
+    ``reject`` is what the actuator must do; ``fail_safe`` marks a reject that
+    was taken because the node could not judge the part (``detail`` says why).
+    """
+
+    part_id: int
+    reject: bool
+    reason: Reason
+    fail_safe: bool
+    explanation: str
+    defect_type: str | None = None
+    score: float | None = None
+    findings: Findings | None = None
+    detail: str = ""
+
+
+class Judge:
+    """Applies one recipe's thresholds to findings."""
+
+    def __init__(self, recipe: RecipeSection) -> None:
+        self.recipe = recipe
+
+    def judge(self, part_id: int, findings: Findings) -> Verdict:
+        """Reject when the score or any region crosses the recipe, or the type is listed."""
+        r = self.recipe
+        big_regions = [x for x in findings.regions if x.area_mm2 >= r.min_region_area_mm2]
+        by_type = bool(r.reject_types) and findings.defect_type in r.reject_types
+        defect = findings.anomaly_score >= r.reject_score or bool(big_regions) or by_type
+        return Verdict(
+            part_id=part_id,
+            reject=defect,
+            reason=Reason.DEFECT if defect else Reason.OK,
+            fail_safe=False,
+            explanation=findings.explanation.text,
+            defect_type=findings.defect_type if defect else None,
+            score=findings.anomaly_score,
+            findings=findings,
+        )
+
+    @staticmethod
+    def fail_safe(part_id: int, reason: Reason, detail: str = "") -> Verdict:
+        """A fail-safe reject for a part the node could not judge."""
+        return Verdict(
+            part_id=part_id,
+            reject=True,
+            reason=reason,
+            fail_safe=True,
+            explanation=f"rejected for safety: {reason.value.replace('_', ' ')}"
+            + (f" ({detail})" if detail else ""),
+            detail=detail,
+        )
