@@ -89,8 +89,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_teach(args: argparse.Namespace) -> int:
     from rich.progress import track
 
-    from models.classical import TemplateModel
-    from node.roi import crop_part
+    from node.teach import teach_template
     from node.wiring import read_teach_images, teach_images_from_sim
 
     cfg = load_config(args.config)
@@ -107,24 +106,12 @@ def _cmd_teach(args: argparse.Namespace) -> int:
         source = str(args.images)
     elif cfg.camera.driver == "sim":
         frames = teach_images_from_sim(cfg, insp.classical.teach_parts)
-        source = "sim"
+        source = "the simulated line"
     else:
         raise ConfigError(["--images: required when the camera is not simulated"])
-    crops = []
-    for i, frame in enumerate(track(frames, description="cropping good parts", transient=True)):
-        try:
-            crop, _ = crop_part(frame, insp.roi_size_px, insp.belt_threshold)
-        except ValueError as exc:
-            log.warning("teach_image_skipped", index=i, reason=str(exc))
-            continue
-        crops.append(crop)
-    if len(crops) < 8:
-        raise ModelError(f"teach: only {len(crops)} usable good parts (need at least 8)")
-    model = TemplateModel.fit(crops, shift_px=insp.classical.shift_px)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out)
-    log.info("template_taught", parts=len(crops), source=source, path=str(out))
-    print(f"taught {out} from {len(crops)} good parts ({source})")
+    progress = track(range(len(frames)), description="learning good parts", transient=True)
+    used = teach_template(cfg, frames, out, progress)
+    print(f"taught {out} from {used} good parts ({source})")
     return 0
 
 

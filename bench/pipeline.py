@@ -1,0 +1,70 @@
+"""Pipeline bench: run the node headless on the simulated line, print one JSON object.
+
+    python bench/pipeline.py --parts 2000 --rate 20
+
+``--rate`` is parts per second: the belt runs at ``rate × part_pitch_mm``. The
+keys are defined in ``hil.line.score``; the run is real time, so 2000 parts at
+20 parts/s take about two minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from hil.line import default_template_path, run_line, sim_config
+from node.config import DEFAULT_CONFIG, load_config
+from node.logs import configure
+from node.results import PartResult
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--parts", type=int, default=2000)
+    p.add_argument("--rate", type=float, default=20.0, help="parts per second")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--defect-rate", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", type=Path, help="also write the JSON here")
+    args = p.parse_args()
+    if args.parts < 1 or args.rate <= 0:
+        p.error("--parts must be ≥ 1 and --rate > 0")
+    configure(json=True, level="error")
+    base = load_config(args.config)
+    sim = {"speed_mm_s": args.rate * base.line.part_pitch_mm}
+    if args.defect_rate is not None:
+        sim["defect_rate"] = args.defect_rate
+    if args.seed is not None:
+        sim["seed"] = args.seed
+    cfg = sim_config(base, sim=sim)
+    template = default_template_path(cfg.node.state_dir, cfg)
+    cfg = sim_config(cfg, inspection={"classical": {**cfg.inspection.classical.model_dump(),
+                                                    "template": template}})
+    t0 = time.monotonic()
+    with Progress(
+        TextColumn("parts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task("parts", total=args.parts)
+
+        def tick(_: PartResult) -> None:
+            bar.advance(task)
+
+        report, _, _ = asyncio.run(run_line(cfg, args.parts, on_result=tick))
+    report = {"bench": "pipeline", "rate": args.rate, "belt_mm_s": sim["speed_mm_s"],
+              "wall_s": round(time.monotonic() - t0, 1), **report}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The simulated line as a test rig: run the node on it and score it against ground truth.
+
+The node is run exactly as in production (``node.app.Node`` with the sim
+drivers from ``node.wiring``); this module only adds what a rig knows and a
+node must not: which parts were really defective, and which part the
+actuator really struck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.backend import Backend
+from models.synth import render_part
+from node.app import Components, Node
+from node.config import Config, parse_config
+from node.results import PartResult
+from node.wiring import SimLine, build_components, teach_images_from_sim
+
+
+def sim_config(base: Config, **sections: dict[str, Any]) -> Config:
+    """``base`` with some keys replaced, validated again: ``sim_config(cfg, sim={...})``."""
+    data = base.model_dump(mode="python")
+    for name, values in sections.items():
+        data[name] = {**data[name], **values}
+    return parse_config(data, "<scenario>")
+
+
+def ensure_template(cfg: Config) -> None:
+    """Teach the configured template from the sim if it does not exist yet."""
+    from node.teach import teach_template
+
+    path = cfg.inspection.classical.template
+    if not path.is_file():
+        teach_template(cfg, teach_images_from_sim(cfg, cfg.inspection.classical.teach_parts), path)
+
+
+@dataclass
+class Collector:
+    """A result sink that keeps every result and stops the run after ``expected`` parts."""
+
+    expected: int
+    stop: asyncio.Event
+    on_result: Callable[[PartResult], None] | None = None
+    results: dict[int, PartResult] = field(default_factory=dict)
+
+    def publish(self, result: PartResult) -> None:
+        self.results[result.part_id] = result
+        if self.on_result is not None:
+            self.on_result(result)
+        if len(self.results) >= self.expected:
+            self.stop.set()
+
+
+@dataclass(frozen=True)
+class Score:
+    """Ground-truth scoring of one run (see ``score`` for definitions)."""
+
+    report: dict[str, Any]
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+    a = np.asarray(values, dtype=np.float64)
+    p50, p99 = np.percentile(a, [50, 99])
+    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "max": round(float(a.max()), 3)}
+
+
+def score(sim: SimLine, results: dict[int, PartResult], mm_per_px: float) -> dict[str, Any]:
+    """Score a run.
+
+    - ``escapes``: defective parts (visible by the synth's criterion) the actuator never struck;
+    - ``missed_rejects``: parts judged reject whose own physical part was not struck;
+    - ``false_rejects``: good parts judged reject by the model (fail-safe excluded);
+    - ``failsafe_rejects``: fail-safe verdicts;
+    - ``wrong_part_hits``: strikes that landed on a part other than the one commanded;
+    - ``reject_position_error_mm``: |struck part centre − reject station| when struck.
+    """
+    seen = dict(sim.camera.rendered)
+    hits_by_cmd = {h.commanded_part_id: h for h in sim.world.hits}
+    struck = {h.part_index for h in sim.world.hits if h.part_index is not None}
+    defective: dict[int, bool] = {}
+    for part_id in results:
+        index = seen.get(part_id)
+        if index is None or index in defective:
+            continue
+        spec = sim.specs[index]
+        if spec.defect is None:
+            defective[index] = False
+        else:
+            truth = render_part(spec, mm_per_px).truth
+            defective[index] = truth is not None and truth.visible
+    n_def = sum(defective.values())
+    n_good = len(defective) - n_def
+    missed = false_rej = wrong = 0
+    errors: list[float] = []
+    for part_id, r in results.items():
+        index = seen.get(part_id)
+        if r.action == "rejected":
+            hit = hits_by_cmd.get(part_id)
+            if hit is None or hit.part_index is None or hit.part_index != index:
+                missed += 1
+            if hit is not None and hit.part_index is not None:
+                errors.append(abs(hit.error_mm))
+                wrong += hit.part_index != index
+            if not r.verdict.fail_safe and index is not None and defective.get(index) is False:
+                false_rej += 1
+    escapes = sum(1 for i, d in defective.items() if d and i not in struck)
+    latencies = [r.latency_ms for r in results.values() if r.latency_ms is not None]
+    budget = [r.budget_used for r in results.values() if r.budget_used is not None]
+    err = _pct(errors)
+    return {
+        "parts": len(results),
+        "defective_parts": n_def,
+        "good_parts": n_good,
+        "escapes": escapes,
+        "escape_rate": round(escapes / n_def, 4) if n_def else 0.0,
+        "missed_rejects": missed,
+        "false_rejects": false_rej,
+        "false_reject_rate": round(false_rej / n_good, 4) if n_good else 0.0,
+        "failsafe_rejects": sum(r.verdict.fail_safe for r in results.values()),
+        "failsafe_reasons": _count(r.verdict.reason.value for r in results.values()
+                                   if r.verdict.fail_safe),
+        "budget_misses": sum(r.budget_miss for r in results.values()),
+        "wrong_part_hits": wrong,
+        "latency_ms": _pct(latencies),
+        "budget_used": _pct(budget),
+        "reject_position_error_mm": {"p50": err["p50"], "max": err["max"]},
+    }
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+async def run_line(
+    cfg: Config,
+    parts: int,
+    *,
+    timeout_s: float | None = None,
+    backend_wrapper: Callable[[Backend], Backend] | None = None,
+    on_result: Callable[[PartResult], None] | None = None,
+) -> tuple[dict[str, Any], Node, SimLine]:
+    """Run the node on the sim line for ``parts`` parts and return the score.
+
+    ``backend_wrapper`` lets a scenario inject faults (a slow or failing model).
+    """
+    ensure_template(cfg)
+    components, sim = build_components(cfg)
+    assert sim is not None
+    sim.world.max_parts = parts
+    if backend_wrapper is not None:
+        load = components.backend
+        components = Components(
+            components.encoder, components.camera, components.reject,
+            lambda: backend_wrapper(load()),
+        )
+    stop = asyncio.Event()
+    collector = Collector(parts, stop, on_result)
+    node = Node(cfg, components, sinks=[collector])
+    speed = cfg.sim.speed_mm_s
+    travel_s = (parts + 2) * cfg.line.part_pitch_mm / speed + cfg.line.reject_position_mm / speed
+    limit = timeout_s if timeout_s is not None else travel_s * 1.5 + 10
+    timer = asyncio.get_running_loop().call_later(limit, stop.set)
+    try:
+        await node.run(stop)
+    finally:
+        timer.cancel()
+    report = score(sim, collector.results, cfg.camera.sim.mm_per_px)
+    report["parts_per_s"] = round(node.stats.parts_per_s(), 2)
+    report["bad_encoder_samples"] = node.summary.bad_encoder_samples
+    return report, node, sim
+
+
+def default_template_path(state_dir: Path, cfg: Config) -> Path:
+    """Where a scenario keeps its template: one per family and ROI size."""
+    return state_dir / f"template-{cfg.sim.family}-{cfg.inspection.roi_size_px}.npz"

@@ -1,0 +1,61 @@
+"""The simulated world: belt kinematics, counter wraparound, the actuator's aim."""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.simworld import SimWorld
+
+
+def make_world(**kw: object) -> SimWorld:
+    args: dict[str, object] = dict(
+        counts_per_mm=4.0, encoder_bits=16, pitch_mm=30.0, part_length_mm=28.0,
+        speed_profile=[(0.0, 500.0), (1.0, 0.0), (2.0, 1000.0)],
+        part_factory=lambda i: f"part{i}", reject_position_mm=400.0, actuator_lead_mm=5.0,
+        clock_ns=lambda: 0,
+    )
+    args.update(kw)
+    w = SimWorld(**args)  # type: ignore[arg-type]
+    w.start(0)
+    return w
+
+
+def test_displacement_follows_the_speed_profile() -> None:
+    """The belt moves 500 mm in the first second, stands still, then runs at 1 m/s."""
+    w = make_world()
+    assert w.displacement_mm(500_000_000) == pytest.approx(250.0)
+    assert w.displacement_mm(1_500_000_000) == pytest.approx(500.0)
+    assert w.displacement_mm(2_500_000_000) == pytest.approx(1000.0)
+
+
+def test_counter_wraps_at_its_bit_width() -> None:
+    """A 16-bit counter started near its top wraps to small values."""
+    w = make_world(count_offset=65_000)
+    assert w.raw_count(0) == 65_000
+    assert w.raw_count(1_000_000_000) == (65_000 + 2000) % 65536
+
+
+def test_actuator_strikes_the_part_under_the_station() -> None:
+    """A strike timed for part 3's centre hits part 3 with ~0 error."""
+    w = make_world(speed_profile=[(0.0, 1000.0)])
+    # part 3 crosses the origin at 90 mm; its centre is at 400 mm when displacement = 490 mm;
+    # the actuator acts 5 mm of travel after the pulse starts.
+    t_ns = int((490.0 - 5.0) / 1000.0 * 1e9)
+    hit = w.strike(commanded_part_id=42, t_ns=t_ns)
+    assert hit.part_index == 3
+    assert abs(hit.error_mm) < 1e-6
+    assert w.hits == [hit]
+
+
+def test_strike_between_parts_hits_nothing() -> None:
+    """A strike with no part body under the station records no part."""
+    w = make_world(speed_profile=[(0.0, 1000.0)], part_length_mm=10.0)
+    t_ns = int((490.0 + 15.0 - 5.0) / 1000.0 * 1e9)
+    assert w.strike(1, t_ns).part_index is None
+
+
+def test_part_present_sensor_covers_the_part_length() -> None:
+    """The sensor at the origin is on while a part's body is over it."""
+    w = make_world(speed_profile=[(0.0, 1000.0)], part_length_mm=10.0)
+    assert w.part_present(int(30.0 / 1000 * 1e9))  # part 1 centred on the sensor
+    assert not w.part_present(int(45.0 / 1000 * 1e9))  # half way between parts 1 and 2

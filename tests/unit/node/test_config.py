@@ -1,0 +1,109 @@
+"""Config validation: typed, frozen, every problem reported with its key path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.config import DEFAULT_CONFIG, LineGeometry, load_config, parse_config
+from node.errors import ConfigError
+
+BROKEN = """
+[node]
+drain_grace_s = -1
+
+[line]
+counts_per_mm = 0
+part_pitch_mm = 30
+camera_position_mm = 100
+reject_position_mm = 400
+encoder_bits = 24
+
+[camera]
+driver = "gige"
+bogus = 1
+
+[inspection.recipe]
+reject_score = "high"
+"""
+
+
+def test_embedded_default_is_valid() -> None:
+    """configs/sim.toml, the file `make run` uses, validates."""
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg.camera.driver == "sim"
+
+
+def test_every_problem_is_listed_with_its_key_path(tmp_path: Path) -> None:
+    """A broken file yields one problem per bad key, each naming its dotted key path."""
+    path = tmp_path / "bad.toml"
+    path.write_text(BROKEN)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    keys = {p.split(": ")[1] for p in info.value.problems}
+    assert keys == {
+        "node.drain_grace_s",
+        "line.counts_per_mm",
+        "line.encoder_bits",
+        "line.part_length_mm",
+        "camera.driver",
+        "camera.bogus",
+        "inspection.recipe.reject_score",
+    }
+    assert all(p.startswith(str(path)) for p in info.value.problems)
+
+
+def test_cross_field_geometry_is_checked() -> None:
+    """A reject station upstream of the camera is refused with the section's path."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"line": {"counts_per_mm": 4, "part_pitch_mm": 30, "part_length_mm": 20,
+                               "camera_position_mm": 300, "reject_position_mm": 100}})
+    assert any("line:" in p and "downstream" in p for p in info.value.problems)
+
+
+def test_bad_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    """Unparsable TOML and unreadable files give a ConfigError, not a traceback."""
+    bad = tmp_path / "x.toml"
+    bad.write_text("[line\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_config_is_frozen() -> None:
+    """Validated config objects cannot be changed at run time."""
+    cfg = load_config(DEFAULT_CONFIG)
+    with pytest.raises(ValueError, match="frozen"):
+        cfg.line.counts_per_mm = 1.0  # type: ignore[misc]
+
+
+def test_geometry_converts_millimetres_to_counts() -> None:
+    """Positions in mm become counts with counts_per_mm, rounded."""
+    cfg = parse_config({"line": {"counts_per_mm": 4, "part_pitch_mm": 30, "part_length_mm": 28,
+                                 "camera_position_mm": 100, "reject_position_mm": 400.1,
+                                 "actuator_lead_mm": 6}})
+    g = LineGeometry.from_config(cfg.line)
+    assert (g.pitch_counts, g.camera_counts, g.reject_counts, g.lead_counts) == (120, 400, 1600, 24)
+
+
+def test_check_config_cli_lists_errors_and_exits_nonzero(tmp_path: Path) -> None:
+    """`lineside check-config` prints every problem with its key path and exits 2."""
+    path = tmp_path / "bad.toml"
+    path.write_text(BROKEN)
+    proc = subprocess.run(
+        [sys.executable, "-m", "node", "check-config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "7 problem(s)" in proc.stderr
+    for key in ("line.counts_per_mm", "camera.bogus", "inspection.recipe.reject_score"):
+        assert key in proc.stderr
+    ok = subprocess.run(
+        [sys.executable, "-m", "node", "check-config", str(DEFAULT_CONFIG)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
