@@ -123,7 +123,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(cfg: Config, *, live: bool) -> int:
     from node.app import Node
-    from node.sdnotify import SystemdNotifier
+    from node.sdnotify import SystemdNotifier, watchdog_interval_s
     from node.wiring import build_components
 
     components, _ = build_components(cfg)
@@ -150,7 +150,13 @@ async def _run(cfg: Config, *, live: bool) -> int:
         def on_status(snap: dict[str, Any]) -> None:
             log.info("node_status", **snap)
 
-    node = Node(cfg, components, notifier=SystemdNotifier(os.environ), on_status=on_status)
+    node = Node(
+        cfg,
+        components,
+        notifier=SystemdNotifier(os.environ),
+        on_status=on_status,
+        watchdog_interval_s=watchdog_interval_s(os.environ),
+    )
     try:
         summary = await node.run(stop)
     finally:

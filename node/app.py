@@ -94,6 +94,7 @@ class Node:
         sinks: Sequence[ResultSink] = (),
         notifier: SystemdNotifier | None = None,
         on_status: Callable[[dict[str, Any]], None] | None = None,
+        watchdog_interval_s: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.geometry = LineGeometry.from_config(cfg.line)
@@ -118,13 +119,18 @@ class Node:
         self.stats = Stats()
         self.sinks: list[ResultSink] = [self.stats, *sinks]
         self.notifier = notifier or SystemdNotifier({})
+        # systemd wants a feed at least every WatchdogSec; feed at half of it (or of the
+        # stall limit when systemd does not supervise us) so one late wake-up is harmless.
+        feed_s = (watchdog_interval_s or cfg.node.watchdog_stall_s) / 2
         self.watchdog = ProgressWatchdog(
-            self.notifier,
-            feed_interval_s=max(0.05, cfg.node.watchdog_stall_s / 4),
-            stall_after_s=cfg.node.watchdog_stall_s,
+            self.notifier, feed_interval_s=feed_s, stall_after_s=cfg.node.watchdog_stall_s
         )
+        # "encoder": samples keep arriving. "inference": frames handed to the model come
+        # back; idle while none is waiting. A hung model or a dead encoder link starves
+        # the watchdog and the PLC heartbeat even though fail-safe rejects still go out.
         self.watchdog.register("encoder")
-        self.watchdog.register("pipeline")
+        self.watchdog.register("inference", idle=True)
+        self._inferring = 0
         self.summary = RunSummary()
         self._on_status = on_status
         self.ready = asyncio.Event()
@@ -210,7 +216,6 @@ class Node:
             new_parts = self.tracker.update(sample)
             self.scheduler.notify_update()
             self.watchdog.beat("encoder")
-            self.watchdog.idle("pipeline", not self._parts or self.tracker.speed_cps <= 0)
             for part in new_parts:
                 if self._draining:
                     self.summary.parts_ignored_while_stopping += 1
@@ -259,6 +264,8 @@ class Node:
                 continue
             st.frame_seen = True
             if frame.status is FrameStatus.COMPLETE:
+                self._inferring += 1
+                self.watchdog.idle("inference", False)
                 self._inspect_q.put_nowait(frame)
                 continue
             reason = {
@@ -276,6 +283,9 @@ class Node:
             while len(batch) < self.cfg.inspection.batch_size and not self._inspect_q.empty():
                 batch.append(self._inspect_q.get_nowait())
             results = await loop.run_in_executor(self._executor, self._inspector.run, batch)
+            self._inferring -= len(batch)
+            self.watchdog.beat("inference")
+            self.watchdog.idle("inference", self._inferring == 0)
             for ins in results:
                 self._on_inspection(ins)
 
@@ -315,7 +325,6 @@ class Node:
             self._reject_q.put_nowait(
                 RejectCommand(st.part.part_id, st.part.reject_count, verdict.reason.value)
             )
-        self.watchdog.beat("pipeline")
         self._publish(st, verdict, "rejected" if verdict.reject else "passed", budget_miss, now)
 
     def _publish(
