@@ -1,0 +1,445 @@
+"""The tracker: counter unwrapping, speed estimation, part creation, bad-sample handling."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from drivers.plc.base import EncoderSample
+from node.errors import ConfigError
+from node.tracker import CounterUnwrapper, TrackedPart, Tracker, TrackerConfig
+
+DT_NS = 2_000_000  # one sample every 2 ms, as a 500 Hz PLC poll
+T0_NS = 1_000_000_000_000
+
+PITCH = TrackerConfig(
+    mode="pitch",
+    pitch_counts=1000,
+    first_part_count=0,
+    camera_counts=300,
+    reject_counts=1500,
+    lead_counts=40,
+    max_speed_cps=20_000.0,
+    jitter_counts=3,
+)
+SENSOR = dataclasses.replace(PITCH, mode="sensor", pitch_counts=0, part_length_counts=200)
+
+fast = settings(max_examples=60, deadline=None)
+
+
+def wrap(position: int, bits: int) -> int:
+    """The raw counter value a PLC shows for an unwrapped position."""
+    return position % (1 << bits)
+
+
+def feed(
+    tracker: Tracker,
+    positions: Iterable[int],
+    *,
+    t0_ns: int = T0_NS,
+    bits: int = 32,
+    present: Sequence[bool | None] | None = None,
+) -> list[tuple[int, int, list[TrackedPart]]]:
+    """Feed one sample per position, DT_NS apart; return (t_ns, position, new parts) per sample."""
+    out = []
+    for i, pos in enumerate(positions):
+        t = t0_ns + i * DT_NS
+        flag = None if present is None else present[i]
+        out.append((t, pos, tracker.update(EncoderSample(wrap(pos, bits), t, flag))))
+    return out
+
+
+def created(trace: Iterable[tuple[int, int, list[TrackedPart]]]) -> list[TrackedPart]:
+    """Every part a trace created, in order."""
+    return [p for _, _, parts in trace for p in parts]
+
+
+def ramp(start: int, speed_cps: float, n: int) -> list[int]:
+    """Positions of a belt at constant speed, sampled n times DT_NS apart (floored counts)."""
+    return [start + int(speed_cps * i * DT_NS / 1e9) for i in range(n)]
+
+
+# -- unwrapping ------------------------------------------------------------------
+
+
+@st.composite
+def counter_walks(draw: st.DrawFn) -> tuple[Literal[16, 32], int, list[int]]:
+    """A counter width, a start position and steps that each stay below half the range."""
+    bits: Literal[16, 32] = draw(st.sampled_from([16, 32]))
+    half = 1 << (bits - 1)
+    start = draw(st.integers(0, (1 << bits) - 1))
+    steps = draw(st.lists(st.integers(-(half - 1), half - 1), min_size=1, max_size=300))
+    return bits, start, steps
+
+
+@fast
+@given(counter_walks())
+def test_unwrap_equals_true_position_across_wraparounds(
+    walk: tuple[Literal[16, 32], int, list[int]],
+) -> None:
+    """Unwrapping any walk whose steps are below half the counter range gives the true position."""
+    bits, start, steps = walk
+    unwrapper = CounterUnwrapper(bits)
+    assert unwrapper.unwrap(start) == start
+    for true in itertools.accumulate(steps, initial=start):
+        assert unwrapper.unwrap(wrap(true, bits)) == true
+
+
+@pytest.mark.parametrize("bits", [16, 32])
+def test_unwrap_runs_forward_through_many_wraps(bits: Literal[16, 32]) -> None:
+    """A counter driven forward through 20 wraparounds unwraps to a steadily growing count."""
+    unwrapper = CounterUnwrapper(bits)
+    step = (1 << (bits - 1)) - 1
+    for true in range(0, 40 << bits >> 1, step):
+        assert unwrapper.unwrap(wrap(true, bits)) == true
+    assert unwrapper.position is not None and unwrapper.position > 19 << bits
+
+
+@pytest.mark.parametrize(("bits", "raw"), [(16, -1), (16, 1 << 16), (32, 1 << 32), (32, -5)])
+def test_unwrap_rejects_out_of_range_raw(bits: Literal[16, 32], raw: int) -> None:
+    """A raw value outside [0, 2**bits) raises ValueError and leaves the unwrapper as it was."""
+    unwrapper = CounterUnwrapper(bits)
+    unwrapper.unwrap(1234)
+    with pytest.raises(ValueError, match="outside"):
+        unwrapper.unwrap(raw)
+    assert unwrapper.position == 1234
+    assert unwrapper.unwrap(1240) == 1240
+
+
+def test_unwrapper_refuses_other_widths() -> None:
+    """Only 16- and 32-bit counters exist on our PLCs; anything else is a ValueError."""
+    with pytest.raises(ValueError, match="16 or 32"):
+        CounterUnwrapper(24)  # type: ignore[arg-type]
+
+
+# -- configuration and parts ----------------------------------------------------------
+
+
+def test_config_reports_every_problem_at_once() -> None:
+    """An invalid tracker config raises one ConfigError naming each bad field."""
+    with pytest.raises(ConfigError) as err:
+        TrackerConfig(
+            mode="pitch",
+            pitch_counts=0,
+            camera_counts=500,
+            reject_counts=400,
+            lead_counts=-1,
+            max_speed_cps=0.0,
+            jitter_counts=-2,
+            window_ns=0,
+        )
+    joined = "\n".join(err.value.problems)
+    for key in ("pitch_counts", "reject_counts", "lead_counts", "max_speed_cps", "jitter_counts"):
+        assert f"tracker.{key}" in joined
+    assert "tracker.window_ns" in joined
+
+
+def test_part_stations_follow_the_geometry() -> None:
+    """A part's trigger, fire and reject counts are its origin plus the configured offsets."""
+    tracker = Tracker(PITCH, 32)
+    (part,) = created(feed(tracker, [0]))
+    assert part == TrackedPart(
+        part_id=0,
+        origin_count=0,
+        trigger_count=300,
+        fire_count=1460,
+        reject_count=1500,
+        created_t_ns=T0_NS,
+    )
+
+
+def test_part_ids_start_where_configured() -> None:
+    """part_id counts up from part_id_start, one per created part."""
+    tracker = Tracker(dataclasses.replace(PITCH, part_id_start=41), 32)
+    parts = created(feed(tracker, ramp(0, 10_000.0, 120)))
+    assert [p.part_id for p in parts] == list(range(41, 41 + len(parts)))
+
+
+def test_pitch_mode_skips_parts_that_passed_before_start() -> None:
+    """Started mid-belt, the tracker creates the next part ahead, not every part since count 0."""
+    tracker = Tracker(PITCH, 32)
+    parts = created(feed(tracker, ramp(123_456, 10_000.0, 100)))
+    assert [p.origin_count for p in parts] == [124_000, 125_000]
+    assert parts[0].part_id == 0
+
+
+# -- speed, stop, restart ---------------------------------------------------------------
+
+
+@fast
+@given(
+    v1=st.floats(500.0, 8000.0),
+    v2=st.floats(500.0, 8000.0),
+    change_at=st.integers(100, 2000),
+)
+def test_speed_change_mid_part(v1: float, v2: float, change_at: int) -> None:
+    """After a speed change, parts appear at their pitch counts and ETA follows the new speed."""
+    tracker = Tracker(PITCH, 32)
+    positions = [p for p in ramp(0, v1, 400) if p < change_at]
+    base = positions[-1]
+    positions += ramp(base, v2, 200)[1:]
+    trace = feed(tracker, positions)
+
+    parts = created(trace)
+    top = max(positions)
+    assert [p.origin_count for p in parts] == list(range(0, top + 1, 1000))
+    for part in parts:  # each created by the first sample that reached its origin
+        t_first = next(t for t, pos, _ in trace if pos >= part.origin_count)
+        assert part.created_t_ns == t_first
+
+    # Whole counts resolve speed to about one count per window, whatever the speed.
+    resolution_cps = 1.2e9 / PITCH.window_ns
+    assert tracker.speed_cps == pytest.approx(v2, abs=resolution_cps)
+    target = top + 5000
+    eta = tracker.eta_ns(target)
+    assert eta is not None
+    travel_ns = (target - top) / v2 * 1e9
+    assert eta - trace[-1][0] == pytest.approx(travel_ns, rel=resolution_cps / v2 * 1.1)
+
+
+def test_speed_converges_within_one_window() -> None:
+    """One window after a step from 1000 to 5000 counts/s the estimate reads 5000 counts/s."""
+    tracker = Tracker(PITCH, 32)
+    positions = ramp(0, 1000.0, 50)
+    positions += ramp(positions[-1], 5000.0, 30)[1:]
+    feed(tracker, positions)
+    assert tracker.speed_cps == pytest.approx(5000.0, rel=0.01)
+
+
+def test_stop_and_restart() -> None:
+    """A stopped belt creates no parts and has no ETA; after restart parts resume, none twice."""
+    tracker = Tracker(PITCH, 32)
+    run1 = ramp(0, 4000.0, 300)  # to ~2400 counts
+    stopped = [run1[-1]] * 500  # one second standing still
+    run2 = ramp(run1[-1], 4000.0, 300)[1:]
+    trace = feed(tracker, run1 + stopped)
+    assert tracker.speed_cps == 0.0
+    assert tracker.eta_ns(run1[-1] + 1) is None
+    assert tracker.estimate_position(trace[-1][0] + 10**9) == run1[-1]
+    assert created(trace[len(run1) :]) == []
+
+    trace2 = feed(tracker, run2, t0_ns=trace[-1][0] + DT_NS)
+    origins = [p.origin_count for p in created(trace) + created(trace2)]
+    assert origins == list(range(0, run2[-1] + 1, 1000))
+    assert tracker.speed_cps == pytest.approx(4000.0, rel=0.01)
+    eta = tracker.eta_ns(tracker.position + 4000)
+    assert eta is not None
+    assert eta - trace2[-1][0] == pytest.approx(1e9, rel=0.01)
+
+
+@st.composite
+def jittery_walks(draw: st.DrawFn) -> list[int]:
+    """A belt moving forward in small steps, shaking back by up to 3 counts now and then."""
+    steps = draw(st.lists(st.integers(0, 12), min_size=50, max_size=600))
+    shakes = draw(st.lists(st.integers(-3, 0), min_size=len(steps), max_size=len(steps)))
+    base = 900  # before part 1's origin, so the walk crosses origins while shaking
+    walk = []
+    for i, step in enumerate(steps):
+        base += step
+        walk.append(base + shakes[i])
+    return walk
+
+
+@fast
+@given(jittery_walks())
+def test_jitter_never_duplicates_parts_nor_goes_negative(walk: list[int]) -> None:
+    """Jitter within jitter_counts never duplicates a part nor gives a negative speed."""
+    tracker = Tracker(PITCH, 16)
+    speeds = []
+    parts: list[TrackedPart] = []
+    for t, _, new in feed(tracker, walk, bits=16):
+        parts += new
+        speeds.append(tracker.speed_cps)
+        assert tracker.estimate_position(t + DT_NS) >= tracker.position
+    assert tracker.rejected_samples == 0
+    assert min(speeds) >= 0.0
+    assert tracker.position == max(walk)
+    origins = [p.origin_count for p in parts]
+    assert origins == list(range(1000, max(walk) + 1, 1000))
+    assert [p.part_id for p in parts] == list(range(len(parts)))
+
+
+def test_jitter_on_a_stopped_belt_reads_as_stopped() -> None:
+    """A stopped belt that shakes by a few counts has speed 0 and no ETA."""
+    tracker = Tracker(PITCH, 32)
+    feed(tracker, [500, 498, 500, 497, 499, 500] * 20)
+    assert tracker.speed_cps == 0.0
+    assert tracker.eta_ns(501) is None
+    assert tracker.position == 500
+
+
+def test_belt_reversal_does_not_recreate_parts() -> None:
+    """A belt that runs back over several origins and forward again creates each part once."""
+    tracker = Tracker(PITCH, 32)
+    forward = list(range(0, 3500, 8))
+    back = list(range(3500, 1200, -8))
+    again = list(range(1200, 5000, 8))
+    parts = created(feed(tracker, forward + back + again))
+    assert [p.origin_count for p in parts] == [0, 1000, 2000, 3000, 4000]
+
+
+def test_eta_and_estimate() -> None:
+    """ETA is the last sample time for reached counts; the estimate extrapolates but never back."""
+    tracker = Tracker(PITCH, 32)
+    assert tracker.eta_ns(0) is None
+    assert tracker.estimate_position(T0_NS) == float("-inf")
+    trace = feed(tracker, ramp(0, 2000.0, 50))
+    t_last, p_last, _ = trace[-1]
+    assert tracker.eta_ns(p_last - 10) == t_last
+    assert tracker.estimate_position(t_last - DT_NS) == p_last
+    assert tracker.estimate_position(t_last + 10_000_000) == pytest.approx(p_last + 20, abs=0.5)
+    limit = PITCH.extrapolation_limit_ns
+    far = tracker.estimate_position(t_last + 10 * limit)
+    assert far == pytest.approx(p_last + 2000.0 * limit / 1e9, abs=0.5)
+
+
+# -- sensor mode ----------------------------------------------------------------------------
+
+
+def sensor_present(pos: int, edges: Sequence[int], length: int) -> bool:
+    """Whether a part covers the sensor when the belt is at pos."""
+    return any(e <= pos < e + length for e in edges)
+
+
+@st.composite
+def sensor_runs(draw: st.DrawFn) -> tuple[list[int], int]:
+    """Leading-edge counts of parts at least a part length plus a gap apart, and a sample step."""
+    gaps = draw(st.lists(st.integers(60, 900), min_size=1, max_size=8))
+    edges = list(itertools.accumulate(gaps, lambda e, g: e + 200 + g, initial=300 + gaps[0]))[1:]
+    step = draw(st.integers(1, 40))
+    return edges, step
+
+
+@fast
+@given(sensor_runs())
+def test_sensor_mode_one_part_per_rising_edge_at_interpolated_count(
+    run: tuple[list[int], int],
+) -> None:
+    """Each rising edge creates one part, centred half a length after the interpolated edge."""
+    edges, step = run
+    tracker = Tracker(SENSOR, 32)
+    positions = list(range(0, edges[-1] + 600, step))
+    present = [sensor_present(p, edges, 200) for p in positions]
+    parts = created(feed(tracker, positions, present=present))
+
+    expected = []
+    for e in edges:
+        i = next(i for i, p in enumerate(positions) if p >= e)
+        expected.append((positions[i - 1] + positions[i]) // 2 + 100)
+    assert [p.origin_count for p in parts] == expected
+    assert [p.part_id for p in parts] == list(range(len(edges)))
+
+
+@fast
+@given(sensor_runs(), st.lists(st.integers(-3, 0), min_size=50, max_size=50))
+def test_sensor_jitter_and_reversal_create_each_part_once(
+    run: tuple[list[int], int], shakes: list[int]
+) -> None:
+    """Shaking, and a reversal across a whole part, never make the sensor count a part twice."""
+    edges, step = run
+    step = max(step, 4)
+    tracker = Tracker(SENSOR, 32)
+    stop = edges[0] + 250  # just past part 0: run it back over the sensor whole, then forward
+    positions = list(range(0, stop, step))
+    positions += list(range(stop, edges[0] - 300, -step)) + list(
+        range(edges[0] - 300, edges[-1] + 600, step)
+    )
+    positions = [max(0, p + shakes[i % len(shakes)]) for i, p in enumerate(positions)]
+    present = [sensor_present(p, edges, 200) for p in positions]
+    parts = created(feed(tracker, positions, present=present))
+    assert len(parts) == len(edges)
+    for part, edge in zip(parts, edges, strict=True):
+        assert abs(part.origin_count - (edge + 100)) <= step + 3
+
+
+def test_sensor_debounce_ignores_a_flicker() -> None:
+    """With debounce, a sensor blip shorter than debounce_counts of travel creates no part."""
+    tracker = Tracker(dataclasses.replace(SENSOR, debounce_counts=10), 32)
+    positions = list(range(0, 400, 4))
+    present = [p in (100, 104) or 200 <= p < 400 for p in positions]
+    parts = created(feed(tracker, positions, present=present))
+    assert [p.origin_count for p in parts] == [(196 + 200) // 2 + 100]
+
+
+def test_sensor_edges_closer_than_half_a_part_are_ignored() -> None:
+    """A second rising edge within half a part length of the last one is a bounce, not a part."""
+    tracker = Tracker(SENSOR, 32)
+    positions = list(range(0, 800, 4))
+    present = [100 <= p < 140 or 160 <= p < 300 or 600 <= p < 800 for p in positions]
+    parts = created(feed(tracker, positions, present=present))
+    assert [p.origin_count for p in parts] == [198, 698]
+
+
+# -- bad samples ------------------------------------------------------------------------------
+
+
+def snapshot(tracker: Tracker) -> tuple[object, ...]:
+    """The observable tracking state."""
+    return (
+        tracker.position,
+        tracker.unwrapped_count,
+        tracker.speed_cps,
+        tracker.last_t_ns,
+        tracker.next_part_id,
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "dt_ns", "reason"),
+    [
+        (1500 + 100_000, DT_NS, "forward_jump"),
+        ((2000 - 5_000) % (1 << 32), DT_NS, "backward_jump"),
+        (1 << 32, DT_NS, "raw_out_of_range"),
+        (-1, DT_NS, "raw_out_of_range"),
+        (1504, 0, "time_not_increasing"),
+        (1504, -DT_NS, "time_not_increasing"),
+    ],
+)
+def test_bad_samples_are_refused_without_changing_state(raw: int, dt_ns: int, reason: str) -> None:
+    """A bad sample is counted with its reason, creates nothing and leaves the state unchanged."""
+    tracker = Tracker(PITCH, 32)
+    trace = feed(tracker, ramp(1000, 2000.0, 251))  # to 2000: parts at 1000 and 2000
+    t_last = trace[-1][0]
+    before = snapshot(tracker)
+    assert tracker.update(EncoderSample(raw, t_last + dt_ns)) == []
+    assert snapshot(tracker) == before
+    assert tracker.rejected_samples == 1
+    assert tracker.last_rejection_reason == reason
+
+    more = feed(tracker, ramp(2000, 2000.0, 600)[1:], t0_ns=t_last + DT_NS)
+    assert [p.origin_count for p in created(more)] == [3000, 4000]
+    assert tracker.rejected_samples == 1
+
+
+def test_a_reset_counter_is_resynced_after_consistent_jumps() -> None:
+    """After a PLC counter reset, consistent samples re-anchor tracking with no duplicate parts."""
+    tracker = Tracker(PITCH, 32)
+    trace = feed(tracker, ramp(0, 2000.0, 500))  # to ~2000
+    t_last, p_last, _ = trace[-1]
+    after = feed(tracker, ramp(0, 2000.0, 1000), t0_ns=t_last + DT_NS)  # counter restarts at 0
+    limit = PITCH.resync_after_samples
+    assert tracker.rejected_samples == limit - 1
+    assert tracker.last_rejection_reason == "backward_jump"
+    origins = [p.origin_count for p in created(trace) + created(after)]
+    assert origins == list(range(0, tracker.position + 1, 1000))
+    assert tracker.position == pytest.approx(p_last + 4000, abs=2 * limit * 4 + 2)
+    assert tracker.speed_cps == pytest.approx(2000.0, rel=0.01)
+
+
+def test_a_run_of_bad_samples_logs_once_not_per_sample() -> None:
+    """A source sending only bad samples is counted every time but logged once per run."""
+    tracker = Tracker(dataclasses.replace(PITCH, resync_after_samples=0), 16)
+    trace = feed(tracker, [100, 104], bits=16)
+    with capture_logs() as logs:
+        for i in range(1, 50):
+            tracker.update(EncoderSample(70_000 + i, trace[-1][0] + i * DT_NS))
+    assert tracker.rejected_samples == 49
+    assert [e["event"] for e in logs] == ["encoder_sample_rejected"]
+    assert logs[0]["reason"] == "raw_out_of_range"
