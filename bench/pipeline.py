@@ -45,12 +45,19 @@ def main() -> None:
         sim["seed"] = args.seed
     cfg = sim_config(base, sim=sim)
     template = default_template_path(cfg.node.state_dir, cfg)
-    cfg = sim_config(cfg, inspection={"classical": {**cfg.inspection.classical.model_dump(),
-                                                    "template": template}})
+    cfg = sim_config(
+        cfg,
+        inspection={"classical": {**cfg.inspection.classical.model_dump(), "template": template}},
+    )
     t0 = time.monotonic()
     with Progress(
-        TextColumn("parts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty(),
+        TextColumn("parts"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
     ) as bar:
         task = bar.add_task("parts", total=args.parts)
 
@@ -58,8 +65,13 @@ def main() -> None:
             bar.advance(task)
 
         report, _, _ = asyncio.run(run_line(cfg, args.parts, on_result=tick))
-    report = {"bench": "pipeline", "rate": args.rate, "belt_mm_s": sim["speed_mm_s"],
-              "wall_s": round(time.monotonic() - t0, 1), **report}
+    report = {
+        "bench": "pipeline",
+        "rate": args.rate,
+        "belt_mm_s": sim["speed_mm_s"],
+        "wall_s": round(time.monotonic() - t0, 1),
+        **report,
+    }
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -70,14 +70,19 @@ def _pct(values: list[float]) -> dict[str, float]:
         return {"p50": 0.0, "p99": 0.0, "max": 0.0}
     a = np.asarray(values, dtype=np.float64)
     p50, p99 = np.percentile(a, [50, 99])
-    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "max": round(float(a.max()), 3)}
+    return {
+        "p50": round(float(p50), 3),
+        "p99": round(float(p99), 3),
+        "max": round(float(a.max()), 3),
+    }
 
 
 def score(sim: SimLine, results: dict[int, PartResult], mm_per_px: float) -> dict[str, Any]:
     """Score a run.
 
     - ``escapes``: defective parts (visible by the synth's criterion) the actuator never struck;
-    - ``missed_rejects``: parts judged reject whose own physical part was not struck;
+    - ``missed_rejects``: parts judged reject whose own physical part was not struck
+      (a fail-safe reject of an empty pitch slot has no part to miss);
     - ``false_rejects``: good parts judged reject by the model (fail-safe excluded);
     - ``failsafe_rejects``: fail-safe verdicts;
     - ``wrong_part_hits``: strikes that landed on a part other than the one commanded;
@@ -101,14 +106,16 @@ def score(sim: SimLine, results: dict[int, PartResult], mm_per_px: float) -> dic
     n_good = len(defective) - n_def
     missed = false_rej = wrong = 0
     errors: list[float] = []
+    signed: list[float] = []
     for part_id, r in results.items():
         index = seen.get(part_id)
-        if r.action == "rejected":
+        if r.action == "rejected" and index is not None:  # an empty pitch slot has no part
             hit = hits_by_cmd.get(part_id)
             if hit is None or hit.part_index is None or hit.part_index != index:
                 missed += 1
             if hit is not None and hit.part_index is not None:
                 errors.append(abs(hit.error_mm))
+                signed.append(hit.error_mm)
                 wrong += hit.part_index != index
             if not r.verdict.fail_safe and index is not None and defective.get(index) is False:
                 false_rej += 1
@@ -126,13 +133,18 @@ def score(sim: SimLine, results: dict[int, PartResult], mm_per_px: float) -> dic
         "false_rejects": false_rej,
         "false_reject_rate": round(false_rej / n_good, 4) if n_good else 0.0,
         "failsafe_rejects": sum(r.verdict.fail_safe for r in results.values()),
-        "failsafe_reasons": _count(r.verdict.reason.value for r in results.values()
-                                   if r.verdict.fail_safe),
+        "failsafe_reasons": _count(
+            r.verdict.reason.value for r in results.values() if r.verdict.fail_safe
+        ),
         "budget_misses": sum(r.budget_miss for r in results.values()),
         "wrong_part_hits": wrong,
         "latency_ms": _pct(latencies),
         "budget_used": _pct(budget),
-        "reject_position_error_mm": {"p50": err["p50"], "max": err["max"]},
+        "reject_position_error_mm": {
+            "p50": err["p50"],
+            "max": err["max"],
+            "mean_signed": round(float(np.mean(signed)), 3) if signed else 0.0,
+        },
     }
 
 
@@ -162,7 +174,9 @@ async def run_line(
     if backend_wrapper is not None:
         load = components.backend
         components = Components(
-            components.encoder, components.camera, components.reject,
+            components.encoder,
+            components.camera,
+            components.reject,
             lambda: backend_wrapper(load()),
         )
     stop = asyncio.Event()
@@ -179,6 +193,8 @@ async def run_line(
     report = score(sim, collector.results, cfg.camera.sim.mm_per_px)
     report["parts_per_s"] = round(node.stats.parts_per_s(), 2)
     report["bad_encoder_samples"] = node.summary.bad_encoder_samples
+    report["scheduler_lateness_ms"] = node.summary.scheduler_lateness_ms
+    report["pulse_lateness_ms"] = node.summary.pulse_lateness_ms
     return report, node, sim
 
 

@@ -81,8 +81,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
-    print(f"{args.config}: ok ({cfg.node.name}, {cfg.camera.driver} camera, "
-          f"{cfg.inspection.backend} backend)")
+    print(
+        f"{args.config}: ok ({cfg.node.name}, {cfg.camera.driver} camera, "
+        f"{cfg.inspection.backend} backend)"
+    )
     return 0
 
 
@@ -150,18 +152,19 @@ async def _run(cfg: Config, *, live: bool) -> int:
         def on_status(snap: dict[str, Any]) -> None:
             log.info("node_status", **snap)
 
-    node = Node(
-        cfg,
-        components,
-        notifier=SystemdNotifier(os.environ),
-        on_status=on_status,
-        watchdog_interval_s=watchdog_interval_s(os.environ),
-    )
-    try:
-        summary = await node.run(stop)
-    finally:
-        if live_view is not None:
-            live_view.stop()
+    with SystemdNotifier(os.environ) as notifier:
+        node = Node(
+            cfg,
+            components,
+            notifier=notifier,
+            on_status=on_status,
+            watchdog_interval_s=watchdog_interval_s(os.environ),
+        )
+        try:
+            summary = await node.run(stop)
+        finally:
+            if live_view is not None:
+                live_view.stop()
     print(json.dumps({"summary": {**summary.__dict__}}, indent=2, default=str))
     return 0
 

@@ -15,7 +15,9 @@ tracked, parts already on their way are inspected and acted on, and after
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +34,8 @@ from node.config import Config, LineGeometry
 from node.errors import CameraError, PlcError
 from node.inspector import Inspection, Inspector
 from node.judge import Judge, Reason, Verdict
-from node.results import PartResult, ResultSink, Stats
+from node.pulse import PulseTimer
+from node.results import Action, PartResult, ResultSink, Stats
 from node.scheduler import CountScheduler
 from node.sdnotify import SystemdNotifier
 from node.tracker import TrackedPart, Tracker, TrackerConfig
@@ -70,6 +73,8 @@ class RunSummary:
     frames_dropped: int = 0
     late_frames: int = 0
     reject_fire_failures: int = 0
+    scheduler_lateness_ms: dict[str, float] = field(default_factory=dict)
+    pulse_lateness_ms: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +87,7 @@ class _Part:
     frame_seen: bool = False
     verdict: Verdict | None = None
     verdict_t_ns: int | None = None
+    budget_miss: bool = False
 
 
 class Node:
@@ -133,6 +139,7 @@ class Node:
         self._inferring = 0
         self.summary = RunSummary()
         self._on_status = on_status
+        self._pulse_late_ns: collections.deque[int] = collections.deque(maxlen=4096)
         self.ready = asyncio.Event()
         self._components = components
         self._parts: dict[int, _Part] = {}
@@ -140,7 +147,12 @@ class Node:
         self._drained = asyncio.Event()
         self._triggers: asyncio.Queue[_Part] = asyncio.Queue()
         self._inspect_q: asyncio.Queue[Frame] = asyncio.Queue()
-        self._reject_q: asyncio.Queue[RejectCommand] = asyncio.Queue()
+        # The verdict is final this much belt travel (at the fastest allowed belt) before
+        # the pulse, so the pulse can be armed on the timing thread in time.
+        self._arm_counts = round(g.max_speed_cps * cfg.node.pulse_arm_ms / 1000)
+        self._pulses: dict[int, tuple[RejectCommand, _Part]] = {}
+        self._pulse_timer: PulseTimer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._camera: Camera | None = None
         self._output: RejectOutput | None = None
         self._inspector: Inspector | None = None
@@ -154,7 +166,13 @@ class Node:
         be opened; those already open are closed first.
         """
         t0 = time.monotonic()
+        # The loop thread shares the GIL with the camera and inference threads; at the
+        # default 5 ms switch interval a reject pulse can wait that long for the GIL,
+        # which at 1 m/s is 5 mm. Half a millisecond keeps that wait below the timer's own.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
         async with AsyncExitStack() as stack:
+            stack.callback(sys.setswitchinterval, switch_interval)
             self._executor = stack.enter_context(
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
             )
@@ -166,6 +184,10 @@ class Node:
             encoder = await stack.enter_async_context(self._components.encoder)
             self._camera = await stack.enter_async_context(self._components.camera)
             self._output = await stack.enter_async_context(self._components.reject)
+            self._loop = asyncio.get_running_loop()
+            self._pulse_timer = stack.enter_context(
+                PulseTimer(self._output.fire, self._pulse_fired_threadsafe)
+            )
             log.info("node_started", name=self.cfg.node.name, backend=backend.name)
             self.notifier.ready()
             self.ready.set()
@@ -177,7 +199,6 @@ class Node:
                     tg.create_task(self._trigger_loop(), name="trigger"),
                     tg.create_task(self._frame_loop(), name="frames"),
                     tg.create_task(self._inspect_loop(), name="inspect"),
-                    tg.create_task(self._reject_loop(), name="reject"),
                     tg.create_task(self.watchdog.run(halt), name="watchdog"),
                     tg.create_task(self._heartbeat_loop(halt), name="heartbeat"),
                     tg.create_task(self._status_loop(halt), name="status"),
@@ -190,6 +211,19 @@ class Node:
             self.summary.frames_dropped = self._camera.dropped
         self.summary.duration_s = time.monotonic() - t0
         self.summary.bad_encoder_samples = self.tracker.rejected_samples
+        late = self.scheduler.lateness
+        self.summary.scheduler_lateness_ms = {
+            "p50": late.p50_ns / 1e6,
+            "p99": late.p99_ns / 1e6,
+            "max": late.max_ns / 1e6,
+        }
+        if self._pulse_late_ns:
+            pl = sorted(self._pulse_late_ns)
+            self.summary.pulse_lateness_ms = {
+                "p50": pl[len(pl) // 2] / 1e6,
+                "p99": pl[min(len(pl) - 1, int(len(pl) * 0.99))] / 1e6,
+                "max": pl[-1] / 1e6,
+            }
         self.summary.stats = self.stats.snapshot()
         log.info("node_stopped", **_summary_fields(self.summary))
         return self.summary
@@ -205,10 +239,6 @@ class Node:
         self.summary.undecided_at_stop = len(self._parts)
         if self._parts:
             log.warning("parts_undecided_at_stop", part_ids=sorted(self._parts))
-        # Let queued reject pulses go out before the output closes.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.cfg.reject.timeout_ms / 1000 * 2):
-                await self._reject_q.join()
 
     # -- encoder → parts -------------------------------------------------
     async def _encoder_loop(self, encoder: EncoderSource) -> None:
@@ -216,6 +246,8 @@ class Node:
             new_parts = self.tracker.update(sample)
             self.scheduler.notify_update()
             self.watchdog.beat("encoder")
+            if self._pulses:
+                self._rearm_pulses()
             for part in new_parts:
                 if self._draining:
                     self.summary.parts_ignored_while_stopping += 1
@@ -227,11 +259,14 @@ class Node:
         self._parts[part.part_id] = st
         self.summary.parts_tracked += 1
         self.scheduler.schedule(part.trigger_count, lambda: self._on_camera(st), label="trigger")
-        self.scheduler.schedule(part.fire_count, lambda: self._on_fire_point(st), label="fire")
+        decide_at = max(part.trigger_count + 1, part.fire_count - self._arm_counts)
+        self.scheduler.schedule(decide_at, lambda: self._on_decision_point(st), label="decide")
 
     def _on_camera(self, st: _Part) -> None:
         st.trigger_t_ns = time.monotonic_ns()
-        st.deadline_t_ns = self.tracker.eta_ns(st.part.fire_count)
+        st.deadline_t_ns = self.tracker.eta_ns(
+            max(st.part.trigger_count + 1, st.part.fire_count - self._arm_counts)
+        )
         self._triggers.put_nowait(st)
         timeout_s = self.cfg.camera.timeout_ms / 1000
         asyncio.get_running_loop().call_later(timeout_s, self._frame_timeout, st)
@@ -309,31 +344,67 @@ class Node:
         st.verdict_t_ns = time.monotonic_ns()
         if verdict.fail_safe:
             log.warning(
-                "part_fail_safe", part_id=verdict.part_id, reason=verdict.reason.value,
+                "part_fail_safe",
+                part_id=verdict.part_id,
+                reason=verdict.reason.value,
                 detail=verdict.detail,
             )
 
     # -- reject point ------------------------------------------------------
-    def _on_fire_point(self, st: _Part) -> None:
-        now = time.monotonic_ns()
+    def _on_decision_point(self, st: _Part) -> None:
+        """The verdict is due: arm the pulse of a reject, publish a pass."""
         budget_miss = st.verdict is None
         if st.verdict is None:
             self._set_verdict(st, Judge.fail_safe(st.part.part_id, Reason.FAILSAFE_DEADLINE))
+        st.budget_miss = budget_miss
         verdict = st.verdict
         assert verdict is not None
-        if verdict.reject:
-            self._reject_q.put_nowait(
-                RejectCommand(st.part.part_id, st.part.reject_count, verdict.reason.value)
-            )
-        self._publish(st, verdict, "rejected" if verdict.reject else "passed", budget_miss, now)
+        if not verdict.reject:
+            self._publish(st, verdict, "passed")
+            return
+        cmd = RejectCommand(st.part.part_id, st.part.reject_count, verdict.reason.value)
+        self._pulses[cmd.part_id] = (cmd, st)
+        self._rearm_pulses()
 
-    def _publish(
-        self, st: _Part, verdict: Verdict, action: Any, budget_miss: bool, now: int
+    def _rearm_pulses(self) -> None:
+        """Move every armed pulse to the latest predicted time its part reaches the fire point."""
+        assert self._pulse_timer is not None
+        for cmd, st in self._pulses.values():
+            eta = self.tracker.eta_ns(st.part.fire_count)
+            if eta is None:  # belt stopped: hold the pulse until it moves again
+                self._pulse_timer.disarm(cmd.part_id)
+            else:
+                self._pulse_timer.arm(cmd, eta)
+
+    def _pulse_fired_threadsafe(
+        self, cmd: RejectCommand, late_ns: int, error: BaseException | None
     ) -> None:
+        """Called on the timing thread after a pulse; hands the outcome to the loop."""
+        assert self._loop is not None
+        # a closed loop means the run is over: there is nobody left to tell
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._pulse_fired, cmd, late_ns, error)
+
+    def _pulse_fired(self, cmd: RejectCommand, late_ns: int, error: BaseException | None) -> None:
+        entry = self._pulses.pop(cmd.part_id, None)
+        if entry is None:
+            return
+        st = entry[1]
+        assert st.verdict is not None
+        if error is not None:
+            self.summary.reject_fire_failures += 1
+            log.error("reject_fire_failed", part_id=cmd.part_id, error=str(error))
+            self._publish(st, st.verdict, "not_fired")
+            return
+        self._pulse_late_ns.append(late_ns)
+        self._publish(st, st.verdict, "rejected")
+
+    def _publish(self, st: _Part, verdict: Verdict, action: Action) -> None:
+        now = time.monotonic_ns()
         self._parts.pop(st.part.part_id, None)
         latency = budget = None
         if st.trigger_t_ns is not None:
-            if st.verdict_t_ns is not None and not budget_miss:
+            if st.verdict_t_ns is not None and not st.budget_miss:
                 latency = (st.verdict_t_ns - st.trigger_t_ns) / 1e6
             if st.deadline_t_ns is not None:
                 budget = (st.deadline_t_ns - st.trigger_t_ns) / 1e6
@@ -346,36 +417,26 @@ class Node:
             action=action,
             latency_ms=latency,
             budget_ms=budget,
-            budget_miss=budget_miss,
+            budget_miss=st.budget_miss,
             t_ns=now,
         )
         self.summary.parts_decided += 1
         self.summary.rejected += action == "rejected"
         self.summary.fail_safe += verdict.fail_safe
-        self.summary.budget_misses += budget_miss
+        self.summary.budget_misses += st.budget_miss
         if verdict.reject:
             log.info(
-                "part_rejected", part_id=verdict.part_id, reason=verdict.reason.value,
-                explanation=verdict.explanation, latency_ms=latency,
+                "part_rejected",
+                part_id=verdict.part_id,
+                reason=verdict.reason.value,
+                explanation=verdict.explanation,
+                latency_ms=latency,
+                action=action,
             )
         for sink in self.sinks:
             sink.publish(result)
         if self._draining and not self._parts:
             self._drained.set()
-
-    async def _reject_loop(self) -> None:
-        assert self._output is not None
-        timeout_s = self.cfg.reject.timeout_ms / 1000
-        while True:
-            cmd = await self._reject_q.get()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self._output.fire(cmd)
-            except (TimeoutError, PlcError) as exc:
-                self.summary.reject_fire_failures += 1
-                log.error("reject_fire_failed", part_id=cmd.part_id, error=str(exc))
-            finally:
-                self._reject_q.task_done()
 
     async def _heartbeat_loop(self, halt: asyncio.Event) -> None:
         """Toggle the PLC heartbeat while the pipeline makes progress."""

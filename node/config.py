@@ -36,6 +36,7 @@ class NodeSection(_Section):
     fail_safe_action: Literal["reject"] = "reject"
     status_interval_s: PositiveFloat = 1.0
     watchdog_stall_s: PositiveFloat = 2.0
+    pulse_arm_ms: Annotated[float, Field(ge=2, le=500)] = 10.0
 
 
 class LineSection(_Section):

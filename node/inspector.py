@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from drivers.camera.base import Frame
 from models.backend import Backend
@@ -38,7 +39,7 @@ class Inspector:
     def run(self, frames: Sequence[Frame]) -> list[Inspection]:
         """Inspect ``frames``; one ``Inspection`` per frame, in order."""
         out: dict[int, Inspection] = {}
-        crops: list[np.ndarray] = []
+        crops: list[npt.NDArray[np.uint8]] = []
         cropped_ids: list[int] = []
         for f in frames:
             pixels = f.pixels
@@ -48,7 +49,9 @@ class Inspector:
                 )
                 continue
             try:
-                crop, _ = crop_part(pixels, self.roi_size_px, self.belt_threshold)
+                crop, _ = crop_part(
+                    pixels.astype(np.uint8, copy=False), self.roi_size_px, self.belt_threshold
+                )
             except ValueError as exc:
                 out[f.part_id] = Inspection(f.part_id, None, str(exc), no_part=True)
                 continue

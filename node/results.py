@@ -127,4 +127,8 @@ def _percentiles(values: collections.deque[float]) -> dict[str, float]:
         return {"p50": 0.0, "p99": 0.0, "max": 0.0}
     a = np.fromiter(values, dtype=np.float64)
     p50, p99 = np.percentile(a, [50, 99])
-    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "max": round(float(a.max()), 3)}
+    return {
+        "p50": round(float(p50), 3),
+        "p99": round(float(p99), 3),
+        "max": round(float(a.max()), 3),
+    }

@@ -239,7 +239,7 @@ class CountScheduler:
                 handle._callback()
             # A scheduled callback is foreign code run from our loop: one that
             # fails must not stop the rejects and triggers queued behind it.
-            except Exception:
+            except Exception:  # noqa: BLE001 - see the comment above
                 self._failures += 1
                 _log.exception("scheduled_callback_failed", label=handle.label, count=count)
 

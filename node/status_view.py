@@ -14,8 +14,17 @@ def render_status(name: str, snap: dict[str, Any]) -> Group:
     lat = snap["latency_ms"]
     bud = snap["budget_used"]
     t = Table(title=f"lineside · {name}", title_justify="left", expand=False)
-    for col in ("parts/s", "inspected", "rejected", "fail-safe", "budget misses",
-                "latency p50/p99 ms", "budget used p50/p99", "belt mm/s", "in flight"):
+    for col in (
+        "parts/s",
+        "inspected",
+        "rejected",
+        "fail-safe",
+        "budget misses",
+        "latency p50/p99 ms",
+        "budget used p50/p99",
+        "belt mm/s",
+        "in flight",
+    ):
         t.add_column(col, justify="right")
     t.add_row(
         f"{snap['parts_per_s']:.1f}",

@@ -63,7 +63,9 @@ class _RenderCache:
 def part_spec_for(cfg: Config, index: int) -> PartSpec:
     """The sim line's part ``index``: deterministic from ``sim.seed`` and the index."""
     rng = np.random.default_rng([cfg.sim.seed, index])
-    return sample_part_spec(rng, cfg.sim.family, cfg.sim.defect_rate)
+    return sample_part_spec(
+        rng, cfg.sim.family, cfg.sim.defect_rate, part_size_mm=cfg.line.part_length_mm
+    )
 
 
 def build_sim_line(cfg: Config) -> SimLine:
@@ -82,6 +84,15 @@ def build_sim_line(cfg: Config) -> SimLine:
         return float(jitter_rng.uniform(-jitter_mm, jitter_mm)) if jitter_mm else 0.0
 
     profile = cfg.sim.speed_profile or ((0.0, cfg.sim.speed_mm_s),)
+    cpm = cfg.line.counts_per_mm
+    if cfg.line.tracking == "pitch":
+        # Parts sit on the pitch grid of the counter, as on a line with flights or pockets.
+        pitch_c = round(cfg.line.part_pitch_mm * cpm)
+        first_c = round(cfg.line.first_part_mm * cpm)
+        first_mm = ((first_c - cfg.encoder.sim.count_offset) % pitch_c) / cpm
+    else:
+        # the first part enters upstream of the sensor so the line starts empty
+        first_mm = cfg.line.first_part_mm + cfg.line.part_pitch_mm
     world = SimWorld(
         counts_per_mm=cfg.line.counts_per_mm,
         encoder_bits=cfg.line.encoder_bits,
@@ -90,8 +101,7 @@ def build_sim_line(cfg: Config) -> SimLine:
         speed_profile=profile,
         part_factory=factory,
         placement_jitter_mm=jitter,
-        # the first part enters upstream of the sensor so the line starts empty
-        first_part_mm=cfg.line.first_part_mm + cfg.line.part_pitch_mm,
+        first_part_mm=first_mm,
         count_offset=cfg.encoder.sim.count_offset,
         reject_position_mm=cfg.line.reject_position_mm,
         actuator_lead_mm=cfg.line.actuator_lead_mm,
@@ -107,7 +117,7 @@ def build_sim_line(cfg: Config) -> SimLine:
         image, _ = render_scene(cache.get(payload), hw, (cx, cy), _BELT_LEVEL, noise_seed=seed)
         return image
 
-    blank_part = cache.get(PartSpec(cfg.sim.family, 0, None))
+    blank_part = cache.get(PartSpec(cfg.sim.family, 0, None, cfg.line.part_length_mm))
 
     def render_blank() -> npt.NDArray[np.uint8]:
         # the part is placed far outside the frame: only belt and sensor noise remain
@@ -194,11 +204,14 @@ def teach_images_from_sim(cfg: Config, count: int) -> list[npt.NDArray[np.uint8]
     rng = np.random.default_rng([cfg.sim.seed, 99])
     frames = []
     for i in range(count):
-        spec = PartSpec(cfg.sim.family, int(rng.integers(0, 2**31)), None)
+        spec = PartSpec(cfg.sim.family, int(rng.integers(0, 2**31)), None, cfg.line.part_length_mm)
         dx = rng.uniform(-1.5, 1.5) / cam.mm_per_px
         image, _ = render_scene(
-            cache.get(spec), (cam.height_px, cam.width_px),
-            (cam.width_px / 2 + dx, cam.height_px / 2), _BELT_LEVEL, noise_seed=i,
+            cache.get(spec),
+            (cam.height_px, cam.width_px),
+            (cam.width_px / 2 + dx, cam.height_px / 2),
+            _BELT_LEVEL,
+            noise_seed=i,
         )
         frames.append(image)
     return frames
@@ -208,7 +221,9 @@ def read_teach_images(folder: Path) -> list[npt.NDArray[np.uint8]]:
     """Every PNG/BMP/TIFF in ``folder`` as grayscale. Raises ``ValueError`` when there are none."""
     from PIL import Image
 
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".bmp", ".tif", ".tiff"})
+    paths = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in {".png", ".bmp", ".tif", ".tiff"}
+    )
     if not paths:
         raise ValueError(f"{folder}: no .png/.bmp/.tif images to teach from")
     return [np.asarray(Image.open(p).convert("L"), dtype=np.uint8) for p in paths]

@@ -45,11 +45,14 @@ class RejectCommand:
 class RejectOutput(Protocol):
     """Fires the reject actuator.
 
-    ``fire`` is called by the node at the moment the pulse must start
-    (node-timed mode: the node has already compensated actuator lead).
+    ``fire`` is called by the node's pulse-timing thread at the moment the pulse
+    must start (node-timed mode: the node has already compensated the actuator
+    lead). It is synchronous so no event-loop wake-up sits between the deadline
+    and the output; it must be thread-safe, return within the reject timeout, and
+    raise (any exception) when the pulse could not be started.
     """
 
-    async def fire(self, command: RejectCommand) -> None:
+    def fire(self, command: RejectCommand) -> None:
         """Start the reject pulse for ``command.part_id`` now."""
         ...
 

@@ -86,8 +86,8 @@ class SimRejectOutput:
     ) -> None:
         self.alive = False
 
-    async def fire(self, command: RejectCommand) -> None:
-        """Start the reject pulse for ``command.part_id`` now."""
+    def fire(self, command: RejectCommand) -> None:
+        """Start the reject pulse for ``command.part_id`` now (thread-safe)."""
         hit = self._world.strike(command.part_id, time.monotonic_ns())
         log.debug("sim_actuator_struck", part_id=command.part_id, hit=hit.part_index)
 

@@ -59,8 +59,17 @@ def test_every_problem_is_listed_with_its_key_path(tmp_path: Path) -> None:
 def test_cross_field_geometry_is_checked() -> None:
     """A reject station upstream of the camera is refused with the section's path."""
     with pytest.raises(ConfigError) as info:
-        parse_config({"line": {"counts_per_mm": 4, "part_pitch_mm": 30, "part_length_mm": 20,
-                               "camera_position_mm": 300, "reject_position_mm": 100}})
+        parse_config(
+            {
+                "line": {
+                    "counts_per_mm": 4,
+                    "part_pitch_mm": 30,
+                    "part_length_mm": 20,
+                    "camera_position_mm": 300,
+                    "reject_position_mm": 100,
+                }
+            }
+        )
     assert any("line:" in p and "downstream" in p for p in info.value.problems)
 
 
@@ -83,9 +92,18 @@ def test_config_is_frozen() -> None:
 
 def test_geometry_converts_millimetres_to_counts() -> None:
     """Positions in mm become counts with counts_per_mm, rounded."""
-    cfg = parse_config({"line": {"counts_per_mm": 4, "part_pitch_mm": 30, "part_length_mm": 28,
-                                 "camera_position_mm": 100, "reject_position_mm": 400.1,
-                                 "actuator_lead_mm": 6}})
+    cfg = parse_config(
+        {
+            "line": {
+                "counts_per_mm": 4,
+                "part_pitch_mm": 30,
+                "part_length_mm": 28,
+                "camera_position_mm": 100,
+                "reject_position_mm": 400.1,
+                "actuator_lead_mm": 6,
+            }
+        }
+    )
     g = LineGeometry.from_config(cfg.line)
     assert (g.pitch_counts, g.camera_counts, g.reject_counts, g.lead_counts) == (120, 400, 1600, 24)
 
@@ -96,7 +114,9 @@ def test_check_config_cli_lists_errors_and_exits_nonzero(tmp_path: Path) -> None
     path.write_text(BROKEN)
     proc = subprocess.run(
         [sys.executable, "-m", "node", "check-config", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "7 problem(s)" in proc.stderr
@@ -104,6 +124,8 @@ def test_check_config_cli_lists_errors_and_exits_nonzero(tmp_path: Path) -> None
         assert key in proc.stderr
     ok = subprocess.run(
         [sys.executable, "-m", "node", "check-config", str(DEFAULT_CONFIG)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert ok.returncode == 0, ok.stderr

@@ -12,10 +12,17 @@ from node.judge import Judge, Reason
 def findings(score: float, area_mm2: float | None, dtype: str = "scratch") -> Findings:
     regions = ()
     if area_mm2 is not None:
-        regions = (Region((0, 0, 4, 4), (2.0, 2.0), 16, area_mm2, 4.0, 1.0, "centre", False,
-                          -8.0, score),)
-    return Findings(score, np.zeros((4, 4), np.float32), dtype, 0.9, regions,
-                    Explanation(f"{dtype}, 4 mm, centre", None))
+        regions = (
+            Region((0, 0, 4, 4), (2.0, 2.0), 16, area_mm2, 4.0, 1.0, "centre", False, -8.0, score),
+        )
+    return Findings(
+        score,
+        np.zeros((4, 4), np.float32),
+        dtype,
+        0.9,
+        regions,
+        Explanation(f"{dtype}, 4 mm, centre", None),
+    )
 
 
 def test_clean_part_passes() -> None:

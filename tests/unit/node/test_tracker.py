@@ -194,8 +194,9 @@ def test_speed_change_mid_part(v1: float, v2: float, change_at: int) -> None:
         t_first = next(t for t, pos, _ in trace if pos >= part.origin_count)
         assert part.created_t_ns == t_first
 
-    # Whole counts resolve speed to about one count per window, whatever the speed.
-    resolution_cps = 1.2e9 / PITCH.window_ns
+    # Whole counts resolve speed to about one count per window, whatever the speed;
+    # rounding at both ends of the window can cost up to two.
+    resolution_cps = 2.0e9 / PITCH.window_ns
     assert tracker.speed_cps == pytest.approx(v2, abs=resolution_cps)
     target = top + 5000
     eta = tracker.eta_ns(target)

@@ -1,0 +1,137 @@
+"""Precise reject pulses: a dedicated timing thread fires each armed pulse on time.
+
+The event loop wakes on timers with about a millisecond of resolution and can be
+busy for a few more; at 1 m/s every millisecond is a millimetre. So the loop only
+decides *that* a part is rejected and keeps its pulse *armed* with the latest
+predicted time (re-armed after every encoder sample); this thread sleeps until
+just before that time, spins the last fraction of a millisecond, and calls the
+output's ``fire`` itself.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+import structlog
+
+from drivers.plc.base import RejectCommand
+
+log = structlog.get_logger(__name__)
+
+_SPIN_NS = 400_000  # sleep until this close to the deadline, then spin: sleep wakes late
+
+
+class PulseTimer:
+    """Fires armed reject commands at their monotonic deadline, on its own thread.
+
+    ``fire`` is the output's thread-safe pulse call; ``on_fired(command, late_ns,
+    error)`` is called on the timing thread after each pulse (``error`` is None on
+    success) and must be quick and thread-safe.
+    """
+
+    def __init__(
+        self,
+        fire: Callable[[RejectCommand], None],
+        on_fired: Callable[[RejectCommand, int, BaseException | None], None],
+    ) -> None:
+        self._fire = fire
+        self._on_fired = on_fired
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[int, RejectCommand]] = {}
+        self._heap: list[tuple[int, int]] = []  # (deadline_ns, part_id), stale entries skipped
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="reject-pulse", daemon=True)
+
+    def __enter__(self) -> PulseTimer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Fire nothing more; pulses still armed are dropped (and logged)."""
+        with self._cond:
+            self._stopping = True
+            if self._armed:
+                log.warning("pulses_dropped_at_stop", part_ids=sorted(self._armed))
+            self._armed.clear()
+            self._cond.notify()
+        self._thread.join(2.0)
+
+    def arm(self, command: RejectCommand, deadline_ns: int) -> None:
+        """Arm (or move) the pulse for ``command.part_id`` to ``deadline_ns``."""
+        with self._cond:
+            current = self._armed.get(command.part_id)
+            if current is not None and current[0] == deadline_ns:
+                return
+            self._armed[command.part_id] = (deadline_ns, command)
+            heapq.heappush(self._heap, (deadline_ns, command.part_id))
+            if self._heap[0][1] == command.part_id:
+                self._cond.notify()
+
+    def disarm(self, part_id: int) -> bool:
+        """Hold the pulse of ``part_id`` (e.g. the belt stopped); True if it was armed."""
+        with self._cond:
+            return self._armed.pop(part_id, None) is not None
+
+    @property
+    def armed(self) -> int:
+        """How many pulses are waiting."""
+        return len(self._armed)
+
+    def _next(self) -> tuple[int, RejectCommand] | None:
+        """The earliest live entry, dropping stale heap entries; call with the lock held."""
+        while self._heap:
+            deadline, part_id = self._heap[0]
+            live = self._armed.get(part_id)
+            if live is not None and live[0] == deadline:
+                return live
+            heapq.heappop(self._heap)
+        return None
+
+    def _run(self) -> None:
+        _raise_priority()
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping:
+                        return
+                    nxt = self._next()
+                    if nxt is None:
+                        self._cond.wait()
+                        continue
+                    wait_ns = nxt[0] - _SPIN_NS - time.monotonic_ns()
+                    if wait_ns <= 0:
+                        break
+                    self._cond.wait(wait_ns / 1e9)
+            deadline, command = nxt
+            while time.monotonic_ns() < deadline:
+                pass  # the last few hundred microseconds: sleeping would overshoot
+            with self._cond:
+                # it may have been moved or disarmed while we spun
+                if self._armed.get(command.part_id) != (deadline, command):
+                    continue
+                del self._armed[command.part_id]
+            late_ns = time.monotonic_ns() - deadline
+            error: BaseException | None = None
+            try:
+                self._fire(command)
+            except Exception as exc:  # noqa: BLE001 - reported to the node; the thread must live on
+                error = exc
+            self._on_fired(command, late_ns, error)
+
+
+def _raise_priority() -> None:
+    """Ask the OS to prefer this thread (nice −10); best effort, needs CAP_SYS_NICE.
+
+    When the machine is busy, a pulse thread that waits for a CPU is a late pulse.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -10)
+    except OSError as exc:
+        log.info("pulse_thread_priority_unchanged", reason=exc.strerror)

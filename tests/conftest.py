@@ -1,0 +1,42 @@
+"""Shared fixtures: a sim-line config whose template is taught once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hil.line import ensure_template, sim_config
+from node.config import DEFAULT_CONFIG, Config, load_config
+from node.logs import configure
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_logs() -> None:
+    """Log warnings and errors only: per-part info lines would slow the real-time loop."""
+    configure(json=False, level="warning")
+
+
+@pytest.fixture(scope="session")
+def taught_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """configs/sim.toml with its state and template in a session temp dir, template taught."""
+    state = tmp_path_factory.mktemp("state")
+    base = load_config(DEFAULT_CONFIG)
+    cfg = sim_config(
+        base,
+        node={"state_dir": state},
+        inspection={
+            "classical": {
+                **base.inspection.classical.model_dump(),
+                "template": state / "template.npz",
+            }
+        },
+    )
+    ensure_template(cfg)
+    return cfg
+
+
+@pytest.fixture
+def template_path(taught_config: Config) -> Path:
+    """The session's taught template file."""
+    return taught_config.inspection.classical.template

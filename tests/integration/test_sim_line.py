@@ -1,0 +1,89 @@
+"""The node end to end on the simulated line, scored against ground truth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from hil.line import run_line, sim_config
+from models.backend import Backend, Image
+from models.findings import Findings
+from node.config import Config
+
+pytestmark = pytest.mark.slow
+
+
+class SlowBackend:
+    """Fault injection: a backend that takes longer than any part's budget."""
+
+    def __init__(self, inner: Backend, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+        self.name = f"slow-{inner.name}"
+
+    def infer(self, images: Sequence[Image]) -> list[Findings]:
+        time.sleep(self.delay_s)
+        return self.inner.infer(images)
+
+
+async def test_defects_are_rejected_at_the_right_place(taught_config: Config) -> None:
+    """300 parts, 30% defective: visible defects rejected on target, no good part rejected."""
+    cfg = sim_config(taught_config, sim={"defect_rate": 0.3, "seed": 5})
+    report, node, _ = await run_line(cfg, 300)
+    assert report["parts"] == 300
+    assert report["missed_rejects"] == 0
+    assert report["wrong_part_hits"] == 0
+    assert report["false_rejects"] == 0, report
+    assert report["failsafe_rejects"] == 0, report["failsafe_reasons"]
+    assert report["escapes"] <= 0.02 * report["defective_parts"], report
+    assert report["budget_misses"] == 0
+    assert report["reject_position_error_mm"]["max"] <= 2.0
+    assert node.summary.undecided_at_stop == 0
+
+
+async def test_pitch_tracking_and_speed_changes(taught_config: Config) -> None:
+    """Pitch tracking through a speed change and a belt stop still hits every reject."""
+    cfg = sim_config(
+        taught_config,
+        line={"tracking": "pitch"},
+        sim={
+            "defect_rate": 0.3,
+            "placement_jitter_mm": 0.0,
+            "seed": 9,
+            "speed_profile": ((0.0, 600.0), (2.0, 1200.0), (4.0, 0.0), (4.5, 400.0)),
+        },
+    )
+    report, _, _ = await run_line(cfg, 120, timeout_s=60)
+    assert report["parts"] >= 120  # plus the empty pitch slots in flight at the stop
+    assert set(report["failsafe_reasons"]) <= {"no_part_in_frame"}
+    assert report["missed_rejects"] == 0
+    assert report["false_rejects"] == 0
+    assert report["budget_misses"] == 0
+    assert report["reject_position_error_mm"]["max"] <= 2.0
+
+
+async def test_slow_backend_fails_safe_never_passes(taught_config: Config) -> None:
+    """A model slower than the budget makes every part a fail-safe reject; none passes."""
+    cfg = sim_config(taught_config, sim={"defect_rate": 0.2, "seed": 3})
+    report, node, _ = await run_line(cfg, 40, backend_wrapper=lambda b: SlowBackend(b, delay_s=0.8))
+    assert report["parts"] == 40
+    assert node.stats.passed == 0
+    assert report["failsafe_rejects"] == 40
+    assert report["failsafe_reasons"] == {"deadline_missed": 40}
+    assert report["budget_misses"] == 40
+    assert report["missed_rejects"] == 0
+
+
+async def test_missing_and_incomplete_frames_fail_safe(taught_config: Config) -> None:
+    """Dropped and torn frames reject their parts with the matching reason; others judged."""
+    cam = {**taught_config.camera.sim.model_dump(), "drop_rate": 0.15, "incomplete_rate": 0.15}
+    cfg = sim_config(taught_config, camera={"sim": cam}, sim={"defect_rate": 0.2, "seed": 4})
+    report, node, _ = await run_line(cfg, 100)
+    reasons = report["failsafe_reasons"]
+    assert reasons.get("frame_missing", 0) > 0 and reasons.get("frame_incomplete", 0) > 0
+    assert set(reasons) <= {"frame_missing", "frame_incomplete"}
+    assert report["missed_rejects"] == 0
+    assert report["false_rejects"] == 0
+    assert node.stats.passed + node.stats.rejected == 100

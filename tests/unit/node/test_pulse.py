@@ -1,0 +1,82 @@
+"""The pulse timer fires armed rejects on time, follows re-arms, and honours disarm."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from drivers.plc.base import RejectCommand
+from node.pulse import PulseTimer
+
+
+class Recorder:
+    """A thread-safe output that records when each pulse started."""
+
+    def __init__(self, fail_for: int | None = None) -> None:
+        self.fired: list[tuple[int, int]] = []
+        self.outcomes: list[tuple[int, int, BaseException | None]] = []
+        self.done = threading.Event()
+        self.fail_for = fail_for
+
+    def fire(self, cmd: RejectCommand) -> None:
+        if cmd.part_id == self.fail_for:
+            raise OSError("coil write refused")
+        self.fired.append((cmd.part_id, time.monotonic_ns()))
+
+    def on_fired(self, cmd: RejectCommand, late_ns: int, error: BaseException | None) -> None:
+        self.outcomes.append((cmd.part_id, late_ns, error))
+        self.done.set()
+
+
+def cmd(part_id: int) -> RejectCommand:
+    return RejectCommand(part_id, 1000 + part_id, "defect")
+
+
+def test_pulses_fire_in_deadline_order_close_to_their_deadline() -> None:
+    """Armed out of order, pulses fire by deadline, each within 1 ms of it."""
+    rec = Recorder()
+    now = time.monotonic_ns()
+    deadlines = {1: now + 60_000_000, 2: now + 20_000_000, 3: now + 40_000_000}
+    with PulseTimer(rec.fire, rec.on_fired) as timer:
+        for pid, t in deadlines.items():
+            timer.arm(cmd(pid), t)
+        time.sleep(0.12)
+    assert [pid for pid, _ in rec.fired] == [2, 3, 1]
+    for pid, t in rec.fired:
+        assert 0 <= t - deadlines[pid] < 1_000_000
+
+
+def test_rearm_moves_the_pulse() -> None:
+    """Re-arming a pulse later fires it once, at the new deadline."""
+    rec = Recorder()
+    now = time.monotonic_ns()
+    with PulseTimer(rec.fire, rec.on_fired) as timer:
+        timer.arm(cmd(7), now + 10_000_000)
+        timer.arm(cmd(7), now + 50_000_000)
+        time.sleep(0.1)
+    assert len(rec.fired) == 1
+    assert rec.fired[0][1] >= now + 50_000_000
+
+
+def test_disarmed_pulse_never_fires() -> None:
+    """A disarmed pulse (belt stopped) does not fire; disarm reports it was armed."""
+    rec = Recorder()
+    with PulseTimer(rec.fire, rec.on_fired) as timer:
+        timer.arm(cmd(3), time.monotonic_ns() + 30_000_000)
+        assert timer.disarm(3)
+        time.sleep(0.06)
+        assert not timer.disarm(3)
+    assert rec.fired == []
+
+
+def test_failed_fire_is_reported_and_the_timer_lives_on() -> None:
+    """An output that raises is reported with its error; later pulses still fire."""
+    rec = Recorder(fail_for=1)
+    now = time.monotonic_ns()
+    with PulseTimer(rec.fire, rec.on_fired) as timer:
+        timer.arm(cmd(1), now + 5_000_000)
+        timer.arm(cmd(2), now + 15_000_000)
+        time.sleep(0.05)
+    assert [pid for pid, _ in rec.fired] == [2]
+    errors = {pid: err for pid, _, err in rec.outcomes}
+    assert isinstance(errors[1], OSError) and errors[2] is None
