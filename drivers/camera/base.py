@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -26,7 +26,14 @@ class Frame:
 
     ``t_ns`` is ``time.monotonic_ns()`` when the frame reached the driver;
     ``pixels`` is ``(H, W)`` or ``(H, W, 3)``; ``pixel_format`` is the GenICam
-    name of the format the pixels are now in (after conversion).
+    name of the format the pixels are now in (after conversion). A MISSING
+    frame carries an empty ``(0, 0)`` array.
+
+    The optional tail is filled by GenICam drivers when the device provides it:
+    ``device_frame_id`` (GigE Vision block id / GenTL frame id),
+    ``device_timestamp_ns`` (the device's own clock, in ns; not comparable
+    with ``t_ns`` unless the camera is PTP-synchronized) and ``chunks``
+    (chunk feature name → value).
     """
 
     part_id: int
@@ -36,6 +43,26 @@ class Frame:
     pixel_format: str
     status: FrameStatus
     detail: str = ""
+    device_frame_id: int | None = None
+    device_timestamp_ns: int | None = None
+    chunks: Mapping[str, bool | int | float | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """One camera a backend can reach, as listed by ``lineside cameras``.
+
+    ``backend`` is the driver name (``"aravis"``, ``"harvesters"``);
+    ``address`` is what that backend opens it by (IPv4 for GigE Vision, the
+    GenTL device id for harvesters); fields the device does not report are "".
+    """
+
+    backend: str
+    vendor: str
+    model: str
+    serial: str
+    address: str
+    user_name: str = ""
 
 
 class Camera(Protocol):

@@ -113,9 +113,13 @@ class SimCamera:
                 continue  # the node sees no frame and times the part out
             near = self._world.parts_near(s.position_mm, t_ns, fov_half_mm)
             if near:
-                part = min(near, key=lambda p: abs(self._world.part_position_mm(p, t_ns) - s.position_mm))
+                part = min(
+                    near, key=lambda p: abs(self._world.part_position_mm(p, t_ns) - s.position_mm)
+                )
                 dx_mm = self._world.part_position_mm(part, t_ns) - s.position_mm
-                pixels = self._render(part.payload, s.width_px / 2 + dx_mm / s.mm_per_px, s.height_px / 2)
+                pixels = self._render(
+                    part.payload, s.width_px / 2 + dx_mm / s.mm_per_px, s.height_px / 2
+                )
                 self.rendered[part_id] = part.index
             else:
                 pixels = self._blank()

@@ -9,9 +9,14 @@ from drivers.simworld import SimWorld
 
 def make_world(**kw: object) -> SimWorld:
     args: dict[str, object] = dict(
-        counts_per_mm=4.0, encoder_bits=16, pitch_mm=30.0, part_length_mm=28.0,
+        counts_per_mm=4.0,
+        encoder_bits=16,
+        pitch_mm=30.0,
+        part_length_mm=28.0,
         speed_profile=[(0.0, 500.0), (1.0, 0.0), (2.0, 1000.0)],
-        part_factory=lambda i: f"part{i}", reject_position_mm=400.0, actuator_lead_mm=5.0,
+        part_factory=lambda i: f"part{i}",
+        reject_position_mm=400.0,
+        actuator_lead_mm=5.0,
         clock_ns=lambda: 0,
     )
     args.update(kw)
