@@ -149,6 +149,25 @@ class SimWorld:
         """Where ``part``'s centre is at ``t_ns``."""
         return self.displacement_mm(t_ns) - part.cross_mm
 
+    def edges_between(self, t0_ns: int, t1_ns: int) -> tuple[int, ...]:
+        """Raw counter values at which a part's leading edge reached the sensor in (t0, t1].
+
+        This is what a PLC's capture input latches: exact, however slowly it is polled.
+        """
+        d0, d1 = self.displacement_mm(t0_ns), self.displacement_mm(t1_ns)
+        if d1 <= d0:
+            return ()
+        self._ensure_parts(d1 + self.part_length_mm)
+        with self._lock:
+            parts = list(self._parts)
+        modulus = 1 << self.encoder_bits
+        out = []
+        for p in parts:
+            lead = p.cross_mm - p.length_mm / 2
+            if d0 < lead <= d1:
+                out.append((int(lead * self.counts_per_mm) + self.count_offset) % modulus)
+        return tuple(out)
+
     def part_present(self, t_ns: int) -> bool:
         """The part-present sensor at the origin line: true while a part covers it."""
         return bool(self.parts_near(0.0, t_ns, self.part_length_mm / 2))

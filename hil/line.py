@@ -21,7 +21,8 @@ from models.synth import render_part
 from node.app import Components, Node
 from node.config import Config, parse_config
 from node.results import PartResult
-from node.wiring import SimLine, build_components, teach_images_from_sim
+from node.simline import SimLine, teach_images_from_sim
+from node.wiring import build_components
 
 
 def sim_config(base: Config, **sections: dict[str, Any]) -> Config:

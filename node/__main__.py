@@ -91,8 +91,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_teach(args: argparse.Namespace) -> int:
     from rich.progress import track
 
+    from node.simline import teach_images_from_sim
     from node.teach import teach_template
-    from node.wiring import read_teach_images, teach_images_from_sim
+    from node.wiring import read_teach_images
 
     cfg = load_config(args.config)
     insp = cfg.inspection

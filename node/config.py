@@ -100,6 +100,7 @@ class SimEncoderSection(_Section):
 
     sample_interval_ms: PositiveFloat = 2.0
     count_offset: Annotated[int, Field(ge=0)] = 0
+    latch_edges: bool = True
 
 
 class EncoderSection(_Section):

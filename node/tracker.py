@@ -51,6 +51,11 @@ class CounterUnwrapper:
         self._position = 0
 
     @property
+    def modulus(self) -> int:
+        """``2**bits``: raw values lie in ``[0, modulus)``."""
+        return self._modulus
+
+    @property
     def position(self) -> int | None:
         """The last unwrapped count in counts, or None before the first reading."""
         return None if self._last_raw is None else self._position
@@ -448,6 +453,8 @@ class Tracker:
         return parts
 
     def _sensor_parts(self, sample: EncoderSample, prev: int, cur: int) -> list[TrackedPart]:
+        if sample.edges is not None:
+            return self._latched_parts(sample, cur)
         present = sample.part_present
         if present is None:  # not read this time: hold the debounced state
             return []
@@ -472,6 +479,22 @@ class Tracker:
             return []
         self._last_edge = edge
         return [self._make_part(edge + self._cfg.part_length_counts // 2, sample.t_ns)]
+
+    def _latched_parts(self, sample: EncoderSample, cur: int) -> list[TrackedPart]:
+        """Parts from edges the PLC latched: exact counts, none lost to a slow poll."""
+        parts: list[TrackedPart] = []
+        for raw in sample.edges or ():
+            if not 0 <= raw < self._unwrapper.modulus:
+                _log.warning("sensor_edge_out_of_range", edge_raw_count=raw)
+                continue
+            edge = cur + self._unwrapper.signed_step(sample.raw_count, raw)
+            last = self._last_edge
+            if last is not None and 2 * (edge - last) < self._cfg.part_length_counts:
+                _log.debug("sensor_edge_ignored", edge_count=edge, previous_edge_count=last)
+                continue
+            self._last_edge = edge
+            parts.append(self._make_part(edge + self._cfg.part_length_counts // 2, sample.t_ns))
+        return parts
 
     def _make_part(self, origin: int, t_ns: int) -> TrackedPart:
         cfg = self._cfg

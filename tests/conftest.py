@@ -5,16 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
+from structlog.typing import EventDict
 
 from hil.line import ensure_template, sim_config
 from node.config import DEFAULT_CONFIG, Config, load_config
-from node.logs import configure
+
+
+def _drop_below_warning(_: object, method: str, event: EventDict) -> EventDict:
+    if method in ("debug", "info"):
+        raise structlog.DropEvent
+    return event
 
 
 @pytest.fixture(scope="session", autouse=True)
 def quiet_logs() -> None:
-    """Log warnings and errors only: per-part info lines would slow the real-time loop."""
-    configure(json=False, level="warning")
+    """Print warnings and errors only: per-part info lines would slow the real-time loop.
+
+    Filtering is a processor, not the bound logger's level, so tests that use
+    ``structlog.testing.capture_logs`` (which swaps the processors) still see every level.
+    """
+    structlog.configure(
+        processors=[_drop_below_warning, structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
 
 
 @pytest.fixture(scope="session")

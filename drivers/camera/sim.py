@@ -75,8 +75,6 @@ class SimCamera:
 
     async def __aenter__(self) -> SimCamera:
         self._loop = asyncio.get_running_loop()
-        if not self._world.started:
-            self._world.start()
         self._thread = threading.Thread(target=self._acquire, name="sim-camera", daemon=True)
         self._thread.start()
         return self

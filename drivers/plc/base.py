@@ -13,12 +13,17 @@ class EncoderSample:
 
     ``raw_count`` is the counter as the PLC holds it (wraps at its bit width);
     ``t_ns`` is ``time.monotonic_ns()`` when the reading was taken;
-    ``part_present`` is the part-present sensor, or None where not wired.
+    ``part_present`` is the part-present sensor, or None where not wired;
+    ``edges`` are the raw counter values the PLC latched at each rising edge of
+    the part-present sensor since the previous sample (its capture input), or
+    None where the PLC does not latch — then the node interpolates edges from
+    ``part_present``, which misses a gap shorter than one polling interval.
     """
 
     raw_count: int
     t_ns: int
     part_present: bool | None = None
+    edges: tuple[int, ...] | None = None
 
 
 class EncoderSource(Protocol):

@@ -23,22 +23,29 @@ class SimEncoder:
     """Polls the simulated belt's counter every ``sample_interval_s``.
 
     Samples are paced on absolute deadlines so the rate does not drift.
-    ``with_part_present`` controls whether the part-present sensor is wired.
+    ``with_part_present`` controls whether the part-present sensor is wired;
+    ``latch_edges`` whether the simulated PLC latches the counter at its rising
+    edges (a capture input), so no part is lost when the node polls late.
     """
 
     def __init__(
-        self, world: SimWorld, sample_interval_s: float, *, with_part_present: bool = True
+        self,
+        world: SimWorld,
+        sample_interval_s: float,
+        *,
+        with_part_present: bool = True,
+        latch_edges: bool = True,
     ) -> None:
         if sample_interval_s <= 0:
             raise ValueError("sample_interval_s must be positive")
         self._world = world
         self._interval_s = sample_interval_s
         self._with_present = with_part_present
+        self._latch = latch_edges and with_part_present
+        self._last_t: int | None = None
         self._closed = asyncio.Event()
 
     async def __aenter__(self) -> SimEncoder:
-        if not self._world.started:
-            self._world.start()
         return self
 
     async def __aexit__(
@@ -47,13 +54,21 @@ class SimEncoder:
         self._closed.set()
 
     def read(self) -> EncoderSample:
-        """Read the counter and sensor now."""
+        """Read the counter, the sensor and the edges latched since the last read."""
         t = time.monotonic_ns()
         present = self._world.part_present(t) if self._with_present else None
-        return EncoderSample(self._world.raw_count(t), t, present)
+        edges = None
+        if self._latch:
+            edges = () if self._last_t is None else self._world.edges_between(self._last_t, t)
+        self._last_t = t
+        return EncoderSample(self._world.raw_count(t), t, present, edges)
 
     async def samples(self) -> AsyncIterator[EncoderSample]:
         """Yield one sample per interval until closed."""
+        # The simulated belt starts when the node first reads it, so no part passes
+        # the sensor while the node is still opening its other resources.
+        if not self._world.started:
+            self._world.start()
         loop = asyncio.get_running_loop()
         next_t = loop.time()
         while not self._closed.is_set():

@@ -64,3 +64,12 @@ def test_part_present_sensor_covers_the_part_length() -> None:
     w = make_world(speed_profile=[(0.0, 1000.0)], part_length_mm=10.0)
     assert w.part_present(int(30.0 / 1000 * 1e9))  # part 1 centred on the sensor
     assert not w.part_present(int(45.0 / 1000 * 1e9))  # half way between parts 1 and 2
+
+
+def test_latched_edges_are_exact_and_none_are_lost() -> None:
+    """Edges between two far-apart reads are all reported, at the leading-edge counts."""
+    w = make_world(speed_profile=[(0.0, 1000.0)], part_length_mm=10.0, count_offset=65_500)
+    # parts 1..3 (cross at 30, 60, 90 mm) have leading edges at 25, 55, 85 mm
+    edges = w.edges_between(int(20 / 1000 * 1e9), int(90 / 1000 * 1e9))
+    assert edges == tuple((65_500 + 4 * mm) % 65536 for mm in (25, 55, 85))
+    assert w.edges_between(int(90 / 1000 * 1e9), int(91 / 1000 * 1e9)) == ()

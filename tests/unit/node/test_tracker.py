@@ -444,3 +444,30 @@ def test_a_run_of_bad_samples_logs_once_not_per_sample() -> None:
     assert tracker.rejected_samples == 49
     assert [e["event"] for e in logs] == ["encoder_sample_rejected"]
     assert logs[0]["reason"] == "raw_out_of_range"
+
+
+def test_latched_edges_create_parts_at_their_exact_counts_however_late_the_poll() -> None:
+    """Edges latched by the PLC make one part each at edge + half a length, even 2 per poll."""
+    cfg = TrackerConfig(
+        mode="sensor",
+        part_length_counts=100,
+        camera_counts=400,
+        reject_counts=1600,
+        lead_counts=24,
+        max_speed_cps=1e6,
+        jitter_counts=2,
+    )
+    tracker = Tracker(cfg, 16)
+    start = 65_500  # the counter wraps between the edges
+    assert tracker.update(EncoderSample(start, 0, False, ())) == []
+    late = tracker.update(
+        EncoderSample(
+            (start + 400) % 65536, 100_000_000, True, ((start + 120) % 65536, (start + 300) % 65536)
+        )
+    )
+    assert [p.origin_count for p in late] == [start + 170, start + 350]
+    # an edge closer than half a part length to the previous one is not a new part
+    again = tracker.update(
+        EncoderSample((start + 500) % 65536, 200_000_000, True, ((start + 320) % 65536,))
+    )
+    assert again == []
