@@ -20,7 +20,7 @@ from models.backend import Backend
 from models.synth import render_part
 from node.app import Components, Node
 from node.config import Config, parse_config
-from node.results import PartResult
+from node.results import PartResult, percentiles
 from node.simline import SimLine, teach_images_from_sim
 from node.wiring import build_components
 
@@ -64,18 +64,6 @@ class Score:
     """Ground-truth scoring of one run (see ``score`` for definitions)."""
 
     report: dict[str, Any]
-
-
-def _pct(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
-    a = np.asarray(values, dtype=np.float64)
-    p50, p99 = np.percentile(a, [50, 99])
-    return {
-        "p50": round(float(p50), 3),
-        "p99": round(float(p99), 3),
-        "max": round(float(a.max()), 3),
-    }
 
 
 def score(sim: SimLine, results: dict[int, PartResult], mm_per_px: float) -> dict[str, Any]:
@@ -123,7 +111,7 @@ def score(sim: SimLine, results: dict[int, PartResult], mm_per_px: float) -> dic
     escapes = sum(1 for i, d in defective.items() if d and i not in struck)
     latencies = [r.latency_ms for r in results.values() if r.latency_ms is not None]
     budget = [r.budget_used for r in results.values() if r.budget_used is not None]
-    err = _pct(errors)
+    err = percentiles(errors)
     return {
         "parts": len(results),
         "defective_parts": n_def,
@@ -139,8 +127,8 @@ def score(sim: SimLine, results: dict[int, PartResult], mm_per_px: float) -> dic
         ),
         "budget_misses": sum(r.budget_miss for r in results.values()),
         "wrong_part_hits": wrong,
-        "latency_ms": _pct(latencies),
-        "budget_used": _pct(budget),
+        "latency_ms": percentiles(latencies),
+        "budget_used": percentiles(budget),
         "reject_position_error_mm": {
             "p50": err["p50"],
             "max": err["max"],

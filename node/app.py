@@ -35,7 +35,7 @@ from node.errors import CameraError, PlcError
 from node.inspector import Inspection, Inspector
 from node.judge import Judge, Reason, Verdict
 from node.pulse import PulseTimer
-from node.results import Action, PartResult, ResultSink, Stats
+from node.results import Action, PartResult, ResultSink, Stats, percentiles
 from node.scheduler import CountScheduler
 from node.sdnotify import SystemdNotifier
 from node.tracker import TrackedPart, Tracker, TrackerConfig
@@ -217,13 +217,7 @@ class Node:
             "p99": late.p99_ns / 1e6,
             "max": late.max_ns / 1e6,
         }
-        if self._pulse_late_ns:
-            pl = sorted(self._pulse_late_ns)
-            self.summary.pulse_lateness_ms = {
-                "p50": pl[len(pl) // 2] / 1e6,
-                "p99": pl[min(len(pl) - 1, int(len(pl) * 0.99))] / 1e6,
-                "max": pl[-1] / 1e6,
-            }
+        self.summary.pulse_lateness_ms = percentiles(ns / 1e6 for ns in self._pulse_late_ns)
         self.summary.stats = self.stats.snapshot()
         log.info("node_stopped", **_summary_fields(self.summary))
         return self.summary

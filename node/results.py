@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -101,11 +102,11 @@ class Stats:
 
     def latency_ms(self) -> dict[str, float]:
         """p50/p99/max of trigger→verdict latency over the recent window."""
-        return _percentiles(self._latency)
+        return percentiles(self._latency)
 
     def budget_used(self) -> dict[str, float]:
         """p50/p99/max of the fraction of budget used over the recent window."""
-        return _percentiles(self._budget)
+        return percentiles(self._budget)
 
     def snapshot(self) -> dict[str, object]:
         """All stats as a plain mapping (for logs and the status line)."""
@@ -122,10 +123,12 @@ class Stats:
         }
 
 
-def _percentiles(values: collections.deque[float]) -> dict[str, float]:
+def percentiles(values: Iterable[float]) -> dict[str, float]:
+    """``{"p50", "p99", "max"}`` of ``values`` rounded to 3 decimals; zeros when empty."""
+    values = list(values)
     if not values:
         return {"p50": 0.0, "p99": 0.0, "max": 0.0}
-    a = np.fromiter(values, dtype=np.float64)
+    a = np.asarray(values, dtype=np.float64)
     p50, p99 = np.percentile(a, [50, 99])
     return {
         "p50": round(float(p50), 3),
