@@ -362,13 +362,14 @@ class Node:
 
     def _rearm_pulses(self) -> None:
         """Move every armed pulse to the latest predicted time its part reaches the fire point."""
-        assert self._pulse_timer is not None
+        assert self._pulse_timer is not None and self._output is not None
+        lead_ns = self._output.fire_lead_ns
         for cmd, st in self._pulses.values():
             eta = self.tracker.eta_ns(st.part.fire_count)
             if eta is None:  # belt stopped: hold the pulse until it moves again
                 self._pulse_timer.disarm(cmd.part_id)
             else:
-                self._pulse_timer.arm(cmd, eta)
+                self._pulse_timer.arm(cmd, eta - lead_ns)
 
     def _pulse_fired_threadsafe(
         self, cmd: RejectCommand, late_ns: int, error: BaseException | None

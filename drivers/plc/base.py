@@ -57,6 +57,15 @@ class RejectOutput(Protocol):
     raise (any exception) when the pulse could not be started.
     """
 
+    @property
+    def fire_lead_ns(self) -> int:
+        """Expected time from a ``fire`` call to the output acting (transport delay).
+
+        The node calls ``fire`` this much before the pulse is due; a driver may
+        update it from measured round trips.
+        """
+        ...
+
     def fire(self, command: RejectCommand) -> None:
         """Start the reject pulse for ``command.part_id`` now."""
         ...

@@ -101,6 +101,11 @@ class SimRejectOutput:
     ) -> None:
         self.alive = False
 
+    @property
+    def fire_lead_ns(self) -> int:
+        """The simulated actuator acts on the call itself: no transport delay."""
+        return 0
+
     def fire(self, command: RejectCommand) -> None:
         """Start the reject pulse for ``command.part_id`` now (thread-safe)."""
         hit = self._world.strike(command.part_id, time.monotonic_ns())
