@@ -5,8 +5,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/sim.toml
-# Debian packages the node and its tests need (installed when missing; root or sudo).
-DEBS   :=
+# Debian packages the node and its tests need (installed when missing; root or sudo):
+# Aravis and its fake GigE Vision camera, and what PyGObject needs to build.
+DEBS   := aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config gcc
 
 .PHONY: run test lint bench teach sysdeps clean
 
@@ -41,7 +42,7 @@ sysdeps:
 $(STAMP): pyproject.toml | sysdeps
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,aravis,harvesters]'
 	touch $(STAMP)
 
 clean:

@@ -44,6 +44,32 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="validate a config file and list every problem")
     chk.add_argument("config", type=Path)
 
+    cams = sub.add_parser("cameras", help="list reachable GigE Vision / GenTL cameras")
+    cams.add_argument(
+        "--address",
+        action="append",
+        default=None,
+        metavar="IP",
+        help="ask this camera address (unicast; repeatable). Default: broadcast",
+    )
+    cams.add_argument(
+        "--cti",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="GenTL producer for harvesters (repeatable). Default: GENICAM_GENTL64_PATH",
+    )
+    cams.add_argument(
+        "--viky",
+        action="store_true",
+        help="also ask the viky.cti test producer shipped in the genicam wheel",
+    )
+
+    grab = sub.add_parser("grab", help="trigger the configured camera once and save the frame")
+    grab.add_argument("config", type=Path)
+    grab.add_argument("--out", type=Path, required=True, help="PNG file to write")
+
     teach = sub.add_parser("teach", help="learn the golden template from good parts")
     teach.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
     teach.add_argument("--images", type=Path, help="folder of good-part frames (default: the sim)")
@@ -62,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "run": _cmd_run,
         "check-config": _cmd_check_config,
         "teach": _cmd_teach,
+        "cameras": _cmd_cameras,
+        "grab": _cmd_grab,
     }
     try:
         code = handlers[args.command](args)
@@ -115,6 +143,57 @@ def _cmd_teach(args: argparse.Namespace) -> int:
     progress = track(range(len(frames)), description="learning good parts", transient=True)
     used = teach_template(cfg, frames, out, progress)
     print(f"taught {out} from {used} good parts ({source})")
+    return 0
+
+
+def _cmd_cameras(args: argparse.Namespace) -> int:
+    from drivers.camera.cli import list_cameras, viky_cti
+
+    cti: list[Path] = list(args.cti)
+    if args.viky:
+        producer = viky_cti()
+        if producer is None:
+            raise ConfigError(["--viky: the genicam wheel with viky.cti is not installed"])
+        cti.append(producer)
+    found = list_cameras(aravis_addresses=args.address, cti_files=cti)
+    if not found:
+        print("no cameras found")
+        return 0
+    rows = [("backend", "vendor", "model", "serial", "address", "name")]
+    rows += [(d.backend, d.vendor, d.model, d.serial, d.address, d.user_name) for d in found]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _cmd_grab(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if cfg.camera.driver == "sim":
+        raise ConfigError([f"{args.config}: camera.driver: grab needs a real camera, not 'sim'"])
+    return asyncio.run(_grab(cfg, args.out))
+
+
+async def _grab(cfg: Config, out: Path) -> int:
+    from drivers.camera.base import FrameStatus
+    from drivers.camera.cli import write_png
+    from node.wiring import open_camera
+
+    async with open_camera(cfg) as cam:
+        frames = cam.frames()
+        await cam.trigger(0, 0)
+        async with asyncio.timeout(cfg.camera.timeout_ms / 1000 + 5.0):
+            frame = await anext(aiter(frames))
+    if frame.status is not FrameStatus.COMPLETE:
+        raise CameraError(
+            f"camera ({cfg.camera.driver}): frame {frame.status.value}: {frame.detail}"
+        )
+    try:
+        write_png(frame, out)
+    except OSError as exc:
+        raise LinesideError(f"--out: cannot write {out}: {exc.strerror}") from exc
+    h, w = frame.pixels.shape[:2]
+    print(f"saved {out}: {w}x{h} {frame.pixel_format}")
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 
 from drivers.camera.base import Camera, Frame, FrameStatus
+from drivers.errors import DriverError
 from drivers.plc.base import EncoderSource, RejectCommand, RejectOutput
 from models.backend import Backend
 from node.config import Config, LineGeometry
@@ -277,7 +278,7 @@ class Node:
             try:
                 async with asyncio.timeout(timeout_s):
                     await self._camera.trigger(st.part.part_id, st.part.trigger_count)
-            except (TimeoutError, CameraError) as exc:
+            except (TimeoutError, CameraError, DriverError) as exc:
                 log.error("camera_trigger_failed", part_id=st.part.part_id, error=str(exc))
                 self._set_verdict(
                     st, Judge.fail_safe(st.part.part_id, Reason.FAILSAFE_CAMERA, str(exc))

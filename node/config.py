@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drivers.camera.settings import AravisSettings, HarvestersSettings
 from node.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
@@ -87,12 +88,26 @@ class SimCameraSection(_Section):
 
 
 class CameraSection(_Section):
-    """``[camera]``: which driver acquires frames, and how long to wait for one."""
+    """``[camera]``: which driver acquires frames, and how long to wait for one.
 
-    driver: Literal["sim"] = "sim"
+    ``timeout_ms`` and ``queue_size`` apply to every driver (they replace the
+    same keys of ``[camera.aravis]``/``[camera.harvesters]``).
+    """
+
+    driver: Literal["sim", "aravis", "harvesters"] = "sim"
     timeout_ms: PositiveFloat = 200.0
     queue_size: Annotated[int, Field(ge=1, le=1024)] = 16
     sim: SimCameraSection = SimCameraSection()
+    aravis: AravisSettings | None = None
+    harvesters: HarvestersSettings | None = None
+
+    @model_validator(mode="after")
+    def _section_for_driver(self) -> CameraSection:
+        if self.driver != "sim" and getattr(self, self.driver) is None:
+            raise ValueError(
+                f"camera.driver = {self.driver!r} needs a [camera.{self.driver}] section"
+            )
+        return self
 
 
 class SimEncoderSection(_Section):

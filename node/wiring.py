@@ -8,16 +8,21 @@ renderer from ``models.synth`` (drivers import nothing of ours).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from drivers.camera.base import Camera
+from drivers.errors import CameraDriverError
 from drivers.plc.sim import SimEncoder
 from models.backend import Backend
 from node.app import Components
 from node.config import Config
-from node.errors import ModelError
+from node.errors import CameraError, ModelError
 from node.simline import SimLine, build_sim_line
 
 
@@ -52,27 +57,56 @@ def load_backend(cfg: Config) -> Backend:
 
 
 def build_components(cfg: Config, sim: SimLine | None = None) -> tuple[Components, SimLine | None]:
-    """The node's edges for ``cfg``; returns the sim line too when the config uses it."""
+    """The node's edges for ``cfg``; returns the sim line too when any edge is simulated."""
     uses_sim = "sim" in (cfg.camera.driver, cfg.encoder.driver, cfg.reject.driver)
     if uses_sim and sim is None:
         sim = build_sim_line(cfg)
-    if cfg.camera.driver == "sim" and cfg.encoder.driver == "sim" and cfg.reject.driver == "sim":
-        assert sim is not None
-        return (
-            Components(
-                encoder=SimEncoder(
-                    sim.world,
-                    cfg.encoder.sim.sample_interval_ms / 1000,
-                    with_part_present=cfg.line.tracking == "sensor",
-                    latch_edges=cfg.encoder.sim.latch_edges,
-                ),
-                camera=sim.camera_resource(),
-                reject=sim.output,
-                backend=lambda: load_backend(cfg),
+    assert sim is not None  # every encoder and reject driver is simulated so far
+    camera: AbstractAsyncContextManager[Camera] = (
+        sim.camera_resource() if cfg.camera.driver == "sim" else open_camera(cfg)
+    )
+    return (
+        Components(
+            encoder=SimEncoder(
+                sim.world,
+                cfg.encoder.sim.sample_interval_ms / 1000,
+                with_part_present=cfg.line.tracking == "sensor",
+                latch_edges=cfg.encoder.sim.latch_edges,
             ),
-            sim,
-        )
-    raise NotImplementedError("only the simulated drivers exist so far")
+            camera=camera,
+            reject=sim.output,
+            backend=lambda: load_backend(cfg),
+        ),
+        sim,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_camera(cfg: Config) -> AsyncIterator[Camera]:
+    """Open the configured GigE Vision camera (lazily imported driver).
+
+    Raises ``CameraError`` when it cannot be opened or configured.
+    """
+    cam = cfg.camera
+    shared = {"timeout_ms": cam.timeout_ms, "queue_size": cam.queue_size}
+    driver: AbstractAsyncContextManager[Camera]
+    opened: Camera
+    if cam.driver == "aravis" and cam.aravis is not None:
+        from drivers.camera.aravis import AravisCamera
+
+        driver = AravisCamera(cam.aravis.model_copy(update=shared))
+    elif cam.driver == "harvesters" and cam.harvesters is not None:
+        from drivers.camera.harvesters import HarvestersCamera
+
+        driver = HarvestersCamera(cam.harvesters.model_copy(update=shared))
+    else:
+        raise CameraError(f"camera.driver: no driver for {cam.driver!r}")
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            opened = await stack.enter_async_context(driver)
+        except CameraDriverError as exc:
+            raise CameraError(f"camera ({cam.driver}): {exc}") from exc
+        yield opened
 
 
 def read_teach_images(folder: Path) -> list[npt.NDArray[np.uint8]]:
