@@ -151,6 +151,7 @@ class Node:
         # The verdict is final this much belt travel (at the fastest allowed belt) before
         # the pulse, so the pulse can be armed on the timing thread in time.
         self._arm_counts = round(g.max_speed_cps * cfg.node.pulse_arm_ms / 1000)
+        self._trigger_tolerance_counts = cfg.camera.trigger_tolerance_mm * cfg.line.counts_per_mm
         self._pulses: dict[int, tuple[RejectCommand, _Part]] = {}
         self._pulse_timer: PulseTimer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -275,6 +276,20 @@ class Node:
         timeout_s = self.cfg.camera.timeout_ms / 1000
         while True:
             st = await self._triggers.get()
+            # A trigger sent after the part has moved on would photograph the wrong place
+            # (or the next part): such a part is rejected, never judged on that frame.
+            late = self.tracker.estimate_position(time.monotonic_ns()) - st.part.trigger_count
+            if late > self._trigger_tolerance_counts:
+                late_mm = late / self.cfg.line.counts_per_mm
+                self._set_verdict(
+                    st,
+                    Judge.fail_safe(
+                        st.part.part_id,
+                        Reason.FAILSAFE_TRIGGER_LATE,
+                        f"{late_mm:.1f} mm past the camera",
+                    ),
+                )
+                continue
             try:
                 async with asyncio.timeout(timeout_s):
                     await self._camera.trigger(st.part.part_id, st.part.trigger_count)
@@ -344,22 +359,26 @@ class Node:
                 reason=verdict.reason.value,
                 detail=verdict.detail,
             )
+        if verdict.reject:
+            # Arm at once: the timing thread then fires on time even if this loop is
+            # busy when the part reaches the fire point.
+            cmd = RejectCommand(st.part.part_id, st.part.reject_count, verdict.reason.value)
+            self._pulses[cmd.part_id] = (cmd, st)
+            self._rearm_pulses()
 
     # -- reject point ------------------------------------------------------
     def _on_decision_point(self, st: _Part) -> None:
-        """The verdict is due: arm the pulse of a reject, publish a pass."""
-        budget_miss = st.verdict is None
+        """The verdict is due: a part without one is rejected; a pass is published.
+
+        Rejects were armed when their verdict came; they are published when fired.
+        """
+        st.budget_miss = st.verdict is None
         if st.verdict is None:
             self._set_verdict(st, Judge.fail_safe(st.part.part_id, Reason.FAILSAFE_DEADLINE))
-        st.budget_miss = budget_miss
         verdict = st.verdict
         assert verdict is not None
         if not verdict.reject:
             self._publish(st, verdict, "passed")
-            return
-        cmd = RejectCommand(st.part.part_id, st.part.reject_count, verdict.reason.value)
-        self._pulses[cmd.part_id] = (cmd, st)
-        self._rearm_pulses()
 
     def _rearm_pulses(self) -> None:
         """Move every armed pulse to the latest predicted time its part reaches the fire point."""
@@ -382,6 +401,8 @@ class Node:
             self._loop.call_soon_threadsafe(self._pulse_fired, cmd, late_ns, error)
 
     def _pulse_fired(self, cmd: RejectCommand, late_ns: int, error: BaseException | None) -> None:
+        assert self._pulse_timer is not None
+        self._pulse_timer.forget(cmd.part_id)
         entry = self._pulses.pop(cmd.part_id, None)
         if entry is None:
             return

@@ -97,6 +97,7 @@ class CameraSection(_Section):
     driver: Literal["sim", "aravis", "harvesters"] = "sim"
     timeout_ms: PositiveFloat = 200.0
     queue_size: Annotated[int, Field(ge=1, le=1024)] = 16
+    trigger_tolerance_mm: PositiveFloat = 5.0
     sim: SimCameraSection = SimCameraSection()
     aravis: AravisSettings | None = None
     harvesters: HarvestersSettings | None = None

@@ -20,6 +20,7 @@ class Reason(enum.StrEnum):
     OK = "ok"
     DEFECT = "defect"
     FAILSAFE_DEADLINE = "deadline_missed"
+    FAILSAFE_TRIGGER_LATE = "trigger_late"
     FAILSAFE_FRAME_MISSING = "frame_missing"
     FAILSAFE_FRAME_INCOMPLETE = "frame_incomplete"
     FAILSAFE_NO_PART = "no_part_in_frame"

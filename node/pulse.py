@@ -43,6 +43,9 @@ class PulseTimer:
         self._on_fired = on_fired
         self._cond = threading.Condition()
         self._armed: dict[int, tuple[int, RejectCommand]] = {}
+        # Fired but not yet acknowledged by the node (``forget``): re-arming one of these
+        # (the loop had not heard of the pulse yet) must not fire it a second time.
+        self._fired: set[int] = set()
         self._heap: list[tuple[int, int]] = []  # (deadline_ns, part_id), stale entries skipped
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="reject-pulse", daemon=True)
@@ -64,8 +67,13 @@ class PulseTimer:
         self._thread.join(2.0)
 
     def arm(self, command: RejectCommand, deadline_ns: int) -> None:
-        """Arm (or move) the pulse for ``command.part_id`` to ``deadline_ns``."""
+        """Arm (or move) the pulse for ``command.part_id`` to ``deadline_ns``.
+
+        A pulse that already fired is never armed again (until ``forget``).
+        """
         with self._cond:
+            if command.part_id in self._fired:
+                return
             current = self._armed.get(command.part_id)
             if current is not None and current[0] == deadline_ns:
                 return
@@ -78,6 +86,11 @@ class PulseTimer:
         """Hold the pulse of ``part_id`` (e.g. the belt stopped); True if it was armed."""
         with self._cond:
             return self._armed.pop(part_id, None) is not None
+
+    def forget(self, part_id: int) -> None:
+        """The node has recorded that ``part_id``'s pulse fired; stop remembering it."""
+        with self._cond:
+            self._fired.discard(part_id)
 
     @property
     def armed(self) -> int:
@@ -117,6 +130,7 @@ class PulseTimer:
                 if self._armed.get(command.part_id) != (deadline, command):
                     continue
                 del self._armed[command.part_id]
+                self._fired.add(command.part_id)
             late_ns = time.monotonic_ns() - deadline
             error: BaseException | None = None
             try:

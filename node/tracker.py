@@ -102,8 +102,9 @@ class CounterUnwrapper:
 class SpeedEstimator:
     """Least-squares slope of position over time across a short sliding window.
 
-    Keeps every sample not older than ``window_ns`` before the newest one, and
-    always at least the last two. Sums are exact integers, so a window of equal
+    Keeps every sample not older than ``window_ns`` before the newest one plus
+    the newest sample at or before that boundary (so the fit spans the whole
+    window even after a gap in polling), and always at least the last two. Sums are exact integers, so a window of equal
     positions gives exactly 0. Fed with a non-decreasing position (the tracker
     feeds its high-water mark) the slope is never negative; it is clamped at 0
     regardless.
@@ -154,7 +155,10 @@ class SpeedEstimator:
         self._stt += t * t
         self._stx += t * x
         oldest_t = t - self._window_ns
-        while self._n > 2 and buf[0][0] < oldest_t:
+        # Keep one sample at or before the window's start, so the fit always spans the
+        # whole window: after a gap in polling, two samples a millisecond apart would
+        # otherwise set the speed from a difference of a count or two.
+        while self._n > 2 and buf[1][0] <= oldest_t:
             ot, ox = buf.popleft()
             self._n -= 1
             self._st -= ot

@@ -84,3 +84,18 @@ def test_failed_fire_is_reported_and_the_timer_lives_on() -> None:
     assert [pid for pid, _ in rec.fired] == [2]
     errors = {pid: err for pid, _, err in rec.outcomes}
     assert isinstance(errors[1], OSError) and errors[2] is None
+
+
+def test_a_fired_pulse_is_not_fired_again_by_a_late_rearm() -> None:
+    """Re-arming a pulse that already fired (the node had not heard yet) does not fire it twice."""
+    rec = Recorder()
+    with PulseTimer(rec.fire, rec.on_fired) as timer:
+        timer.arm(cmd(5), time.monotonic_ns() + 5_000_000)
+        assert rec.done.wait(1.0)
+        timer.arm(cmd(5), time.monotonic_ns() + 5_000_000)
+        time.sleep(0.03)
+        assert [pid for pid, _ in rec.fired] == [5]
+        timer.forget(5)
+        timer.arm(cmd(5), time.monotonic_ns() + 5_000_000)
+        time.sleep(0.03)
+    assert [pid for pid, _ in rec.fired] == [5, 5]
