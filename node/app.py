@@ -19,7 +19,7 @@ import collections
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
@@ -74,6 +74,7 @@ class RunSummary:
     frames_dropped: int = 0
     late_frames: int = 0
     reject_fire_failures: int = 0
+    task_restarts: int = 0
     scheduler_lateness_ms: dict[str, float] = field(default_factory=dict)
     pulse_lateness_ms: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
@@ -195,15 +196,19 @@ class Node:
             self.ready.set()
             halt = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
+                loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+                    "encoder": lambda: self._encoder_loop(encoder),
+                    "scheduler": lambda: self.scheduler.run(halt),
+                    "trigger": self._trigger_loop,
+                    "frames": self._frame_loop,
+                    "inspect": self._inspect_loop,
+                    "watchdog": lambda: self.watchdog.run(halt),
+                    "heartbeat": lambda: self._heartbeat_loop(halt),
+                    "status": lambda: self._status_loop(halt),
+                }
                 tasks = [
-                    tg.create_task(self._encoder_loop(encoder), name="encoder"),
-                    tg.create_task(self.scheduler.run(halt), name="scheduler"),
-                    tg.create_task(self._trigger_loop(), name="trigger"),
-                    tg.create_task(self._frame_loop(), name="frames"),
-                    tg.create_task(self._inspect_loop(), name="inspect"),
-                    tg.create_task(self.watchdog.run(halt), name="watchdog"),
-                    tg.create_task(self._heartbeat_loop(halt), name="heartbeat"),
-                    tg.create_task(self._status_loop(halt), name="status"),
+                    tg.create_task(self._supervise(name, loop_fn, halt), name=name)
+                    for name, loop_fn in loops.items()
                 ]
                 await stop.wait()
                 await self._drain()
@@ -223,6 +228,26 @@ class Node:
         self.summary.stats = self.stats.snapshot()
         log.info("node_stopped", **_summary_fields(self.summary))
         return self.summary
+
+    async def _supervise(
+        self, name: str, run: Callable[[], Coroutine[Any, Any, None]], halt: asyncio.Event
+    ) -> None:
+        """Run one long-running task; log and restart it with backoff if it crashes.
+
+        A crash loop is visible: each restart is logged and counted, and a stage that
+        stops making progress starves the watchdog and the PLC heartbeat.
+        """
+        backoff_s = 0.1
+        while not halt.is_set():
+            try:
+                await run()
+                return
+            except Exception:  # the one supervisor per task (STYLE): log, then restart
+                self.summary.task_restarts += 1
+                log.exception("task_crashed", task=name, restart_in_s=backoff_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), backoff_s)
+            backoff_s = min(backoff_s * 2, 5.0)
 
     async def _drain(self) -> None:
         self._draining = True
@@ -327,10 +352,12 @@ class Node:
             batch = [await self._inspect_q.get()]
             while len(batch) < self.cfg.inspection.batch_size and not self._inspect_q.empty():
                 batch.append(self._inspect_q.get_nowait())
-            results = await loop.run_in_executor(self._executor, self._inspector.run, batch)
-            self._inferring -= len(batch)
+            try:
+                results = await loop.run_in_executor(self._executor, self._inspector.run, batch)
+            finally:
+                self._inferring -= len(batch)
+                self.watchdog.idle("inference", self._inferring == 0)
             self.watchdog.beat("inference")
-            self.watchdog.idle("inference", self._inferring == 0)
             for ins in results:
                 self._on_inspection(ins)
 

@@ -104,10 +104,10 @@ class SpeedEstimator:
 
     Keeps every sample not older than ``window_ns`` before the newest one plus
     the newest sample at or before that boundary (so the fit spans the whole
-    window even after a gap in polling), and always at least the last two. Sums are exact integers, so a window of equal
-    positions gives exactly 0. Fed with a non-decreasing position (the tracker
-    feeds its high-water mark) the slope is never negative; it is clamped at 0
-    regardless.
+    window even after a gap in polling), and always at least the last two. Sums
+    are exact integers, so a window of equal positions gives exactly 0. Fed with
+    a non-decreasing position (the tracker feeds its high-water mark) the slope
+    is never negative; it is clamped at 0 regardless.
     """
 
     __slots__ = (

@@ -208,3 +208,30 @@ async def test_watchdog_starves_while_the_pipeline_stalls(
     # fed until the stall limit passes, then silent until the model is released
     assert not [t for t in feeds if stall_s + 0.3 < t < stall_s + 2.0], timeline
     assert any(t > stall_s + 2.0 for t in feeds), "feeding resumed after recovery"
+
+
+class FlakyBackend:
+    """Fault injection: a model that once breaks its contract (no findings for a batch)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = "flaky"
+        self.calls = 0
+
+    def infer(self, images: Sequence[Image]) -> list[Findings]:
+        self.calls += 1
+        if self.calls == 3:
+            return []  # the inspector cannot pair findings with frames: its task crashes
+        return self.inner.infer(images)
+
+
+@pytest.mark.slow
+async def test_a_crashed_task_is_restarted_and_its_parts_fail_safe(taught_config: Config) -> None:
+    """A task that crashes is logged and restarted; parts it dropped are rejected, not passed."""
+    from hil.line import run_line
+
+    report, node, _ = await run_line(taught_config, 40, backend_wrapper=FlakyBackend)
+    assert node.summary.task_restarts == 1
+    assert report["parts"] == 40
+    assert report["missed_rejects"] == 0 and report["escapes"] == 0
+    assert set(report["failsafe_reasons"]) <= {"deadline_missed", "trigger_late"}
