@@ -5,22 +5,26 @@ always reads the same way on the HMI, in the audit store and in the logs. The
 wording lives in one phrase table per language; adding German or Japanese is
 adding a table (and a ``Language`` value), not touching the renderer.
 
-Examples (English)::
+Examples::
 
-    scratch, 12 mm, upper left, near the edge
-    missing feature, 3.5 mm, centre
+    scratch, 12 mm, upper left, near the edge          (en)
+    Kratzer, 12 mm, oben links, nahe am Rand           (de)
+    傷、12 mm、左上、端の近く                            (ja)
     crack, 4.2 mm, lower right (+1 more region)
     no defect found
+
+Locations are the grid names of ``models.data.geometry.LOCATIONS`` (English
+keys); a location or type without a translation is written as it is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from models.findings import ExplanationFacts
 
-Language = Literal["en"]
+Language = Literal["en", "de", "ja"]
 LANGUAGES: tuple[Language, ...] = get_args(Language)
 """The languages explanations can be rendered in."""
 
@@ -36,6 +40,7 @@ class _Phrases:
     more_many: str
     separator: str
     types: dict[str, str]
+    locations: dict[str, str] = field(default_factory=dict)
 
 
 _PHRASES: dict[Language, _Phrases] = {
@@ -46,6 +51,58 @@ _PHRASES: dict[Language, _Phrases] = {
         more_many="(+{n} more regions)",
         separator=", ",
         types={"missing_feature": "missing feature"},
+    ),
+    "de": _Phrases(
+        no_defect="kein Fehler gefunden",
+        near_edge="nahe am Rand",
+        more_one="(+{n} weiterer Bereich)",
+        more_many="(+{n} weitere Bereiche)",
+        separator=", ",
+        types={
+            "scratch": "Kratzer",
+            "crack": "Riss",
+            "spot": "Fleck",
+            "contamination": "Verschmutzung",
+            "missing_feature": "fehlendes Merkmal",
+            "unknown anomaly": "unbekannte Anomalie",
+        },
+        locations={
+            "upper left": "oben links",
+            "upper centre": "oben Mitte",
+            "upper right": "oben rechts",
+            "centre left": "Mitte links",
+            "centre": "Mitte",
+            "centre right": "Mitte rechts",
+            "lower left": "unten links",
+            "lower centre": "unten Mitte",
+            "lower right": "unten rechts",
+        },
+    ),
+    "ja": _Phrases(
+        no_defect="欠陥なし",
+        near_edge="端の近く",
+        more_one="(他に{n}箇所)",
+        more_many="(他に{n}箇所)",
+        separator="、",
+        types={
+            "scratch": "傷",
+            "crack": "割れ",
+            "spot": "斑点",
+            "contamination": "汚れ",
+            "missing_feature": "欠落部品",
+            "unknown anomaly": "不明な異常",
+        },
+        locations={
+            "upper left": "左上",
+            "upper centre": "上中央",
+            "upper right": "右上",
+            "centre left": "左中央",
+            "centre": "中央",
+            "centre right": "右中央",
+            "lower left": "左下",
+            "lower centre": "下中央",
+            "lower right": "右下",
+        },
     ),
 }
 
@@ -72,7 +129,7 @@ def render_explanation(facts: ExplanationFacts | None, language: Language = "en"
     kind = p.types.get(facts.defect_type, facts.defect_type.replace("_", " "))
     parts = [kind, format_size_mm(facts.size_mm)]
     if facts.location:
-        parts.append(facts.location)
+        parts.append(p.locations.get(facts.location, facts.location))
     if facts.near_edge:
         parts.append(p.near_edge)
     text = p.separator.join(parts)
@@ -80,3 +137,8 @@ def render_explanation(facts: ExplanationFacts | None, language: Language = "en"
     if more > 0:
         text += " " + (p.more_one if more == 1 else p.more_many).format(n=more)
     return text
+
+
+def render_all(facts: ExplanationFacts | None) -> dict[Language, str]:
+    """The facts in every language, for HMIs that show the operator's own."""
+    return {lang: render_explanation(facts, lang) for lang in LANGUAGES}

@@ -55,11 +55,20 @@ class ExplanationFacts:
 
 @dataclass(frozen=True, slots=True)
 class Explanation:
-    """A short plain-language explanation and the facts it was rendered from."""
+    """A short plain-language explanation and the facts it was rendered from.
+
+    ``source`` says whether ``text`` is the model's own sentence or was
+    rendered from ``facts``. ``model_text`` is the sentence the model wrote
+    (kept when the grounding guard replaced it, empty when no model ran);
+    ``mismatches`` names the facts the guard found contradicted ("type",
+    "location", "size").
+    """
 
     text: str
     facts: ExplanationFacts | None
     source: ExplanationSource = "facts"
+    model_text: str = ""
+    mismatches: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
