@@ -32,9 +32,6 @@ re-applying features and trigger set-up. Aravis bounds each control command
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import queue
 import threading
 import time
@@ -44,9 +41,10 @@ from typing import Any
 
 import structlog
 
+from drivers.camera.acquisition import AcquisitionThread
 from drivers.camera.base import DeviceInfo, Frame, FrameStatus
 from drivers.camera.features import FeatureInfo, FeatureKind, FeatureValue, apply_features
-from drivers.camera.ledger import NO_PIXELS, CameraStats, PendingTrigger, TriggerLedger
+from drivers.camera.ledger import NO_PIXELS, CameraStats, PendingTrigger
 from drivers.camera.pixelformats import decode
 from drivers.camera.settings import AravisSettings
 from drivers.errors import CameraBackendUnavailable, CameraDriverError, DriverError
@@ -130,11 +128,15 @@ class AravisCamera:
         self.settings = settings
         self._s = settings
         self.name = settings.address or settings.device_id or f"serial {settings.serial}"
-        self._requests: queue.Queue[PendingTrigger | None] = queue.Queue()
-        self._stop = threading.Event()
+        self._acq = AcquisitionThread(
+            self.name,
+            f"aravis-{self.name}",
+            timeout_ms=settings.timeout_ms,
+            queue_size=settings.queue_size,
+            open_timeout_s=settings.open_timeout_s,
+            max_trigger_delay_ms=settings.max_trigger_delay_ms,
+        )
         self._lost = threading.Event()
-        self._ledger: TriggerLedger | None = None
-        self._thread: threading.Thread | None = None
         self._arv: Any = None
         self._glib: Any = None
         self._cam: Any = None
@@ -149,42 +151,13 @@ class AravisCamera:
     # -- Camera protocol --------------------------------------------------------
     async def __aenter__(self) -> AravisCamera:
         self._arv, self._glib = _gi()
-        self._ledger = TriggerLedger(
-            asyncio.get_running_loop(),
-            camera=self.name,
-            timeout_ms=self._s.timeout_ms,
-            queue_size=self._s.queue_size,
-        )
-        opened: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(
-            target=self._run, args=(opened,), name=f"aravis-{self.name}", daemon=True
-        )
-        self._thread.start()
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(opened), self._s.open_timeout_s)
-        except TimeoutError as exc:
-            self._stop.set()
-            raise CameraDriverError(
-                f"{self.name}: not open after open_timeout_s={self._s.open_timeout_s:g}"
-            ) from exc
-        except BaseException:
-            self._stop.set()
-            await asyncio.to_thread(self._thread.join, 5.0)
-            raise
+        await self._acq.open(self._connect, self._serve, self._close)
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stop.set()
-        self._requests.put(None)
-        if self._thread is not None:
-            # closing a camera that vanished waits out Aravis' own command timeouts
-            await asyncio.to_thread(self._thread.join, 10.0)
-            if self._thread.is_alive():
-                log.warning("camera_thread_still_running", camera=self.name)
-        if self._ledger is not None:
-            self._ledger.fail_all("camera closed")
+        await self._acq.close()
 
     async def trigger(self, part_id: int, encoder_count: int) -> None:
         """Request one frame for ``part_id``; never blocks on the device.
@@ -192,24 +165,20 @@ class AravisCamera:
         The frame, or a MISSING frame, arrives on ``frames()`` in trigger order.
         Raises ``CameraDriverError`` if the camera is not open.
         """
-        if self._ledger is None or self._stop.is_set():
-            raise CameraDriverError(f"{self.name}: camera is not open")
-        p = self._ledger.add(part_id, encoder_count)
+        p = self._acq.add(part_id, encoder_count)
         if self._s.trigger == "software":
-            self._requests.put(p)
+            self._acq.requests.put(p)
         elif not self.connected:
-            self._ledger.resolve_missing(p, "camera disconnected; reconnecting")
+            self._acq.ledger.resolve_missing(p, "camera disconnected; reconnecting")
 
     def frames(self) -> AsyncIterator[Frame]:
         """Frames in trigger order, each tied to its ``part_id``."""
-        if self._ledger is None:
-            raise CameraDriverError(f"{self.name}: camera is not open")
-        return self._ledger.frames()
+        return self._acq.frames()
 
     @property
     def dropped(self) -> int:
         """Frames dropped because the hand-off queue was full."""
-        return 0 if self._ledger is None else self._ledger.dropped
+        return self._acq.dropped
 
     @property
     def connected(self) -> bool:
@@ -218,25 +187,12 @@ class AravisCamera:
 
     def stats(self) -> CameraStats:
         """Counters since open, with reconnects and the connection state."""
-        if self._ledger is None:
-            return CameraStats()
-        return self._ledger.stats(reconnects=self._reconnects, connected=self.connected)
+        return self._acq.stats(reconnects=self._reconnects, connected=self.connected)
 
     # -- acquisition thread ---------------------------------------------------------
-    def _run(self, opened: concurrent.futures.Future[None]) -> None:
+    def _serve(self) -> None:
         try:
-            self._connect()
-        except Exception as exc:  # noqa: BLE001 - handed to __aenter__, which raises it
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                opened.set_exception(exc)
-            return
-        try:
-            opened.set_result(None)
-        except concurrent.futures.InvalidStateError:  # __aenter__ gave up (open_timeout_s)
-            self._close()
-            return
-        try:
-            while not self._stop.is_set():
+            while not self._acq.stop.is_set():
                 if self._lost.is_set() and self._cam is not None:
                     self._drop("control channel lost (heartbeat)")
                 if self._cam is None:
@@ -331,19 +287,17 @@ class AravisCamera:
         self._cam = self._stream = None  # no goodbye commands: the device is not answering
         self._lost_at = self._next_attempt = time.monotonic()
         self._backoff_s = self._s.reconnect_backoff_s
-        assert self._ledger is not None
-        self._ledger.fail_all(f"camera connection lost: {reason}")
+        self._acq.ledger.fail_all(f"camera connection lost: {reason}")
 
     def _while_disconnected(self) -> None:
-        assert self._ledger is not None
         wait = self._next_attempt - time.monotonic()
         if wait > 0:
             try:
-                p = self._requests.get(timeout=min(wait, _POLL_S))
+                p = self._acq.requests.get(timeout=min(wait, _POLL_S))
             except queue.Empty:
                 return
             if p is not None:
-                self._ledger.resolve_missing(p, "camera disconnected; reconnecting")
+                self._acq.ledger.resolve_missing(p, "camera disconnected; reconnecting")
             return
         try:
             self._connect()
@@ -366,39 +320,27 @@ class AravisCamera:
         )
 
     def _serve_next_request(self) -> None:
-        assert self._ledger is not None
-        try:
-            p = self._requests.get(timeout=_POLL_S)
-        except queue.Empty:
-            return
-        if p is None or p.done:
-            return
-        late_ms = (time.monotonic_ns() - p.t_ns) / 1e6
-        if late_ms > self._s.max_trigger_delay_ms:
-            self._ledger.resolve_missing(
-                p,
-                f"trigger not sent: camera busy for {late_ms:.0f} ms "
-                f"(max_trigger_delay_ms={self._s.max_trigger_delay_ms:g})",
-            )
+        p = self._acq.next_request(_POLL_S)
+        if p is None:
             return
         self._requeue_waiting_buffers()
         sent_us = time.time_ns() // 1000  # Aravis stamps buffers with the host's real-time clock
         try:
             self._cam.software_trigger()
         except self._glib.Error as exc:
-            self._ledger.resolve_missing(p, f"software trigger failed: {exc.message}")
+            self._acq.ledger.resolve_missing(p, f"software trigger failed: {exc.message}")
             self._drop(f"software trigger failed: {exc.message}")
             return
         while not p.done:
             left_us = (p.deadline_ns - time.monotonic_ns()) // 1000
             buf = self._stream.timeout_pop_buffer(left_us) if left_us > 0 else None
             if buf is None:
-                self._ledger.resolve_missing(
+                self._acq.ledger.resolve_missing(
                     p, f"no frame within timeout_ms={self._s.timeout_ms:g}"
                 )
                 return
             if buf.get_system_timestamp() // 1000 < sent_us:
-                self._ledger.count_stale()
+                self._acq.ledger.count_stale()
                 log.warning(
                     "frame_stale_discarded",
                     camera=self.name,
@@ -410,22 +352,20 @@ class AravisCamera:
             self._stream.push_buffer(buf)
 
     def _requeue_waiting_buffers(self) -> None:
-        assert self._ledger is not None
         while (buf := self._stream.try_pop_buffer()) is not None:
-            self._ledger.count_stale()
+            self._acq.ledger.count_stale()
             log.warning(
                 "frame_stale_discarded", camera=self.name, device_frame_id=buf.get_frame_id()
             )
             self._stream.push_buffer(buf)
 
     def _serve_line_frames(self) -> None:
-        assert self._ledger is not None
         buf = self._stream.timeout_pop_buffer(int(_POLL_S * 1e6))
         if buf is None:
             return
-        p = self._ledger.oldest_pending(time.monotonic_ns(), int(self._s.line_window_ms * 1e6))
+        p = self._acq.ledger.oldest_pending(time.monotonic_ns(), int(self._s.line_window_ms * 1e6))
         if p is None:
-            self._ledger.count_unmatched()
+            self._acq.ledger.count_unmatched()
             log.warning("frame_unmatched", camera=self.name, device_frame_id=buf.get_frame_id())
         else:
             self._deliver(p, buf)
@@ -433,7 +373,6 @@ class AravisCamera:
 
     def _deliver(self, p: PendingTrigger, buf: Any) -> None:
         arv = self._arv
-        assert self._ledger is not None
         st = buf.get_status()
         width, height, fmt = self._geometry
         if st == arv.BufferStatus.SUCCESS:
@@ -454,7 +393,7 @@ class AravisCamera:
                 else:
                     detail = f"{detail}; no usable pixels: {exc}"
         chunks = self._read_chunks(buf) if self._s.chunk_features else None
-        self._ledger.resolve(
+        self._acq.ledger.resolve(
             p,
             status,
             pixels,

@@ -28,12 +28,7 @@ copied into the frame when the producer provides them.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import importlib
-import queue
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -43,9 +38,10 @@ from typing import Any
 import numpy as np
 import structlog
 
+from drivers.camera.acquisition import AcquisitionThread
 from drivers.camera.base import DeviceInfo, Frame, FrameStatus
 from drivers.camera.features import FeatureInfo, FeatureKind, FeatureValue, apply_features
-from drivers.camera.ledger import CameraStats, PendingTrigger, TriggerLedger
+from drivers.camera.ledger import CameraStats, PendingTrigger
 from drivers.camera.pixelformats import decode
 from drivers.camera.settings import HarvestersSettings
 from drivers.errors import CameraBackendUnavailable, CameraDriverError, DriverError
@@ -128,10 +124,14 @@ class HarvestersCamera:
         self._s = settings
         self.name = _device_label(settings)
         self.free_running = False
-        self._requests: queue.Queue[PendingTrigger | None] = queue.Queue()
-        self._stop = threading.Event()
-        self._ledger: TriggerLedger | None = None
-        self._thread: threading.Thread | None = None
+        self._acq = AcquisitionThread(
+            self.name,
+            f"harvesters-{self.name}",
+            timeout_ms=settings.timeout_ms,
+            queue_size=settings.queue_size,
+            open_timeout_s=settings.open_timeout_s,
+            max_trigger_delay_ms=settings.max_trigger_delay_ms,
+        )
         self._mods: tuple[Any, Any, Any] = (None, None, None)
         self._h: Any = None
         self._ia: Any = None
@@ -140,86 +140,40 @@ class HarvestersCamera:
     # -- Camera protocol --------------------------------------------------------
     async def __aenter__(self) -> HarvestersCamera:
         self._mods = _harvesters()
-        self._ledger = TriggerLedger(
-            asyncio.get_running_loop(),
-            camera=self.name,
-            timeout_ms=self._s.timeout_ms,
-            queue_size=self._s.queue_size,
-        )
-        opened: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(
-            target=self._run, args=(opened,), name=f"harvesters-{self.name}", daemon=True
-        )
-        self._thread.start()
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(opened), self._s.open_timeout_s)
-        except TimeoutError as exc:
-            self._stop.set()
-            raise CameraDriverError(
-                f"{self.name}: not open after open_timeout_s={self._s.open_timeout_s:g}"
-            ) from exc
-        except BaseException:
-            self._stop.set()
-            await asyncio.to_thread(self._thread.join, 5.0)
-            raise
+        await self._acq.open(self._open, self._serve, self._close)
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stop.set()
-        self._requests.put(None)
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 10.0)
-            if self._thread.is_alive():
-                log.warning("camera_thread_still_running", camera=self.name)
-        if self._ledger is not None:
-            self._ledger.fail_all("camera closed")
+        await self._acq.close()
 
     async def trigger(self, part_id: int, encoder_count: int) -> None:
         """Request one frame for ``part_id``; never blocks on the device.
 
         Raises ``CameraDriverError`` if the camera is not open.
         """
-        if self._ledger is None or self._stop.is_set():
-            raise CameraDriverError(f"{self.name}: camera is not open")
-        p = self._ledger.add(part_id, encoder_count)
+        p = self._acq.add(part_id, encoder_count)
         if not self.free_running:
-            self._requests.put(p)
+            self._acq.requests.put(p)
 
     def frames(self) -> AsyncIterator[Frame]:
         """Frames in trigger order, each tied to its ``part_id``."""
-        if self._ledger is None:
-            raise CameraDriverError(f"{self.name}: camera is not open")
-        return self._ledger.frames()
+        return self._acq.frames()
 
     @property
     def dropped(self) -> int:
         """Frames dropped because the hand-off queue was full."""
-        return 0 if self._ledger is None else self._ledger.dropped
+        return self._acq.dropped
 
     def stats(self) -> CameraStats:
         """Counters since open."""
-        if self._ledger is None:
-            return CameraStats()
-        return self._ledger.stats(reconnects=0, connected=self._ia is not None)
+        return self._acq.stats(reconnects=0, connected=self._ia is not None)
 
     # -- acquisition thread ---------------------------------------------------------
-    def _run(self, opened: concurrent.futures.Future[None]) -> None:
+    def _serve(self) -> None:
         try:
-            self._open()
-        except Exception as exc:  # noqa: BLE001 - handed to __aenter__, which raises it
-            self._close()
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                opened.set_exception(exc)
-            return
-        try:
-            opened.set_result(None)
-        except concurrent.futures.InvalidStateError:  # __aenter__ gave up (open_timeout_s)
-            self._close()
-            return
-        try:
-            while not self._stop.is_set():
+            while not self._acq.stop.is_set():
                 if self.free_running:
                     self._serve_free_run()
                 else:
@@ -324,35 +278,23 @@ class HarvestersCamera:
         return self._ia.try_fetch(timeout=max(timeout_s, 0.001), is_raw=True)
 
     def _serve_next_request(self) -> None:
-        assert self._ledger is not None
-        try:
-            p = self._requests.get(timeout=self._s.fetch_timeout_ms / 1000)
-        except queue.Empty:
-            return
-        if p is None or p.done:
-            return
-        late_ms = (time.monotonic_ns() - p.t_ns) / 1e6
-        if late_ms > self._s.max_trigger_delay_ms:
-            self._ledger.resolve_missing(
-                p,
-                f"trigger not sent: camera busy for {late_ms:.0f} ms "
-                f"(max_trigger_delay_ms={self._s.max_trigger_delay_ms:g})",
-            )
+        p = self._acq.next_request(self._s.fetch_timeout_ms / 1000)
+        if p is None:
             return
         while (stale := self._fetch(0.001)) is not None:
-            self._ledger.count_stale()
+            self._acq.ledger.count_stale()
             stale.parent.queue_buffer(stale)
         seen = self._incomplete
         _, genapi, gentl = self._mods
         try:
             self._ia.remote_device.node_map.TriggerSoftware.execute()
         except (genapi.GenericException, gentl.GenericException) as exc:
-            self._ledger.resolve_missing(p, f"software trigger failed: {exc}")
+            self._acq.ledger.resolve_missing(p, f"software trigger failed: {exc}")
             return
         while not p.done:
             left_s = (p.deadline_ns - time.monotonic_ns()) / 1e9
             if left_s <= 0:
-                self._ledger.resolve_missing(
+                self._acq.ledger.resolve_missing(
                     p, f"no frame within timeout_ms={self._s.timeout_ms:g}"
                 )
                 return
@@ -363,30 +305,27 @@ class HarvestersCamera:
                 self._resolve_incomplete(p)
 
     def _serve_free_run(self) -> None:
-        assert self._ledger is not None
         seen = self._incomplete
         buf = self._fetch(self._s.fetch_timeout_ms / 1000)
         arrived = time.monotonic_ns()
         if buf is None:
-            if self._incomplete != seen and (p := self._ledger.oldest_pending(arrived, 0)):
+            if self._incomplete != seen and (p := self._acq.ledger.oldest_pending(arrived, 0)):
                 self._resolve_incomplete(p)
             return
-        p = self._ledger.oldest_pending(arrived, 0)
+        p = self._acq.ledger.oldest_pending(arrived, 0)
         if p is None:
-            self._ledger.count_unmatched()  # free-run frames nobody asked for: expected
+            self._acq.ledger.count_unmatched()  # free-run frames nobody asked for: expected
             buf.parent.queue_buffer(buf)
             return
         self._deliver(p, buf)
 
     def _resolve_incomplete(self, p: PendingTrigger) -> None:
-        assert self._ledger is not None
         detail = "GenTL producer delivered an incomplete buffer (harvesters discards its data)"
-        if self._ledger.resolve(p, FrameStatus.INCOMPLETE, detail=detail):
+        if self._acq.ledger.resolve(p, FrameStatus.INCOMPLETE, detail=detail):
             log.warning("frame_incomplete", camera=self.name, part_id=p.part_id, detail=detail)
 
     def _deliver(self, p: PendingTrigger, buf: Any) -> None:
         """Decode ``buf`` into ``p``'s frame and give the buffer back to the producer."""
-        assert self._ledger is not None
         _, genapi, gentl = self._mods
         errors = (genapi.GenericException, gentl.GenericException)
         try:
@@ -401,7 +340,7 @@ class HarvestersCamera:
         frame_id = _optional(lambda: int(buf.frame_id), errors)
         chunks = self._read_chunks(errors) if self._s.chunk_features else None
         buf.parent.queue_buffer(buf)
-        self._ledger.resolve(
+        self._acq.ledger.resolve(
             p,
             status,
             pixels,
