@@ -6,10 +6,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/sim.toml
 # Debian packages the node and its tests need (installed when missing; root or sudo):
-# Aravis and its fake GigE Vision camera, and what PyGObject needs to build.
-DEBS   := aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config gcc
+# Aravis and its fake GigE Vision camera, what PyGObject needs to build, and mbpoll
+# (an independent Modbus client the tests read the node-facing registers with).
+DEBS   := aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config gcc mbpoll
 
-.PHONY: run test lint bench teach sysdeps clean
+.PHONY: run test hil lint bench teach sysdeps clean
 
 run: $(STAMP)
 	$(BIN)/lineside teach $(CONFIG) --if-missing
@@ -18,7 +19,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check node drivers models hil bench tests
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not hil"
+
+# Hardware-in-the-loop scenarios: the whole node behind the PLC emulators.
+hil: $(STAMP)
+	$(BIN)/pytest -q -m hil tests/hil
 
 lint: $(STAMP)
 	$(BIN)/ruff check node drivers models hil bench tests

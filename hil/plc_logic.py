@@ -1,0 +1,281 @@
+"""The emulated PLC's program, independent of the protocol it is reached by.
+
+A real line PLC counts the encoder in a high-speed counter (HSC), latches the
+counter at each rising edge of the part-present sensor (capture input), pulses
+the reject valve, and runs the lineside handshake. :class:`PlcProgram` does
+the same against a :class:`drivers.simworld.SimWorld`:
+
+- **counter**: ``world.raw_count(t)`` at the instant of each read;
+- **capture**: every part-present rising edge (``world.edges_between``) goes
+  into a ring of ``slots`` counts with a 16-bit latch counter;
+- **node-timed fire**: when the node's ``fire_seq`` changes, the valve starts
+  at that instant (``world.strike``), plus an optional output delay;
+- **PLC-tracked**: on ResultValid's rising edge the result is copied into a
+  shift register and Ack set; Ack drops when ResultValid drops. A reject is
+  loaded as an HSC *compare value* (origin + reject distance − lead): like the
+  compare output of a real HSC it switches at the exact count, so the strike is
+  recorded at the instant the belt reached it, even if the emulator notices a
+  little later. A result that arrives after its count has passed fires at once
+  and is counted as late;
+- **heartbeat watch**: no change of the node heartbeat for
+  ``heartbeat_timeout_s`` → ``on_heartbeat_loss``: ``"stop_line"`` stops the
+  belt, ``"reject_all"`` fires for every part latched at the sensor until the
+  heartbeat is back.
+
+Everything here runs on the emulator's event loop; ``sync(t_ns)`` advances
+the program to time ``t_ns`` and is called before every read and by the scan.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import structlog
+
+from drivers.simworld import SimWorld, _Segment
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PlcProgramConfig:
+    """The PLC's own configuration, in encoder counts.
+
+    ``fire_offset_counts`` is the distance the shift register adds to a
+    result's origin count: reject station − actuator lead. ``part_length_counts``
+    turns a latched leading edge into a part centre (for ``reject_all``).
+    """
+
+    fire_offset_counts: int
+    part_length_counts: int
+    slots: int = 8
+    heartbeat_timeout_s: float = 1.5
+    on_heartbeat_loss: Literal["stop_line", "reject_all", "nothing"] = "reject_all"
+    output_delay_ms: float = 0.0
+    plc_heartbeat_period_s: float = 0.5
+
+
+@dataclass
+class ProgramStats:
+    """What the emulated PLC saw; read by tests and the bench."""
+
+    fires_node_timed: int = 0
+    results: int = 0
+    results_rejected: int = 0
+    late_results: int = 0
+    """PLC-tracked results whose fire count had already passed when they arrived."""
+    strikes: int = 0
+    heartbeat_losses: int = 0
+    failsafe_strikes: int = 0
+    """Strikes done by ``reject_all`` while the heartbeat was lost."""
+    fire_t_ns: dict[int, int] = field(default_factory=dict)
+    """part_id → when the valve started (node-timed and PLC-tracked)."""
+    result_origins: dict[int, int] = field(default_factory=dict)
+    """part_id → origin raw count received by the handshake."""
+
+
+class PlcProgram:
+    """The emulated PLC (see module docstring). ``bits`` is the counter width."""
+
+    def __init__(self, world: SimWorld, cfg: PlcProgramConfig, bits: int) -> None:
+        self.world = world
+        self.cfg = cfg
+        self.bits = bits
+        self._mod = 1 << bits
+        self.stats = ProgramStats()
+        # inputs as the node sees them
+        self.latch_seq = 0
+        self.latch_slots = [0] * cfg.slots
+        self.result_ack = False
+        self.reject_confirm = 0
+        self.line_running = True
+        # outputs as the node wrote them
+        self.outputs: dict[str, int] = {}
+        self._last_sync_ns: int | None = None
+        self._fire_seq: int | None = None
+        self._valid = False
+        self._compare: list[tuple[int, int]] = []  # (unwrapped count, part_id), sorted
+        self._hb_value: int | None = None
+        self._hb_t_ns = 0
+        self.heartbeat_ok = True
+        self._hb_seen = False
+        self.count_override: int | None = None
+        """Fault injection: the counter reads this raw value instead of the belt's."""
+
+    # -- counter ------------------------------------------------------------
+    def unwrapped(self, t_ns: int) -> int:
+        """The HSC at ``t_ns`` without wrapping (the emulator knows the true travel)."""
+        return (
+            int(self.world.displacement_mm(t_ns) * self.world.counts_per_mm)
+            + self.world.count_offset
+        )
+
+    def raw_count(self, t_ns: int) -> int:
+        """The counter as the node reads it at ``t_ns`` (wrapped to ``bits``)."""
+        if self.count_override is not None:
+            return self.count_override
+        return self.unwrapped(t_ns) % self._mod
+
+    def plc_heartbeat(self, t_ns: int) -> bool:
+        """The PLC's own heartbeat bit: toggles every ``plc_heartbeat_period_s``."""
+        return int(t_ns / 1e9 / self.cfg.plc_heartbeat_period_s) % 2 == 1
+
+    def part_present(self, t_ns: int) -> bool:
+        """The part-present sensor."""
+        return self.world.part_present(t_ns)
+
+    def _time_of_count(self, target: int, lo_ns: int, hi_ns: int) -> int:
+        """Earliest t in [lo, hi] with ``unwrapped(t) >= target`` (``unwrapped(hi) >= target``)."""
+        while hi_ns - lo_ns > 200:
+            mid = (lo_ns + hi_ns) // 2
+            if self.unwrapped(mid) >= target:
+                hi_ns = mid
+            else:
+                lo_ns = mid
+        return hi_ns
+
+    # -- the scan -------------------------------------------------------------
+    def sync(self, t_ns: int | None = None) -> None:
+        """Advance the program to ``t_ns`` (default: now): latch edges, fire due compares,
+        watch the heartbeat."""
+        now = time.monotonic_ns() if t_ns is None else t_ns
+        if not self.world.started:
+            return
+        last = self._last_sync_ns
+        if last is None:
+            self._last_sync_ns = now
+            self._hb_t_ns = now
+            return
+        if now <= last:
+            return
+        for edge in self.world.edges_between(last, now):
+            self.latch_seq = (self.latch_seq + 1) & 0xFFFF
+            self.latch_slots[(self.latch_seq - 1) % self.cfg.slots] = edge
+            if not self.heartbeat_ok and self.cfg.on_heartbeat_loss == "reject_all":
+                self._failsafe_load(edge, last, now)
+        self._fire_due(last, now)
+        self._watch_heartbeat(now)
+        self._last_sync_ns = now
+
+    def _fire_due(self, last: int, now: int) -> None:
+        reached = self.unwrapped(now)
+        while self._compare and self._compare[0][0] <= reached:
+            target, part_id = self._compare.pop(0)
+            t = self._time_of_count(target, last, now) if self.unwrapped(last) < target else last
+            self._strike(part_id, t)
+
+    def _strike(self, part_id: int, t_ns: int) -> None:
+        t = t_ns + int(self.cfg.output_delay_ms * 1e6)
+        hit = self.world.strike(part_id, t)
+        self.stats.strikes += 1
+        self.stats.fire_t_ns[part_id] = t
+        self.reject_confirm = (self.reject_confirm + 1) & 0xFFFF
+        log.debug("plc_valve_fired", part_id=part_id, hit=hit.part_index, error_mm=hit.error_mm)
+
+    def _unwrap_raw(self, raw: int, t_ns: int) -> int:
+        cur = self.unwrapped(t_ns)
+        step = (raw - cur) % self._mod
+        if step >= self._mod // 2:
+            step -= self._mod
+        return cur + step
+
+    def _load_compare(self, target: int, part_id: int, t_ns: int) -> None:
+        if self.unwrapped(t_ns) >= target:
+            self.stats.late_results += 1
+            log.warning(
+                "plc_result_late", part_id=part_id, behind_counts=self.unwrapped(t_ns) - target
+            )
+            self._strike(part_id, t_ns)
+            return
+        bisect.insort(self._compare, (target, part_id))
+
+    def _failsafe_load(self, edge_raw: int, last: int, now: int) -> None:
+        origin = self._unwrap_raw(edge_raw, now) + self.cfg.part_length_counts // 2
+        self.stats.failsafe_strikes += 1
+        part_id = -(self.stats.failsafe_strikes)  # no node part id: mark as PLC fail-safe
+        target = origin + self.cfg.fire_offset_counts
+        bisect.insort(self._compare, (target, part_id))
+
+    # -- heartbeat ------------------------------------------------------------
+    def _watch_heartbeat(self, now: int) -> None:
+        if not self._hb_seen or not self.heartbeat_ok:
+            return
+        if now - self._hb_t_ns > self.cfg.heartbeat_timeout_s * 1e9:
+            self.heartbeat_ok = False
+            self.stats.heartbeat_losses += 1
+            log.warning("plc_node_heartbeat_lost", action=self.cfg.on_heartbeat_loss)
+            if self.cfg.on_heartbeat_loss == "stop_line":
+                self.stop_belt(now)
+
+    def stop_belt(self, t_ns: int) -> None:
+        """Stop the conveyor at ``t_ns`` (line_running goes false, the counter freezes)."""
+        _set_belt_speed(self.world, t_ns, 0.0)
+        self.line_running = False
+
+    # -- outputs written by the node ---------------------------------------------
+    def write(self, values: dict[str, int], t_ns: int | None = None) -> None:
+        """The node wrote ``values`` (output name → value) in one request at ``t_ns``."""
+        now = time.monotonic_ns() if t_ns is None else t_ns
+        self.sync(now)
+        self.outputs.update(values)
+        if "heartbeat" in values:
+            hb = values["heartbeat"]
+            if hb != self._hb_value:
+                self._hb_value = hb
+                self._hb_t_ns = now
+                if self._hb_seen and not self.heartbeat_ok:
+                    self.heartbeat_ok = True
+                    log.info("plc_node_heartbeat_back")
+                self._hb_seen = True
+        if "fire_seq" in values:
+            seq = values["fire_seq"]
+            if self._fire_seq is not None and seq != self._fire_seq:
+                self.stats.fires_node_timed += 1
+                self._strike(int(self.outputs.get("fire_part_id", -1)), now)
+            self._fire_seq = seq
+        if "result_valid" in values:
+            valid = bool(values["result_valid"])
+            if valid and not self._valid:
+                self._accept_result(now)
+            elif not valid and self._valid:
+                self.result_ack = False
+            self._valid = valid
+
+    def _accept_result(self, now: int) -> None:
+        out = self.outputs
+        part_id = int(out.get("result_part_id", -1))
+        self.stats.results += 1
+        origin_raw = int(out.get("result_origin_count", 0))
+        self.stats.result_origins[part_id] = origin_raw
+        if out.get("result_reject"):
+            self.stats.results_rejected += 1
+            target = self._unwrap_raw(origin_raw, now) + self.cfg.fire_offset_counts
+            self._load_compare(target, part_id, now)
+        self.result_ack = True
+
+    def init_fire_seq(self, value: int) -> None:
+        """The fire sequence register's value at PLC start (no pulse for the first write)."""
+        self._fire_seq = value
+
+
+def _set_belt_speed(world: SimWorld, t_ns: int, speed_mm_s: float) -> None:
+    """Change the simulated belt's speed from ``t_ns`` on (keeps everything before).
+
+    SimWorld has no public way to change speed at run time; this extends its
+    segment list the way its ``start`` builds it. TODO(lead): a
+    ``SimWorld.set_speed(t_ns, speed_mm_s)`` method would make this private
+    access unnecessary.
+    """
+    d = world.displacement_mm(t_ns)
+    segs = [s for s in world._segments if s.t0_ns < t_ns]
+    segs.append(_Segment(t_ns, d, speed_mm_s))
+    world._segments = segs
+    world._seg_starts = [s.t0_ns for s in segs]
+
+
+def counts(mm: float, counts_per_mm: float) -> int:
+    """Millimetres to encoder counts, rounded like the node's ``LineGeometry``."""
+    return round(mm * counts_per_mm)

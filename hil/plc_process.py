@@ -1,0 +1,168 @@
+"""A PLC emulator in a process of its own, as a real PLC is a box of its own.
+
+Run in the node's process, the emulator's server would share the node's event
+loop and GIL: every request it serves would delay the node, and every busy
+moment of the node would delay the "PLC". :class:`EmulatorProcess` starts the
+emulator in a spawned process that rebuilds the same simulated line from the
+same config (parts are deterministic from ``sim.seed``); both processes read
+``time.monotonic_ns()``, one clock for the whole machine, so their belts agree.
+At the end the actuator hits are brought back into the parent's ``SimWorld`` for
+scoring. Commands go over a pipe, one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import multiprocessing
+import time
+from multiprocessing.connection import Connection
+from typing import Any, Literal
+
+from drivers.plc.settings import ModbusSettings
+from drivers.simworld import ActuatorHit, SimWorld
+
+Transport = Literal["modbus", "opcua"]
+_PARKED_NS = 3600 * 10**9
+
+
+def _child(
+    conn: Connection,
+    cfg_data: dict[str, Any],
+    transport: Transport,
+    overrides: dict[str, Any],
+    port: int,
+    max_parts: int | None,
+) -> None:
+    asyncio.run(_child_main(conn, cfg_data, transport, overrides, port, max_parts))
+
+
+async def _child_main(
+    conn: Connection,
+    cfg_data: dict[str, Any],
+    transport: Transport,
+    overrides: dict[str, Any],
+    port: int,
+    max_parts: int | None,
+) -> None:
+    from hil.plc_modbus import ModbusPlcEmulator
+    from hil.plc_opcua import OpcUaPlcEmulator
+    from hil.plc_rig import program_for
+    from node.config import parse_config
+    from node.simline import build_sim_line
+
+    cfg = parse_config(cfg_data, "<emulator>")
+    sim = build_sim_line(cfg)
+    sim.world.max_parts = max_parts
+    sim.world.start(time.monotonic_ns() + _PARKED_NS)
+    program = program_for(cfg, sim.world, **overrides)
+    emulator: ModbusPlcEmulator | OpcUaPlcEmulator
+    if transport == "modbus":
+        emulator = ModbusPlcEmulator(program, ModbusSettings().io, port=port)
+    else:
+        emulator = OpcUaPlcEmulator(program, port=port)
+    await emulator.start()
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    loop.add_reader(conn.fileno(), lambda: inbox.put_nowait(conn.recv()))
+    conn.send(("ready", None))
+    while True:
+        cmd, arg = await inbox.get()
+        reply: Any = None
+        if cmd == "start_belt":
+            sim.world.start(arg)
+        elif cmd == "stop_server":
+            await emulator.stop()
+        elif cmd == "start_server":
+            await emulator.start()
+        elif cmd == "refuse":
+            if isinstance(emulator, ModbusPlcEmulator):
+                emulator.refuse = set(arg)
+            else:
+                for name in arg:
+                    await emulator.refuse_writes(name)
+        elif cmd == "count_override":
+            program.count_override = arg
+        elif cmd == "stats":
+            reply = dataclasses.asdict(program.stats) | {
+                "outputs": dict(program.outputs),
+                "heartbeat_ok": program.heartbeat_ok,
+                "line_running": program.line_running,
+            }
+        elif cmd == "shutdown":
+            await emulator.stop()
+            loop.remove_reader(conn.fileno())
+            conn.send(("done", (list(sim.world.hits), dataclasses.asdict(program.stats))))
+            return
+        conn.send(("ok", reply))
+
+
+class EmulatorProcess:
+    """The emulator for ``cfg``'s line in a spawned process (async context manager).
+
+    ``port`` is where it listens; ``url`` is the OPC UA endpoint. ``stats``
+    after exit holds the program's final statistics.
+    """
+
+    def __init__(
+        self,
+        cfg_data: dict[str, Any],
+        transport: Transport,
+        port: int,
+        program_overrides: dict[str, Any] | None = None,
+        max_parts: int | None = None,
+    ) -> None:
+        self.transport = transport
+        self.port = port
+        self.url = f"opc.tcp://127.0.0.1:{port}/lineside/plc"
+        self.stats: dict[str, Any] = {}
+        self.hits: list[ActuatorHit] = []
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_child,
+            args=(child, cfg_data, transport, program_overrides or {}, port, max_parts),
+            name=f"plc-emulator-{transport}",
+            daemon=True,
+        )
+        self._child_conn = child
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> EmulatorProcess:
+        self._proc.start()
+        self._child_conn.close()
+        tag, _ = await self._recv(60.0)
+        if tag != "ready":
+            raise RuntimeError(f"emulator process did not start: {tag}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            async with self._lock:
+                self._conn.send(("shutdown", None))
+                tag, payload = await self._recv(20.0)
+                if tag == "done":
+                    self.hits, self.stats = payload
+        finally:
+            await asyncio.to_thread(self._proc.join, 10.0)
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._conn.close()
+
+    async def _recv(self, timeout_s: float) -> tuple[str, Any]:
+        ready = await asyncio.to_thread(self._conn.poll, timeout_s)
+        if not ready:
+            raise TimeoutError("emulator process did not answer")
+        tag, payload = self._conn.recv()
+        return str(tag), payload
+
+    async def call(self, cmd: str, arg: Any = None) -> Any:
+        """Run one command in the emulator; return its reply. Raises ``TimeoutError``."""
+        async with self._lock:
+            self._conn.send((cmd, arg))
+            _, payload = await self._recv(20.0)
+            return payload
+
+    def merge_hits(self, world: SimWorld) -> None:
+        """Put the emulator's actuator hits into ``world`` (for scoring)."""
+        world.hits.extend(self.hits)

@@ -1,0 +1,48 @@
+"""HIL scenarios: the whole node behind the PLC emulators (run with `make hil`).
+
+Not part of `make test` yet: the node does not read its PLC from config so far
+(the rig in hil/plc_rig.py wires it by hand), and these scenarios still fail on a
+busy 2-core machine (late OPC UA subscription delivery; node-timed outliers over
+Modbus). See issue 5.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hil.line import sim_config
+from hil.plc_rig import run_plc_line
+from node.config import Config
+
+pytestmark = pytest.mark.hil
+
+
+@pytest.mark.parametrize("mode", ["node_timed", "plc_tracked"])
+async def test_node_over_modbus_rejects_on_target(taught_config: Config, mode: str) -> None:
+    """The node over Modbus: 200 parts, 30% defective; every reject strikes its own part."""
+    cfg = sim_config(taught_config, sim={"defect_rate": 0.3, "seed": 5, "speed_mm_s": 640.0})
+    report, rig = await run_plc_line(cfg, 200, transport="modbus", mode=mode)  # type: ignore[arg-type]
+    assert report["parts"] == 200
+    assert report["missed_rejects"] == 0, report
+    assert report["wrong_part_hits"] == 0
+    assert report["reject_fire_failures"] == 0
+    assert report["strike_error"]["n"] > 30
+    if mode == "plc_tracked":
+        # exact in counts: within the one-count quantisation of the PLC counter
+        assert report["strike_error"]["max_abs_mm"] <= 1 / cfg.line.counts_per_mm + 1e-6
+        assert report["plc_program"]["late_results"] == 0
+    assert rig.node.status()["plc"]["state"] == "closed"
+
+
+@pytest.mark.parametrize("mode", ["node_timed", "plc_tracked"])
+async def test_node_over_opcua_rejects_on_target(taught_config: Config, mode: str) -> None:
+    """The node over OPC UA: 200 parts, 30% defective; every reject strikes its own part."""
+    cfg = sim_config(taught_config, sim={"defect_rate": 0.3, "seed": 6, "speed_mm_s": 480.0})
+    report, _ = await run_plc_line(cfg, 200, transport="opcua", mode=mode)  # type: ignore[arg-type]
+    assert report["parts"] == 200
+    assert report["missed_rejects"] == 0, report
+    assert report["wrong_part_hits"] == 0
+    assert report["reject_fire_failures"] == 0
+    if mode == "plc_tracked":
+        assert report["strike_error"]["max_abs_mm"] <= 1 / cfg.line.counts_per_mm + 1e-6
+        assert report["plc_program"]["late_results"] == 0
