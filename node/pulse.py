@@ -23,7 +23,7 @@ from drivers.plc.base import RejectCommand
 
 log = structlog.get_logger(__name__)
 
-_SPIN_NS = 400_000  # sleep until this close to the deadline, then spin: sleep wakes late
+_SPIN_NS = 2_000_000  # sleep until this close to the deadline, then spin: a wake-up can be late
 
 
 class PulseTimer:
