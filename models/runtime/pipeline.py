@@ -1,0 +1,265 @@
+"""What every runtime shares: input checks, post-processing into ``Findings``, greedy decoding.
+
+A runtime supplies two functions over arrays, ``detect`` and ``step`` (see
+``models.export`` for their inputs and outputs); ``Pipeline`` does the rest,
+so ONNX Runtime, TensorRT and torch differ only in how they run the graphs.
+
+Units of the returned ``Findings``: ``anomaly_score`` is the image score
+divided by the calibrated image threshold (1.0 = the threshold, so a recipe's
+``reject_score = 1.0`` rejects what calibration calls anomalous);
+``anomaly_map`` is the pixel probability divided by the calibrated pixel
+threshold (1.0 = where regions start). Regions are reported only for images
+at or above the image threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from models.backend import Image
+from models.captions import Vocabulary
+from models.data.geometry import PartGeometry, hysteresis, measure_regions
+from models.explain_text import NO_DEFECT_TYPE, Language, render_explanation
+from models.findings import Explanation, ExplanationFacts, Findings, Region
+from models.guard import GroundingGuard, grounding_for
+from models.package import ModelPackage
+
+F32 = npt.NDArray[np.float32]
+DetectFn = Callable[[F32], tuple[F32, F32, F32, F32]]
+"""``image (N, 1, S, S)`` -> ``(anomaly_map (N, S, S), score (N,), type_probs (N, T),
+memory (N, L, d))``."""
+StepFn = Callable[[F32, npt.NDArray[np.int32]], F32]
+"""``(memory (N, L, d), tokens (N, max_len))`` -> ``logits (N, max_len, V)``."""
+
+_NO_FACTS = ExplanationFacts(NO_DEFECT_TYPE, "", 0.0, False, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One image after the detect graph and post-processing (before any explanation).
+
+    ``score`` is in threshold units (see the module docstring); ``regions``
+    are empty below the threshold; ``part`` is the part found in the image
+    (only measured for anomalous images).
+    """
+
+    anomaly_map: F32
+    score: float
+    defect_type: str
+    type_confidence: float
+    regions: tuple[Region, ...]
+    facts: ExplanationFacts
+    part: PartGeometry | None
+    memory: F32
+    head_type: str = ""
+    """The type head's choice whether or not the image is anomalous (for evaluation)."""
+    main: Region | None = None
+    """The region the facts describe: the largest one."""
+
+    @property
+    def anomalous(self) -> bool:
+        """True at or above the calibrated image threshold."""
+        return self.score >= 1.0
+
+
+class Pipeline:
+    """Turns a runtime's ``detect``/``step`` into a ``Backend``'s ``infer``.
+
+    ``explain=False`` skips the decoder (the facts rendering is published);
+    ``mm_per_px`` and ``min_region_area_mm2`` default to the package's.
+    Raises ``ValueError`` for a non-positive scale.
+    """
+
+    def __init__(
+        self,
+        package: ModelPackage,
+        detect: DetectFn,
+        step: StepFn,
+        *,
+        explain: bool = True,
+        mm_per_px: float | None = None,
+        min_region_area_mm2: float | None = None,
+        language: Language = "en",
+    ) -> None:
+        m = package.manifest
+        self.package = package
+        self._detect = detect
+        self._step = step
+        self.explain_enabled = explain
+        self.mm_per_px = float(mm_per_px if mm_per_px is not None else m.input.mm_per_px)
+        if not self.mm_per_px > 0:
+            raise ValueError(f"mm_per_px must be > 0, got {mm_per_px}")
+        self.min_region_area_mm2 = float(
+            min_region_area_mm2
+            if min_region_area_mm2 is not None
+            else m.thresholds.min_region_area_mm2
+        )
+        self.language: Language = language
+        self.size = m.input.size_px
+        self.mean = m.input.normalization.mean
+        self.std = m.input.normalization.std
+        self.types = m.types
+        self.vocab = Vocabulary(m.vocabulary)
+        self.max_len = package.net.max_len
+        self.guard = GroundingGuard(m.types)
+
+    def prepare(self, images: Sequence[Image]) -> F32:
+        """Check every image, then stack them normalized as ``(N, 1, S, S)`` float32.
+
+        Raises ``ValueError`` naming the first image that is not uint8 ``(S, S)``
+        or ``(S, S, 3)``, or for an empty batch.
+        """
+        if len(images) == 0:
+            raise ValueError("no images to inspect")
+        batch = np.empty((len(images), 1, self.size, self.size), dtype=np.float32)
+        for i, img in enumerate(images):
+            if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+                got = img.dtype if isinstance(img, np.ndarray) else type(img).__name__
+                raise ValueError(f"image {i}: expected uint8 pixels, got {got}")
+            if img.ndim == 3 and img.shape[2] == 3:
+                img = img.mean(axis=2)
+            if img.shape != (self.size, self.size):
+                raise ValueError(
+                    f"image {i}: expected ({self.size}, {self.size}) or "
+                    f"({self.size}, {self.size}, 3), got {img.shape}; crop the part to the "
+                    "package's input size"
+                )
+            batch[i, 0] = img
+        batch *= 1.0 / 255.0
+        batch -= self.mean
+        batch *= 1.0 / self.std
+        return batch
+
+    def detect(self, images: Sequence[Image]) -> list[Detection]:
+        """The in-cycle path: run the detect graph and measure regions."""
+        x = self.prepare(images)
+        amap, score, type_probs, memory = self._detect(x)
+        thr = self.package.manifest.thresholds
+        out = []
+        for i, img in enumerate(images):
+            gray = img if img.ndim == 2 else img.mean(axis=2).astype(np.uint8)
+            out.append(
+                self._post(
+                    gray, amap[i], float(score[i]) / thr.image_score, type_probs[i], memory[i]
+                )
+            )
+        return out
+
+    def _post(self, image: Image, prob: F32, score: float, probs: F32, memory: F32) -> Detection:
+        thr = self.package.manifest.thresholds
+        k = int(np.argmax(probs))
+        if score < 1.0:
+            return Detection(
+                prob / thr.pixel,
+                score,
+                NO_DEFECT_TYPE,
+                0.0,
+                (),
+                _NO_FACTS,
+                None,
+                memory,
+                self.types[k],
+            )
+        threshold = self.package.manifest.input.part_threshold
+        part = PartGeometry.of(image, self.mm_per_px, threshold, edges=False)
+        peak = float(prob.max())
+        # Regions grow from seeds at the pixel threshold down to the region threshold;
+        # an anomalous image whose map stays below both still gets its strongest spot.
+        seeds = min(thr.pixel, 0.5 * peak)
+        mask = hysteresis(prob, seeds, min(thr.region, seeds))
+        area, merge = self.min_region_area_mm2, thr.merge_mm
+        regions = measure_regions(mask, prob, part, self.mm_per_px, area, merge_mm=merge)
+        if not regions:  # all below the minimum area: report the strongest anyway
+            regions = measure_regions(mask, prob, part, self.mm_per_px, merge_mm=merge)[:1]
+        regions = [_with_contrast(r, image, mask) for r in regions]
+        top = max(regions, key=lambda r: r.area_px) if regions else None
+        facts = ExplanationFacts(
+            self.types[k],
+            top.location if top else "",
+            round(top.length_mm, 1) if top else 0.0,
+            top.near_edge if top else False,
+            len(regions),
+        )
+        return Detection(
+            prob / thr.pixel,
+            score,
+            self.types[k],
+            float(probs[k]),
+            tuple(regions),
+            facts,
+            part,
+            memory,
+            self.types[k],
+            top,
+        )
+
+    def decode(self, memory: F32) -> list[str]:
+        """Greedy sentences for a batch of memories ``(N, L, d)``."""
+        n = memory.shape[0]
+        tokens = np.zeros((n, self.max_len), dtype=np.int32)
+        tokens[:, 0] = self.vocab.bos_id
+        done = np.zeros(n, dtype=bool)
+        for t in range(self.max_len - 1):
+            logits = self._step(memory, tokens)
+            nxt = np.argmax(logits[:, t], axis=1).astype(np.int32)
+            tokens[:, t + 1] = np.where(done, self.vocab.pad_id, nxt)
+            done |= nxt == self.vocab.eos_id
+            if done.all():
+                break
+        return [self.vocab.decode(row[1:].tolist()) for row in tokens]
+
+    def explain(self, detections: Sequence[Detection]) -> list[Explanation]:
+        """Explanations: the guarded model sentence for anomalous images, the facts otherwise."""
+        out: list[Explanation] = [
+            Explanation(
+                render_explanation(d.facts if d.anomalous else None, self.language), d.facts
+            )
+            for d in detections
+        ]
+        todo = [i for i, d in enumerate(detections) if d.anomalous]
+        if self.explain_enabled and todo:
+            sentences = self.decode(np.stack([detections[i].memory for i in todo]))
+            for i, sentence in zip(todo, sentences, strict=True):
+                d = detections[i]
+                grounding = grounding_for(d.facts, d.main, d.part)
+                out[i] = self.guard.ground(sentence, grounding, self.language)
+        return out
+
+    def findings(self, d: Detection, explanation: Explanation, backend: str) -> Findings:
+        """The ``Findings`` of one detection."""
+        return Findings(
+            anomaly_score=d.score,
+            anomaly_map=d.anomaly_map,
+            defect_type=d.defect_type,
+            type_confidence=d.type_confidence,
+            regions=d.regions,
+            explanation=explanation,
+            backend=backend,
+        )
+
+    def infer(self, images: Sequence[Image], backend: str) -> list[Findings]:
+        """Detect, explain and package; one ``Findings`` per image."""
+        dets = self.detect(images)
+        return [self.findings(d, e, backend) for d, e in zip(dets, self.explain(dets), strict=True)]
+
+
+def _with_contrast(r: Region, image: Image, mask: npt.NDArray[np.bool_]) -> Region:
+    """``r`` with ``contrast``: its mean gray level against a ring around it, in the
+    ring's spread."""
+    from dataclasses import replace
+
+    x0, y0, x1, y1 = r.bbox_px
+    pad = 4
+    sl = (slice(max(0, y0 - pad), y1 + pad), slice(max(0, x0 - pad), x1 + pad))
+    inner = mask[sl]
+    ring = ndimage.binary_dilation(inner, iterations=3) & ~inner
+    g = image[sl].astype(np.float32)
+    if not ring.any() or not inner.any():
+        return r
+    spread = float(g[ring].std()) + 1.0
+    return replace(r, contrast=float((g[inner].mean() - g[ring].mean()) / spread))

@@ -1,0 +1,116 @@
+"""From a data set folder to a verified model package: train, export, write the manifest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+import torch
+
+from models.data.mvtec import read_mvtec
+from models.export import export_onnx
+from models.package import WEIGHTS_FILE, ModelPackage, load_package, write_manifest
+from models.train.loop import NORM_MEAN, NORM_STD, FitResult, TrainConfig, fit
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MIN_REGION_AREA_MM2 = 0.3
+"""Smallest region a package reports by default (mm²), as the classical detector."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """The package written and the training run behind it."""
+
+    package: ModelPackage
+    fit: FitResult
+
+
+def save_package(
+    result: FitResult,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    dataset_name: str,
+    dataset_sha256: str,
+    dataset_images: int,
+) -> ModelPackage:
+    """Write ``result`` as a package into ``out_dir`` (replacing its files) and verify it.
+
+    Raises ``OSError`` when it cannot be written, ``PackageError`` if the
+    written package does not verify.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        for name in ("manifest.json", "detect.onnx", "explain.onnx", WEIGHTS_FILE):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / ".engines", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    # The weights ship in float16 (half the file); round the network to them
+    # first so the ONNX graphs and the torch reference compute the same thing.
+    state = {
+        k: v.detach().to(torch.float16) if v.is_floating_point() else v
+        for k, v in result.net.state_dict().items()
+    }
+    result.net.load_state_dict(
+        {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
+    )
+    paths = export_onnx(result.net, out)
+    torch.save(state, out / WEIGHTS_FILE)
+    write_manifest(
+        out,
+        {
+            "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "input": {
+                "size_px": result.net.cfg.input_size_px,
+                "channels": 1,
+                "mm_per_px": cfg.mm_per_px,
+                "part_threshold": cfg.part_threshold,
+                "normalization": {"mean": NORM_MEAN, "std": NORM_STD},
+            },
+            "types": list(result.types),
+            "vocabulary": list(result.vocab.tokens),
+            "net": result.net.cfg.to_dict(),
+            "thresholds": {
+                "image_score": result.thresholds.image_score,
+                "pixel": result.thresholds.pixel,
+                "region": result.thresholds.region,
+                "merge_mm": result.thresholds.merge_mm,
+                "min_region_area_mm2": DEFAULT_MIN_REGION_AREA_MM2,
+            },
+            "metrics": {k: float(v) for k, v in result.metrics.items()},
+            "dataset": {"name": dataset_name, "sha256": dataset_sha256, "images": dataset_images},
+            "training": {
+                **cfg.to_dict(),
+                "steps_done": result.steps,
+                "minutes": round(result.minutes, 2),
+                "torch": torch.__version__,
+            },
+            "graphs": {"detect": paths["detect"].name, "explain": paths["explain"].name},
+            "weights": WEIGHTS_FILE,
+        },
+    )
+    return load_package(out)
+
+
+def train_package(
+    dataset: str | Path, out_dir: str | Path, cfg: TrainConfig, category: str | None = None
+) -> BuildResult:
+    """Train on the MVTec-layout ``dataset`` (``category`` if it holds several) and write a
+    package to ``out_dir``. Raises ``FileNotFoundError``/``ValueError`` for an unusable data set."""
+    ds = read_mvtec(dataset, category)
+    log.info(
+        "training_started", dataset=str(ds.root), images=len(ds.samples), types=ds.defect_types
+    )
+    result = fit(ds, cfg)
+    pkg = save_package(result, out_dir, cfg, ds.root.name, ds.content_hash(), len(ds.samples))
+    log.info(
+        "package_written",
+        package=str(pkg.root),
+        minutes=round(result.minutes, 2),
+        steps=result.steps,
+        **{k: round(v, 4) for k, v in result.metrics.items()},
+    )
+    return BuildResult(pkg, result)

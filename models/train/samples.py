@@ -1,0 +1,250 @@
+"""Training and validation samples held in memory, and the batches drawn from them.
+
+A batch mixes three sources: good images (an all-clear mask), labelled
+defect images (their real masks, types and captions), and good images with a
+pasted synthetic anomaly (``models.data.anomalies``; type "unknown anomaly").
+Captions are composed from each mask's main region at draw time, in a random
+phrasing, unless the data set gives a user caption for the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from models.captions import Vocabulary, compose
+from models.data.anomalies import jitter, paste_anomaly
+from models.data.geometry import (
+    ALL_LOCATIONS,
+    SIZE_CLASSES,
+    PartGeometry,
+    SizeClass,
+    measure_regions,
+    size_class,
+)
+from models.data.mvtec import MvtecDataset, Sample, load_gray, load_mask
+from models.findings import UNKNOWN_TYPE
+
+U8 = npt.NDArray[np.uint8]
+BoolArr = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionFacts:
+    """The facts a composed caption states: type, location and size class."""
+
+    defect_type: str
+    location: str
+    size: SizeClass
+
+
+def facts_of_mask(
+    image: U8, mask: BoolArr, defect_type: str, mm_per_px: float, part_threshold: int
+) -> CaptionFacts | None:
+    """The caption facts of ``mask``'s main (largest) region; ``None`` for an empty mask."""
+    part = PartGeometry.of(image, mm_per_px, part_threshold, edges=False)
+    regions = measure_regions(mask, None, part, mm_per_px)
+    if not regions:
+        return None
+    main = regions[0]
+    return CaptionFacts(defect_type, main.location, size_class(main.length_mm))
+
+
+@dataclass(slots=True)
+class Item:
+    """One labelled image in memory; ``mask`` is ``None`` where the data set has none."""
+
+    image: U8
+    mask: BoolArr | None
+    type_index: int
+    facts: CaptionFacts | None
+    caption: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Arrays of one batch: ``images`` uint8 ``(B, S, S)``, ``masks`` bool ``(B, S, S)``,
+    ``has_mask``/``anomalous`` bool ``(B,)``, ``types`` int64 ``(B,)`` (-1: no type),
+    ``tokens`` int64 ``(B, max_len)`` (all padding: no caption), ``locations`` and ``sizes``
+    int64 ``(B,)``: the caption facts' grid cell (``ALL_LOCATIONS`` index) and size class
+    (``SIZE_CLASSES`` index), -1 where unknown."""
+
+    images: U8
+    masks: BoolArr
+    has_mask: BoolArr
+    anomalous: BoolArr
+    types: npt.NDArray[np.int64]
+    tokens: npt.NDArray[np.int64]
+    locations: npt.NDArray[np.int64]
+    sizes: npt.NDArray[np.int64]
+
+
+def _fact_indices(items: list[Item]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    locs = [ALL_LOCATIONS.index(it.facts.location) if it.facts else -1 for it in items]
+    sizes = [SIZE_CLASSES.index(it.facts.size) if it.facts else -1 for it in items]
+    return np.array(locs, dtype=np.int64), np.array(sizes, dtype=np.int64)
+
+
+class TrainingData:
+    """Good and labelled images of one data set, split into training and validation.
+
+    ``types`` are the type names the type head predicts (the data set's defect
+    types, then "unknown anomaly"). A ``val_fraction`` of the good training
+    images and of each defect type goes to validation, chosen by ``seed``.
+    Raises ``ValueError`` when a type has too few images to split.
+    """
+
+    def __init__(
+        self,
+        dataset: MvtecDataset,
+        vocab: Vocabulary,
+        max_len: int,
+        mm_per_px: float,
+        part_threshold: int,
+        val_fraction: float,
+        seed: int,
+    ) -> None:
+        self.types: tuple[str, ...] = (*dataset.defect_types, UNKNOWN_TYPE)
+        self.vocab = vocab
+        self.max_len = max_len
+        self.mm_per_px = mm_per_px
+        self.part_threshold = part_threshold
+        rng = np.random.default_rng(seed)
+        goods = dataset.select("train") + dataset.select("test", "good")
+        train_good, val_good = _split(rng, goods, val_fraction)
+        self.good = np.stack([load_gray(s.path) for s in train_good])
+        self.allowed = np.stack([self._part(img) for img in self.good])
+        self.items: list[Item] = []
+        self.val: list[Item] = [self._item(s) for s in val_good]
+        for t in dataset.defect_types:
+            tr, va = _split(rng, dataset.select("test", t), val_fraction)
+            self.items += [self._item(s) for s in tr]
+            self.val += [self._item(s) for s in va]
+        if not self.items:
+            raise ValueError(
+                "the data set has no labelled defect images (test/<type>/) to learn types from"
+            )
+        shapes = {img.shape for img in self.good} | {it.image.shape for it in self.items}
+        if len(shapes) != 1:
+            raise ValueError(f"images differ in size: {sorted(shapes)}")
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of every image."""
+        h, w = self.good.shape[1:]
+        return int(h), int(w)
+
+    def _part(self, image: U8) -> BoolArr:
+        return PartGeometry.of(image, self.mm_per_px, self.part_threshold, edges=False).mask
+
+    def _item(self, s: Sample) -> Item:
+        image = load_gray(s.path)
+        if s.is_good:
+            return Item(image, np.zeros(image.shape, dtype=bool), -1, None, s.caption)
+        mask = load_mask(s.mask_path, image.shape) if s.mask_path is not None else None
+        facts = None
+        if mask is not None:
+            facts = facts_of_mask(image, mask, s.defect_type, self.mm_per_px, self.part_threshold)
+        return Item(image, mask, self.types.index(s.defect_type), facts, s.caption)
+
+    def caption_tokens(self, item: Item, rng: np.random.Generator | None) -> list[int]:
+        """The item's caption as token ids (user caption first), or all padding if it has none."""
+        text = item.caption
+        if text is None and item.facts is not None:
+            f = item.facts
+            text = compose(f.defect_type, f.location, f.size, rng)
+        if text is None:
+            return [self.vocab.pad_id] * self.max_len
+        try:
+            return self.vocab.encode(text, self.max_len)
+        except ValueError:
+            return [self.vocab.pad_id] * self.max_len
+
+    def draw(
+        self, rng: np.random.Generator, size: int, p_good: float, p_paste: float, shift_px: int
+    ) -> Batch:
+        """A random training batch of ``size``: good with ``p_good``, pasted with ``p_paste``,
+        else a labelled defect; every image jittered by up to ``shift_px`` pixels."""
+        images, masks, has_mask, anomalous, types, tokens = [], [], [], [], [], []
+        drawn: list[Item] = []
+        unknown = self.types.index(UNKNOWN_TYPE)
+        for _ in range(size):
+            u = rng.random()
+            if u < p_good + p_paste:
+                k = int(rng.integers(len(self.good)))
+                img, mask = self.good[k], np.zeros(self.image_shape, dtype=bool)
+                item = Item(img, mask, -1, None, None)
+                if u >= p_good:
+                    donors = self.good[rng.integers(len(self.good), size=1)]
+                    img, mask = paste_anomaly(rng, img, self.allowed[k], donors)
+                    if mask.sum() >= 12:
+                        facts = facts_of_mask_fast(mask, self.allowed[k], self.mm_per_px)
+                        item = Item(img, mask, unknown, facts, None)
+            else:
+                item = self.items[int(rng.integers(len(self.items)))]
+            m = item.mask if item.mask is not None else np.zeros(self.image_shape, dtype=bool)
+            img, m = jitter(rng, item.image, m, shift_px)
+            images.append(img)
+            masks.append(m)
+            has_mask.append(item.mask is not None)
+            anomalous.append(item.type_index >= 0)
+            types.append(item.type_index)
+            tokens.append(self.caption_tokens(item, rng))
+            drawn.append(item)
+        return Batch(
+            np.stack(images),
+            np.stack(masks),
+            np.array(has_mask),
+            np.array(anomalous),
+            np.array(types, dtype=np.int64),
+            np.array(tokens, dtype=np.int64),
+            *_fact_indices(drawn),
+        )
+
+    def validation_batches(self, size: int) -> list[Batch]:
+        """The validation items in fixed batches (canonical captions, no jitter)."""
+        out = []
+        for i in range(0, len(self.val), size):
+            chunk = self.val[i : i + size]
+            shape = self.image_shape
+            out.append(
+                Batch(
+                    np.stack([it.image for it in chunk]),
+                    np.stack(
+                        [it.mask if it.mask is not None else np.zeros(shape, bool) for it in chunk]
+                    ),
+                    np.array([it.mask is not None for it in chunk]),
+                    np.array([it.type_index >= 0 for it in chunk]),
+                    np.array([it.type_index for it in chunk], dtype=np.int64),
+                    np.array([self.caption_tokens(it, None) for it in chunk], dtype=np.int64),
+                    *_fact_indices(chunk),
+                )
+            )
+        return out
+
+
+def facts_of_mask_fast(mask: BoolArr, allowed: BoolArr, mm_per_px: float) -> CaptionFacts:
+    """Caption facts of a pasted blob on the part whose mask is ``allowed``."""
+    ys, xs = np.nonzero(allowed)
+    bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    part = PartGeometry(allowed, bbox, None)
+    main = measure_regions(mask, None, part, mm_per_px, bridge_px=0)[0]
+    return CaptionFacts(UNKNOWN_TYPE, main.location, size_class(main.length_mm))
+
+
+def _split(
+    rng: np.random.Generator, samples: Sequence[Sample], fraction: float
+) -> tuple[list[Sample], list[Sample]]:
+    order = rng.permutation(len(samples))
+    n_val = round(fraction * len(samples))
+    if len(samples) >= 2 and fraction > 0:
+        n_val = min(max(1, n_val), len(samples) - 1)
+    val = [samples[i] for i in sorted(order[:n_val])]
+    train = [samples[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+__all__ = ["Batch", "CaptionFacts", "Item", "TrainingData", "facts_of_mask"]
