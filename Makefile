@@ -10,7 +10,7 @@ CONFIG ?= configs/sim.toml
 # (an independent Modbus client the tests read the node-facing registers with).
 DEBS   := aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config gcc mbpoll
 
-.PHONY: run test hil lint bench teach sysdeps clean
+.PHONY: run test hil lint bench teach model sysdeps clean
 
 run: $(STAMP)
 	$(BIN)/lineside teach $(CONFIG) --if-missing
@@ -32,6 +32,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py --parts 2000 --rate 20
+
+# Rebuild the demo defect model package (about 16 minutes on 2 cores).
+model: $(STAMP)
+	$(BIN)/python -m models.train.demo --out models/demo --work state/demo-data
 
 teach: $(STAMP)
 	$(BIN)/lineside teach $(CONFIG)

@@ -361,8 +361,8 @@ def _calibrate_regions(
     truth's place and size class on the validation defects; with that agreement (0..1)."""
     probs = [p for batch, _ in maps for p in batch]
     cases = [(it, p) for it, p in zip(data.val, probs, strict=True) if it.facts is not None]
-    lows = sorted({min(v, pixel_thr) for v in (0.2, 0.3, 0.4, 0.5)})
-    merges = (3.0, 5.0, 7.5)
+    lows = sorted({min(v, pixel_thr) for v in (0.1, 0.2, 0.3, 0.4, 0.5)})
+    merges = (3.0, 5.0, 7.5, 10.0, 15.0)
     if not cases:
         return lows[0], merges[0], float("nan")
     parts = [
