@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -99,3 +100,13 @@ def test_a_fired_pulse_is_not_fired_again_by_a_late_rearm() -> None:
         timer.arm(cmd(5), time.monotonic_ns() + 5_000_000)
         time.sleep(0.03)
     assert [pid for pid, _ in rec.fired] == [5, 5]
+
+
+def test_switch_interval_is_short_while_timing_and_restored_after() -> None:
+    """While pulses are timed, a waking pulse thread gets the GIL within 0.5 ms; after, the
+    interpreter's own switch interval is back."""
+    before = sys.getswitchinterval()
+    rec = Recorder()
+    with PulseTimer(rec.fire, rec.on_fired):
+        assert sys.getswitchinterval() <= 0.0005
+    assert sys.getswitchinterval() == before
