@@ -29,7 +29,7 @@ def sim_config(base: Config, **sections: dict[str, Any]) -> Config:
     """``base`` with some keys replaced, validated again: ``sim_config(cfg, sim={...})``."""
     data = base.model_dump(mode="python")
     for name, values in sections.items():
-        data[name] = {**data[name], **values}
+        data[name] = {**(data.get(name) or {}), **values}
     return parse_config(data, "<scenario>")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ from node.config import Config, LineGeometry
 from node.errors import CameraError, PlcError
 from node.inspector import Inspection, Inspector
 from node.judge import Judge, Reason, Verdict
+from node.plc import NodePlc
 from node.pulse import PulseTimer
 from node.results import Action, PartResult, ResultSink, Stats, percentiles
 from node.scheduler import CountScheduler
@@ -50,13 +50,17 @@ class Components:
     """The node's edges, not yet opened: each is an async context manager.
 
     ``backend`` is a loader run on the inference worker at startup (loading
-    can be slow and must not block the loop).
+    can be slow and must not block the loop). ``plc`` is the PLC link when
+    the encoder or reject edge is one (it is then also that edge): the node
+    writes its state and verdicts to it and, in PLC-tracked mode, reports
+    rejects to it instead of pulsing.
     """
 
     encoder: AbstractAsyncContextManager[EncoderSource]
     camera: AbstractAsyncContextManager[Camera]
     reject: AbstractAsyncContextManager[RejectOutput]
     backend: Callable[[], Backend]
+    plc: NodePlc | None = None
 
 
 @dataclass
@@ -77,6 +81,7 @@ class RunSummary:
     task_restarts: int = 0
     scheduler_lateness_ms: dict[str, float] = field(default_factory=dict)
     pulse_lateness_ms: dict[str, float] = field(default_factory=dict)
+    plc_report_ms: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -160,6 +165,18 @@ class Node:
         self._output: RejectOutput | None = None
         self._inspector: Inspector | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._plc = components.plc
+        # PLC-tracked: a reject verdict is handed to the PLC's shift register at once and
+        # published when the PLC acknowledged it; no pulse is armed.
+        self._tracked = (
+            self._plc is not None
+            and cfg.reject.driver == "plc"
+            and self._plc.reject_mode == "plc_tracked"
+        )
+        self._reports: asyncio.Queue[_Part] = asyncio.Queue()
+        self._report_ms: collections.deque[float] = collections.deque(maxlen=4096)
+        self._last_verdict: Verdict | None = None
+        self._verdict_changed = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> RunSummary:
@@ -169,13 +186,7 @@ class Node:
         be opened; those already open are closed first.
         """
         t0 = time.monotonic()
-        # The loop thread shares the GIL with the camera and inference threads; at the
-        # default 5 ms switch interval a reject pulse can wait that long for the GIL,
-        # which at 1 m/s is 5 mm. Half a millisecond keeps that wait below the timer's own.
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(0.0005)
         async with AsyncExitStack() as stack:
-            stack.callback(sys.setswitchinterval, switch_interval)
             self._executor = stack.enter_context(
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
             )
@@ -206,6 +217,11 @@ class Node:
                     "heartbeat": lambda: self._heartbeat_loop(halt),
                     "status": lambda: self._status_loop(halt),
                 }
+                if self._plc is not None:
+                    plc = self._plc
+                    loops["plc-state"] = lambda: self._plc_state_loop(plc, halt)
+                    if self._tracked:
+                        loops["plc-reports"] = lambda: self._plc_report_loop(plc)
                 tasks = [
                     tg.create_task(self._supervise(name, loop_fn, halt), name=name)
                     for name, loop_fn in loops.items()
@@ -216,6 +232,8 @@ class Node:
                 for t in tasks:
                     t.cancel()
             self.summary.frames_dropped = self._camera.dropped
+            if self._plc is not None:
+                await self._plc_not_ready(self._plc)
         self.summary.duration_s = time.monotonic() - t0
         self.summary.bad_encoder_samples = self.tracker.rejected_samples
         late = self.scheduler.lateness
@@ -225,6 +243,7 @@ class Node:
             "max": late.max_ns / 1e6,
         }
         self.summary.pulse_lateness_ms = percentiles(ns / 1e6 for ns in self._pulse_late_ns)
+        self.summary.plc_report_ms = percentiles(self._report_ms)
         self.summary.stats = self.stats.snapshot()
         log.info("node_stopped", **_summary_fields(self.summary))
         return self.summary
@@ -386,7 +405,9 @@ class Node:
                 reason=verdict.reason.value,
                 detail=verdict.detail,
             )
-        if verdict.reject:
+        if verdict.reject and self._tracked:
+            self._reports.put_nowait(st)
+        elif verdict.reject:
             # Arm at once: the timing thread then fires on time even if this loop is
             # busy when the part reaches the fire point.
             cmd = RejectCommand(st.part.part_id, st.part.reject_count, verdict.reason.value)
@@ -479,12 +500,75 @@ class Node:
             )
         for sink in self.sinks:
             sink.publish(result)
+        if self._plc is not None:
+            self._last_verdict = verdict
+            self._verdict_changed.set()
         if self._draining and not self._parts:
             self._drained.set()
+
+    # -- the PLC link ------------------------------------------------------------
+    async def _plc_report_loop(self, plc: NodePlc) -> None:
+        """PLC-tracked: hand each reject to the PLC in verdict order; publish it on Ack.
+
+        A reject the PLC did not acknowledge is published ``not_fired`` and counted:
+        the PLC's own watchdog on the handshake and the heartbeat make it fail safe.
+        """
+        bits = self.cfg.line.encoder_bits
+        while True:
+            st = await self._reports.get()
+            verdict = st.verdict
+            assert verdict is not None
+            t0 = time.monotonic_ns()
+            try:
+                async with asyncio.timeout(self.cfg.reject.timeout_ms / 1000 * 4):
+                    await plc.report(st.part.part_id, st.part.origin_count, verdict, bits)
+            except (TimeoutError, PlcError) as exc:
+                self.summary.reject_fire_failures += 1
+                log.error("plc_report_failed", part_id=st.part.part_id, error=str(exc))
+                self._publish(st, verdict, "not_fired")
+                continue
+            self._report_ms.append((time.monotonic_ns() - t0) / 1e6)
+            self._publish(st, verdict, "rejected")
+
+    async def _plc_state_loop(self, plc: NodePlc, halt: asyncio.Event) -> None:
+        """Tell the PLC the node is ready, then write each part's verdict for its HMI.
+
+        Verdicts are written latest-first: when the link is slower than the line,
+        intermediate ones are skipped (the result counter shows how many).
+        """
+        timeout_s = self.cfg.reject.timeout_ms / 1000
+        ready_written = False
+        publish = self.cfg.plc is not None and self.cfg.plc.publish_verdicts
+        while not halt.is_set():
+            try:
+                if not ready_written:
+                    async with asyncio.timeout(timeout_s):
+                        await plc.set_node_state(ready=True, error=False)
+                    ready_written = True
+                await self._verdict_changed.wait()
+                self._verdict_changed.clear()
+                verdict = self._last_verdict
+                if publish and verdict is not None:
+                    async with asyncio.timeout(timeout_s):
+                        await plc.publish_verdict(verdict)
+            except (TimeoutError, PlcError) as exc:
+                log.warning("plc_state_write_failed", error=str(exc))
+                ready_written = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(halt.wait(), 0.5)
+
+    async def _plc_not_ready(self, plc: NodePlc) -> None:
+        """On the way out: tell the PLC the node is no longer ready (best effort)."""
+        try:
+            async with asyncio.timeout(self.cfg.reject.timeout_ms / 1000):
+                await plc.set_node_state(ready=False, error=False)
+        except (TimeoutError, PlcError) as exc:
+            log.warning("plc_not_ready_write_failed", error=str(exc))
 
     async def _heartbeat_loop(self, halt: asyncio.Event) -> None:
         """Toggle the PLC heartbeat while the pipeline makes progress."""
         assert self._output is not None
+        target: RejectOutput | NodePlc = self._plc if self._plc is not None else self._output
         interval = min(0.5, self.cfg.node.watchdog_stall_s / 2)
         toggle = False
         while not halt.is_set():
@@ -492,7 +576,7 @@ class Node:
                 toggle = not toggle
                 try:
                     async with asyncio.timeout(self.cfg.reject.timeout_ms / 1000):
-                        await self._output.heartbeat(toggle)
+                        await target.heartbeat(toggle)
                 except (TimeoutError, PlcError) as exc:
                     log.warning("heartbeat_failed", error=str(exc))
             with contextlib.suppress(TimeoutError):
@@ -505,6 +589,8 @@ class Node:
         snap["belt_mm_s"] = round(self.tracker.speed_cps / self.cfg.line.counts_per_mm, 1)
         snap["healthy"] = self.watchdog.healthy()
         snap["draining"] = self._draining
+        if self._plc is not None:
+            snap["plc"] = self._plc.snapshot()
         return snap
 
     async def _status_loop(self, halt: asyncio.Event) -> None:

@@ -15,10 +15,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.camera.settings import AravisSettings, HarvestersSettings
+from drivers.plc.settings import ModbusSettings, OpcUaSettings, RejectMode
 from node.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
 """The embedded default: the simulated line that ``make run`` starts."""
+
+ModelBackendName = Literal["onnxruntime", "tensorrt", "torch"]
+MODEL_BACKENDS: tuple[ModelBackendName, ...] = ("onnxruntime", "tensorrt", "torch")
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -120,17 +124,49 @@ class SimEncoderSection(_Section):
 
 
 class EncoderSection(_Section):
-    """``[encoder]``: where encoder counts come from."""
+    """``[encoder]``: where encoder counts come from (``plc``: the link in ``[plc]``)."""
 
-    driver: Literal["sim"] = "sim"
+    driver: Literal["sim", "plc"] = "sim"
     sim: SimEncoderSection = SimEncoderSection()
 
 
 class RejectSection(_Section):
-    """``[reject]``: how the reject actuator is fired."""
+    """``[reject]``: how the reject actuator is fired (``plc``: the link in ``[plc]``)."""
 
-    driver: Literal["sim"] = "sim"
+    driver: Literal["sim", "plc"] = "sim"
     timeout_ms: PositiveFloat = 50.0
+
+
+class PlcSection(_Section):
+    """``[plc]``: the PLC link behind ``encoder.driver``/``reject.driver = "plc"``.
+
+    One driver serves both edges over one link; its settings are the
+    ``[plc.<driver>]`` table (see ``drivers/plc/settings.py`` and docs/plc.md).
+    """
+
+    driver: Literal["modbus", "opcua"] = "modbus"
+    modbus: ModbusSettings | None = None
+    opcua: OpcUaSettings | None = None
+    publish_verdicts: bool = True
+    """Write each part's verdict, defect code and the result counter to the PLC."""
+
+    @model_validator(mode="after")
+    def _section_for_driver(self) -> PlcSection:
+        if getattr(self, self.driver) is None:
+            raise ValueError(f"plc.driver = {self.driver!r} needs a [plc.{self.driver}] section")
+        return self
+
+    @property
+    def settings(self) -> ModbusSettings | OpcUaSettings:
+        """The chosen driver's settings."""
+        chosen = self.modbus if self.driver == "modbus" else self.opcua
+        assert chosen is not None  # the validator guarantees it
+        return chosen
+
+    @property
+    def reject_mode(self) -> RejectMode:
+        """``node_timed`` or ``plc_tracked``, from the driver's settings."""
+        return self.settings.reject_mode
 
 
 class ClassicalSection(_Section):
@@ -151,15 +187,39 @@ class RecipeSection(_Section):
     reject_types: tuple[str, ...] = ()
 
 
-class InspectionSection(_Section):
-    """``[inspection]``: region of interest, backend and recipe."""
+class ModelSection(_Section):
+    """``[inspection.model]``: the defect model package run by a model backend.
 
-    backend: Literal["classical"] = "classical"
+    ``package`` is a folder made by ``lineside train`` (``models/demo`` ships
+    with the repo); ``threads`` is the CPU thread count (onnxruntime, torch);
+    ``explain`` runs the explanation decoder in the cycle (off: the explanation
+    is rendered from the structured facts); ``max_batch`` bounds TensorRT's
+    engines; ``engine_cache`` holds TensorRT plans (relative: under the state
+    directory).
+    """
+
+    package: Path = Path("models/demo")
+    threads: Annotated[int, Field(ge=1, le=64)] = 1
+    explain: bool = True
+    max_batch: Annotated[int, Field(ge=1, le=64)] = 8
+    engine_cache: Path = Path("trt-engines")
+
+
+class InspectionSection(_Section):
+    """``[inspection]``: region of interest, backend and recipe.
+
+    ``backend``: ``classical`` (the golden template, no training framework) or a
+    model runtime (``onnxruntime`` on the CPU, ``tensorrt`` on a GPU, ``torch``
+    as the reference) running ``[inspection.model]``.
+    """
+
+    backend: Literal["classical", "onnxruntime", "tensorrt", "torch"] = "classical"
     mm_per_px: PositiveFloat = 0.125
     roi_size_px: Annotated[int, Field(ge=32, le=2048)] = 256
     belt_threshold: Annotated[int, Field(ge=0, le=255)] = 60
     batch_size: Annotated[int, Field(ge=1, le=64)] = 4
     classical: ClassicalSection = ClassicalSection()
+    model: ModelSection = ModelSection()
     recipe: RecipeSection = RecipeSection()
 
 
@@ -182,11 +242,14 @@ class Config(_Section):
     camera: CameraSection = CameraSection()
     encoder: EncoderSection = EncoderSection()
     reject: RejectSection = RejectSection()
+    plc: PlcSection | None = None
     inspection: InspectionSection = InspectionSection()
     sim: SimLineSection = SimLineSection()
 
     @model_validator(mode="after")
     def _cross(self) -> Config:
+        if self.plc is None and "plc" in (self.encoder.driver, self.reject.driver):
+            raise ValueError("plc: needed when encoder.driver or reject.driver is 'plc'")
         if self.camera.driver == "sim" and self.inspection.roi_size_px > min(
             self.camera.sim.width_px, self.camera.sim.height_px
         ):

@@ -18,12 +18,17 @@ import numpy.typing as npt
 
 from drivers.camera.base import Camera
 from drivers.errors import CameraDriverError
+from drivers.plc.base import EncoderSource, RejectOutput
 from drivers.plc.sim import SimEncoder
 from models.backend import Backend
 from node.app import Components
 from node.config import Config
 from node.errors import CameraError, ModelError
+from node.plc import NodePlc
 from node.simline import SimLine, build_sim_line
+
+_MM_PER_PX_TOLERANCE = 0.1
+"""A model runs at a scale within 10 % of the one it was trained at, or not at all."""
 
 
 def load_backend(cfg: Config) -> Backend:
@@ -53,29 +58,122 @@ def load_backend(cfg: Config) -> Backend:
             pixel_threshold=insp.recipe.pixel_threshold,
             min_region_area_mm2=insp.recipe.min_region_area_mm2,
         )
+    return load_model_backend(cfg)
+
+
+def load_model_backend(cfg: Config) -> Backend:
+    """Load ``[inspection.model]`` on the configured runtime (only its libraries import).
+
+    Checks that the package was trained for this ROI size and scale. Raises
+    ``ModelError`` for a missing, corrupt or mismatched package and for a
+    runtime that cannot start (e.g. TensorRT without a GPU).
+    """
+    insp = cfg.inspection
+    m = insp.model
+    from models.package import PackageError, load_package
+
+    key = "inspection.model.package"
+    try:
+        package = load_package(m.package)
+    except (PackageError, OSError) as exc:
+        raise ModelError(f"{key}: {m.package}: {exc}") from exc
+    size = package.manifest.input.size_px
+    if size != insp.roi_size_px:
+        raise ModelError(
+            f"{key}: {m.package} takes {size}x{size} px images, "
+            f"but inspection.roi_size_px is {insp.roi_size_px}"
+        )
+    trained = package.manifest.input.mm_per_px
+    if abs(insp.mm_per_px - trained) > _MM_PER_PX_TOLERANCE * trained:
+        raise ModelError(
+            f"{key}: {m.package} was trained at {trained} mm/px, "
+            f"but inspection.mm_per_px is {insp.mm_per_px}; retrain it at this scale"
+        )
+    area = insp.recipe.min_region_area_mm2
+    try:
+        if insp.backend == "onnxruntime":
+            from models.runtime.onnxruntime import OnnxRuntimeBackend
+
+            return OnnxRuntimeBackend(
+                package,
+                m.threads,
+                explain=m.explain,
+                mm_per_px=insp.mm_per_px,
+                min_region_area_mm2=area,
+            )
+        if insp.backend == "torch":
+            from models.runtime.torch import TorchBackend
+
+            return TorchBackend(
+                package,
+                m.threads,
+                explain=m.explain,
+                mm_per_px=insp.mm_per_px,
+                min_region_area_mm2=area,
+            )
+        if insp.backend == "tensorrt":
+            from models.runtime.tensorrt import TensorRTBackend
+
+            cache = m.engine_cache
+            if not cache.is_absolute():
+                cache = cfg.node.state_dir / cache
+            return TensorRTBackend(
+                package,
+                m.max_batch,
+                cache_dir=cache,
+                explain=m.explain,
+                mm_per_px=insp.mm_per_px,
+                min_region_area_mm2=area,
+            )
+    except ImportError as exc:
+        raise ModelError(f"inspection.backend = {insp.backend!r}: {exc}") from exc
+    except (PackageError, RuntimeError, ValueError, OSError) as exc:
+        raise ModelError(f"inspection.backend = {insp.backend!r}: {exc}") from exc
     raise ModelError(f"inspection.backend: unknown backend {insp.backend!r}")
 
 
 def build_components(cfg: Config, sim: SimLine | None = None) -> tuple[Components, SimLine | None]:
-    """The node's edges for ``cfg``; returns the sim line too when any edge is simulated."""
+    """The node's edges for ``cfg``; returns the sim line too when any edge is simulated.
+
+    With ``encoder.driver`` or ``reject.driver`` = ``plc`` both PLC edges are one
+    :class:`NodePlc` (one link, opened once).
+    """
     uses_sim = "sim" in (cfg.camera.driver, cfg.encoder.driver, cfg.reject.driver)
     if uses_sim and sim is None:
         sim = build_sim_line(cfg)
-    assert sim is not None  # every encoder and reject driver is simulated so far
-    camera: AbstractAsyncContextManager[Camera] = (
-        sim.camera_resource() if cfg.camera.driver == "sim" else open_camera(cfg)
-    )
+    plc = NodePlc.from_config(cfg) if cfg.plc is not None else None
+    camera: AbstractAsyncContextManager[Camera]
+    if cfg.camera.driver == "sim":
+        assert sim is not None
+        camera = sim.camera_resource()
+    else:
+        camera = open_camera(cfg)
+    encoder: AbstractAsyncContextManager[EncoderSource]
+    if cfg.encoder.driver == "plc":
+        assert plc is not None  # the config requires [plc]
+        encoder = plc
+    else:
+        assert sim is not None
+        encoder = SimEncoder(
+            sim.world,
+            cfg.encoder.sim.sample_interval_ms / 1000,
+            with_part_present=cfg.line.tracking == "sensor",
+            latch_edges=cfg.encoder.sim.latch_edges,
+        )
+    reject: AbstractAsyncContextManager[RejectOutput]
+    if cfg.reject.driver == "plc":
+        assert plc is not None
+        reject = plc
+    else:
+        assert sim is not None
+        reject = sim.output
     return (
         Components(
-            encoder=SimEncoder(
-                sim.world,
-                cfg.encoder.sim.sample_interval_ms / 1000,
-                with_part_present=cfg.line.tracking == "sensor",
-                latch_edges=cfg.encoder.sim.latch_edges,
-            ),
+            encoder=encoder,
             camera=camera,
-            reject=sim.output,
+            reject=reject,
             backend=lambda: load_backend(cfg),
+            plc=plc,
         ),
         sim,
     )

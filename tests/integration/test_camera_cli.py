@@ -31,7 +31,10 @@ def fake_camera() -> Iterator[FakeGvCamera]:
 def lineside(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "node", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
     )
 
 
@@ -70,7 +73,10 @@ def _run_briefly(config: Path, taught: Config, seconds: float) -> dict[str, obje
     cfg.write_text(text)
     proc = subprocess.Popen(
         [sys.executable, "-m", "node", "run", str(cfg)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
         env={**os.environ},
     )
     time.sleep(seconds)
