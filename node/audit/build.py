@@ -1,0 +1,124 @@
+"""Building an audit record from a published part result.
+
+Everything is rendered to text and numbers here (explanations in every
+language, findings and thresholds as JSON), so a record needs nothing from
+the model or the node to be read later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from models.explain_text import LANGUAGES, render_all
+from node.audit.record import AuditRecord
+from node.results import PartResult
+
+
+def _jsonable(obj: object) -> Any:
+    """``obj`` as plain JSON values: numpy scalars unwrapped, NaN/inf as null, tuples as lists."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, enum.Enum):
+        return _jsonable(obj.value)
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, str | int | bool) or obj is None:
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    return str(obj)
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(_jsonable(obj), ensure_ascii=False, sort_keys=True, allow_nan=False)
+
+
+def record_from_result(
+    result: PartResult,
+    *,
+    run_id: str,
+    model_name: str,
+    model_version: str,
+    model_sha256: str,
+    thresholds: Mapping[str, object],
+    actuator_confirmed: bool | None = None,
+) -> AuditRecord:
+    """The audit record of one published part result.
+
+    ``result_id`` is ``<run_id>-<part_id>``; ``wall_time_ns`` is the UTC time
+    of ``result.t_ns`` (a monotonic time) converted with the clocks' current
+    offset. Explanations in every language are rendered from the findings'
+    facts; a fail-safe verdict has no findings, so its own explanation stands
+    for every language (as does the verdict's text when a backend gave no facts).
+    ``findings_json`` holds the regions with their facts; ``thresholds`` (the
+    recipe in force) is stored as JSON.
+    """
+    v = result.verdict
+    f = v.findings
+    wall_ns = time.time_ns() - (time.monotonic_ns() - result.t_ns)
+    facts = None if f is None else f.explanation.facts
+    explanations: dict[str, str]
+    if v.fail_safe or f is None or (facts is None and f.regions):
+        explanations = {lang: v.explanation for lang in LANGUAGES}
+    else:
+        explanations = {str(k): v for k, v in render_all(facts).items()}
+    if v.fail_safe:
+        source = "fail_safe"
+    elif f is None:
+        source = "verdict"
+    else:
+        source = f.explanation.source
+    findings: dict[str, object] = {"detail": v.detail}
+    if f is not None:
+        findings |= {
+            "backend": f.backend,
+            "anomaly_score": f.anomaly_score,
+            "defect_type": f.defect_type,
+            "type_confidence": f.type_confidence,
+            "regions": f.regions,
+            "facts": facts,
+            "model_text": f.explanation.model_text,
+            "mismatches": f.explanation.mismatches,
+        }
+    found = facts is not None and facts.region_count > 0
+    return AuditRecord(
+        result_id=f"{run_id}-{result.part_id}",
+        run_id=run_id,
+        part_id=result.part_id,
+        origin_count=result.origin_count,
+        trigger_count=result.trigger_count,
+        fire_count=result.fire_count,
+        wall_time_ns=wall_ns,
+        verdict="reject" if v.reject else "pass",
+        reason=v.reason.value,
+        fail_safe=v.fail_safe,
+        defect_type=v.defect_type,
+        score=v.score,
+        explanation=v.explanation,
+        explanation_source=source,
+        explanations=explanations,
+        location=(facts.location or None) if facts is not None and found else None,
+        size_mm=facts.size_mm if facts is not None and found else None,
+        findings_json=_dumps(findings),
+        action=result.action,
+        actuator_confirmed=actuator_confirmed,
+        latency_ms=result.latency_ms,
+        budget_ms=result.budget_ms,
+        budget_miss=result.budget_miss,
+        model_name=model_name,
+        model_version=model_version,
+        model_sha256=model_sha256,
+        thresholds_json=_dumps(thresholds),
+    )

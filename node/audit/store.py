@@ -1,0 +1,465 @@
+"""The audit store: every part's record committed off the event loop, nothing lost.
+
+``record()`` only enqueues (it is called on the event loop at line rate); one
+writer thread takes what is queued, writes the kept images (atomically, and
+fsynced at ``synchronous = "full"``) and then commits the rows that name them
+in one transaction — so a committed row always has its image. ``flush()``
+waits for everything enqueued so far; ``close()`` writes what is still
+queued. Reads and reviews use a connection of their own
+(:class:`~node.audit.reader.AuditReader`); retention runs on a thread of its
+own in short transactions. One process at a time may hold a store open for
+writing (a lock file says who).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import fcntl
+import os
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from node.audit.build import record_from_result
+from node.audit.images import (
+    StoredImage,
+    clear_tmp,
+    encode_png,
+    fsync_dir,
+    image_relpath,
+    keep_image,
+    remove_orphans,
+    write_atomic,
+)
+from node.audit.reader import AuditReader
+from node.audit.record import AuditRecord, Review
+from node.audit.retention import RetentionReport, apply_retention, image_bytes
+from node.audit.schema import (
+    DB_NAME,
+    IMAGES_DIR,
+    INSERT_SQL,
+    AuditError,
+    AuditSchemaError,
+    connect,
+    ensure_schema,
+    record_to_row,
+)
+from node.audit.settings import AuditSettings
+from node.results import percentiles
+
+__all__ = [
+    "AuditError",
+    "AuditSchemaError",
+    "AuditStore",
+    "RetentionReport",
+    "record_from_result",
+]
+
+log = structlog.get_logger("lineside.audit")
+
+LOCK_FILE = ".lock"
+MAX_BATCH = 256
+"""Records committed in one transaction at most (a burst is split into several)."""
+WRITE_ATTEMPTS = 3
+FIRST_RETENTION_S = 60.0
+"""Delay of the first periodic retention pass after opening (then every interval)."""
+
+
+@dataclass(slots=True)
+class _Item:
+    record: AuditRecord
+    image: npt.NDArray[Any] | None
+    enqueued_ns: int
+
+
+class _Stop:
+    pass
+
+
+_QueueItem = _Item | threading.Event | _Stop
+
+
+class AuditStore:
+    """The audit trail of one node: records, kept images, reviews and retention.
+
+    ``directory`` is the store's folder (created if missing). Raises
+    ``AuditError`` when it cannot be opened or another process holds it,
+    ``AuditSchemaError`` for a store written by a newer lineside. Use as a
+    context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, settings: AuditSettings, directory: Path) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.image_dir = directory / IMAGES_DIR
+        self._durable = settings.synchronous == "full"
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock(directory)
+        self._conns: list[sqlite3.Connection] = []
+        self._reader: AuditReader | None = None
+        try:
+            self._open()
+        except BaseException:
+            self._release()
+            raise
+        self._queue: queue.Queue[_QueueItem] = queue.Queue(maxsize=settings.queue_max)
+        self._state = threading.Lock()
+        self._closed = False
+        self._committed = 0
+        self._dropped = 0
+        self._latency_ns: collections.deque[int] = collections.deque(maxlen=10_000)
+        self._retention_lock = threading.Lock()
+        self._stop_retention = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
+        self._retainer = threading.Thread(
+            target=self._retention_loop, name="audit-retention", daemon=True
+        )
+        self._writer.start()
+        self._retainer.start()
+
+    def _open(self) -> None:
+        db = self.directory / DB_NAME
+        wal = db.with_name(DB_NAME + "-wal")
+        unclean = wal.is_file() and wal.stat().st_size > 0
+        self.image_dir.mkdir(exist_ok=True)
+        tmp_removed = clear_tmp(self.image_dir)
+        sync = self.settings.synchronous
+        self._wconn = connect(db, sync, create=True)
+        self._conns.append(self._wconn)
+        version = ensure_schema(self._wconn, db)  # also replays a crashed writer's WAL
+        self._retention_conn = connect(db, sync, create=False)
+        self._conns.append(self._retention_conn)
+        self._reader = AuditReader(self.directory, sync)
+        (records,) = self._wconn.execute("SELECT COUNT(*) FROM records").fetchone()
+        orphans = remove_orphans(self._wconn, self.image_dir) if unclean else 0
+        log.info(
+            "audit_store_opened",
+            path=str(self.directory),
+            records=int(records),
+            image_bytes=image_bytes(self._wconn),
+            schema_version=version,
+            synchronous=sync,
+            recovered=unclean,
+            tmp_files_removed=tmp_removed,
+            orphan_images_removed=orphans,
+        )
+
+    # ---- the event loop's side -------------------------------------------------------------
+
+    def record(self, record: AuditRecord, image: npt.NDArray[Any] | None) -> None:
+        """Queue ``record`` (and ``image``, if kept) for the writer thread; never blocks.
+
+        The image is kept for every reject and a ``sample_passes`` share of
+        passes; a kept image is copied here, so the caller may reuse its
+        buffer. A record that finds the queue full or the store closed is
+        dropped, counted in :attr:`dropped` and logged.
+        """
+        keep = image is not None and keep_image(
+            record.result_id, record.verdict == "reject", self.settings.sample_passes
+        )
+        item = _Item(record, np.array(image, copy=True) if keep else None, time.monotonic_ns())
+        with self._state:
+            if not self._closed:
+                try:
+                    self._queue.put_nowait(item)
+                    return
+                except queue.Full:
+                    pass
+            self._dropped += 1
+        log.error(
+            "audit_record_dropped",
+            result_id=record.result_id,
+            why="store closed" if self._closed else "queue full",
+            dropped=self._dropped,
+        )
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait until every record enqueued before this call is committed (or dropped).
+
+        Raises ``TimeoutError`` when that takes longer than ``timeout_s``.
+        """
+        done = threading.Event()
+        deadline = time.monotonic() + timeout_s
+        with self._state:
+            if self._closed:
+                return
+        try:
+            self._queue.put(done, timeout=timeout_s)
+        except queue.Full as exc:
+            raise TimeoutError(f"audit queue still full after {timeout_s} s") from exc
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(f"audit records not committed within {timeout_s} s")
+
+    @property
+    def committed(self) -> int:
+        """Records committed since this store was opened."""
+        return self._committed
+
+    @property
+    def dropped(self) -> int:
+        """Records that could not be stored (queue full, closed, duplicate id, disk refused)."""
+        return self._dropped
+
+    @property
+    def pending(self) -> int:
+        """Records (and flush markers) waiting for the writer thread."""
+        return self._queue.qsize()
+
+    def commit_latency_ms(self) -> dict[str, float]:
+        """p50/p99/max of enqueue → commit over the last 10 000 records, in milliseconds."""
+        return percentiles(ns / 1e6 for ns in list(self._latency_ns))
+
+    # ---- reads and reviews (any thread) ----------------------------------------------------
+
+    @property
+    def reader(self) -> AuditReader:
+        """The store's reading connection (raises ``AuditError`` once closed)."""
+        if self._reader is None:
+            raise AuditError(f"{self.directory}: the audit store is closed")
+        return self._reader
+
+    def get(self, result_id: str) -> AuditRecord | None:
+        """The committed record of ``result_id`` with its latest review, or None."""
+        return self.reader.get(result_id)
+
+    def query(
+        self,
+        *,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        verdict: str | None = None,
+        defect_type: str | None = None,
+        part_id: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[AuditRecord]:
+        """Committed records matching every given filter, newest first.
+
+        See :meth:`AuditReader.query`: ``wall_time_ns`` bounds are inclusive,
+        ``verdict``/``defect_type`` match the original decision.
+        """
+        return self.reader.query(
+            since_ns=since_ns,
+            until_ns=until_ns,
+            verdict=verdict,
+            defect_type=defect_type,
+            part_id=part_id,
+            limit=limit,
+            offset=offset,
+        )
+
+    def review(
+        self, result_id: str, verdict: str, defect_type: str | None, comment: str, user: str
+    ) -> Review:
+        """Store an operator's review beside the original decision; every review is kept.
+
+        Raises ``KeyError`` for an id with no committed record, ``ValueError``
+        for a verdict other than ``"pass"``/``"reject"`` (or a pass naming a
+        defect type, or an empty user).
+        """
+        review = self.reader.add_review(result_id, verdict, defect_type, comment, user)
+        log.info(
+            "part_reviewed",
+            result_id=result_id,
+            verdict=review.verdict,
+            defect_type=review.defect_type,
+            user=user,
+        )
+        return review
+
+    def apply_retention(self, now_ns: int | None = None) -> RetentionReport:
+        """Apply the age and size limits now (``now_ns``: UTC epoch ns, default the clock).
+
+        Also run every ``retention_interval_s`` by the store's retention
+        thread. Raises ``AuditError`` when the database refuses.
+        """
+        with self._retention_lock:
+            if self._closed:
+                raise AuditError(f"{self.directory}: the audit store is closed")
+            try:
+                return apply_retention(
+                    self._retention_conn,
+                    self.image_dir,
+                    self.settings,
+                    time.time_ns() if now_ns is None else now_ns,
+                )
+            except sqlite3.Error as exc:
+                raise AuditError(f"{self.directory}: retention failed: {exc}") from exc
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write everything still queued, stop the threads and close the database."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_Stop())
+        self._writer.join()
+        self._stop_retention.set()
+        self._retainer.join()
+        log.info(
+            "audit_store_closed",
+            path=str(self.directory),
+            committed=self._committed,
+            dropped=self._dropped,
+        )
+        self._release()
+
+    def _release(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        for conn in self._conns:
+            conn.close()
+        self._conns.clear()
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> AuditStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- the writer thread -----------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            pending: list[_Item] = []
+            stop = False
+            for item in batch:
+                if isinstance(item, _Item):
+                    pending.append(item)
+                    continue
+                self._write(pending)
+                pending = []
+                if isinstance(item, _Stop):
+                    stop = True
+                else:
+                    item.set()
+            self._write(pending)
+            if stop:
+                return
+
+    def _write(self, items: list[_Item]) -> None:
+        """Commit ``items``, retrying a refused write; drop (count, log) only after that."""
+        if not items:
+            return
+        error: BaseException | None = None
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                self._write_once(items)
+                return
+            except Exception as exc:  # noqa: BLE001 - the writer thread's supervisor: log, retry
+                error = exc
+                if self._wconn.in_transaction:
+                    self._wconn.execute("ROLLBACK")
+                log.error("audit_write_failed", attempt=attempt, records=len(items), error=str(exc))
+                time.sleep(0.05 * 4**attempt)
+        with self._state:
+            self._dropped += len(items)
+        log.error(
+            "audit_records_dropped",
+            count=len(items),
+            result_ids=[i.record.result_id for i in items[:10]],
+            error=str(error),
+        )
+
+    def _write_once(self, items: list[_Item]) -> None:
+        ids = [i.record.result_id for i in items]
+        marks = ", ".join("?" * len(ids))
+        seen = {
+            row[0]
+            for row in self._wconn.execute(
+                f"SELECT result_id FROM records WHERE result_id IN ({marks})", ids
+            )
+        }
+        rows: list[tuple[Any, ...]] = []
+        stored: list[StoredImage] = []
+        written: list[_Item] = []
+        for item in items:
+            rec = item.record
+            if rec.result_id in seen:
+                with self._state:
+                    self._dropped += 1
+                log.error("audit_duplicate_result", result_id=rec.result_id, dropped=self._dropped)
+                continue
+            seen.add(rec.result_id)
+            image = self._store_image(item) if item.image is not None else None
+            if image is not None:
+                stored.append(image)
+            rec = dataclasses.replace(
+                rec,
+                image_path=None if image is None else image.relpath,
+                image_sha256=None if image is None else image.sha256,
+                review=None,
+            )
+            rows.append(record_to_row(rec, None if image is None else image.size_bytes))
+            written.append(item)
+        if self._durable and stored:
+            for folder in {(self.image_dir / s.relpath).parent for s in stored}:
+                fsync_dir(folder)
+            if any(s.new_folder for s in stored):
+                fsync_dir(self.image_dir)
+        self._wconn.execute("BEGIN IMMEDIATE")
+        self._wconn.executemany(INSERT_SQL, rows)
+        self._wconn.execute("COMMIT")
+        now = time.monotonic_ns()
+        with self._state:
+            self._committed += len(rows)
+        self._latency_ns.extend(now - i.enqueued_ns for i in written)
+
+    def _store_image(self, item: _Item) -> StoredImage | None:
+        assert item.image is not None
+        rec = item.record
+        try:
+            data = encode_png(item.image)
+        except ValueError as exc:
+            # the record matters more than its picture: store it without one
+            log.error("audit_image_unstorable", result_id=rec.result_id, error=str(exc))
+            return None
+        rel = image_relpath(rec.result_id, rec.wall_time_ns)
+        return write_atomic(self.image_dir, rel, data, durable=self._durable)
+
+    # ---- the retention thread --------------------------------------------------------------
+
+    def _retention_loop(self) -> None:
+        wait_s = min(FIRST_RETENTION_S, self.settings.retention_interval_s)
+        while not self._stop_retention.wait(wait_s):
+            wait_s = self.settings.retention_interval_s
+            try:
+                self.apply_retention()
+            except Exception as exc:  # noqa: BLE001 - the retention thread must live on
+                log.error("audit_retention_failed", error=str(exc))
+
+
+def _lock(directory: Path) -> int:
+    """Hold the store's lock file (released by the kernel even when the process is killed)."""
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise AuditError(f"{directory}: the audit store is open in another process") from exc
+    return fd
