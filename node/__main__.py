@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     teach.add_argument("--images", type=Path, help="folder of good-part frames (default: the sim)")
     teach.add_argument("--out", type=Path, help="template file (default: the config's path)")
     teach.add_argument("--if-missing", action="store_true", help="do nothing if the file exists")
+
+    from node.audit.cli import add_parsers as add_audit
+    from node.model_cli import add_parsers as add_model
+
+    add_model(sub)
+    add_audit(sub)
     return p
 
 
@@ -91,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "cameras": _cmd_cameras,
         "grab": _cmd_grab,
     }
+    handler = handlers.get(args.command) or args.func
     try:
-        code = handlers[args.command](args)
+        code = handler(args)
     except LinesideError as exc:
         print(f"lineside: {exc}", file=sys.stderr)
         code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)

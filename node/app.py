@@ -24,18 +24,23 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import structlog
 
 from drivers.camera.base import Camera, Frame, FrameStatus
 from drivers.errors import DriverError
 from drivers.plc.base import EncoderSource, RejectCommand, RejectOutput
 from models.backend import Backend
+from node.audit.cli import store_directory
+from node.audit.store import AuditStore
 from node.config import Config, LineGeometry
 from node.errors import CameraError, PlcError
 from node.inspector import Inspection, Inspector
 from node.judge import Judge, Reason, Verdict
 from node.plc import NodePlc
 from node.pulse import PulseTimer
+from node.recorder import Recorder, model_identity
 from node.results import Action, PartResult, ResultSink, Stats, percentiles
 from node.scheduler import CountScheduler
 from node.sdnotify import SystemdNotifier
@@ -95,6 +100,7 @@ class _Part:
     verdict: Verdict | None = None
     verdict_t_ns: int | None = None
     budget_miss: bool = False
+    image: npt.NDArray[np.uint8] | None = None
 
 
 class Node:
@@ -177,6 +183,8 @@ class Node:
         self._report_ms: collections.deque[float] = collections.deque(maxlen=4096)
         self._last_verdict: Verdict | None = None
         self._verdict_changed = asyncio.Event()
+        self._audit: AuditStore | None = None
+        self.recorder: Recorder | None = None
 
     # -- lifecycle ---------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> RunSummary:
@@ -195,6 +203,17 @@ class Node:
             self._inspector = Inspector(
                 backend, self.cfg.inspection.roi_size_px, self.cfg.inspection.belt_threshold
             )
+            if self.cfg.audit.enabled:
+                self._audit = stack.enter_context(
+                    AuditStore(self.cfg.audit, store_directory(self.cfg))
+                )
+            self.recorder = Recorder(
+                self.cfg,
+                model_identity(backend, self.cfg),
+                store=self._audit,
+                stats=self.stats.snapshot,
+            )
+            self.sinks.append(self.recorder)
             encoder = await stack.enter_async_context(self._components.encoder)
             self._camera = await stack.enter_async_context(self._components.camera)
             self._output = await stack.enter_async_context(self._components.reject)
@@ -385,6 +404,7 @@ class Node:
         if st is None or st.verdict is not None:
             log.warning("verdict_late", part_id=ins.part_id)
             return
+        st.image = ins.image
         if ins.findings is not None:
             verdict = self.judge.judge(ins.part_id, ins.findings)
         elif ins.no_part:
@@ -484,6 +504,7 @@ class Node:
             budget_ms=budget,
             budget_miss=st.budget_miss,
             t_ns=now,
+            image=st.image,
         )
         self.summary.parts_decided += 1
         self.summary.rejected += action == "rejected"
@@ -591,6 +612,12 @@ class Node:
         snap["draining"] = self._draining
         if self._plc is not None:
             snap["plc"] = self._plc.snapshot()
+        if self._audit is not None:
+            snap["audit"] = {
+                "committed": self._audit.committed,
+                "pending": self._audit.pending,
+                "dropped": self._audit.dropped,
+            }
         return snap
 
     async def _status_loop(self, halt: asyncio.Event) -> None:

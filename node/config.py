@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from drivers.camera.settings import AravisSettings, HarvestersSettings
 from drivers.plc.settings import ModbusSettings, OpcUaSettings, RejectMode
+from node.audit.settings import AuditSettings
 from node.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
@@ -244,6 +245,7 @@ class Config(_Section):
     reject: RejectSection = RejectSection()
     plc: PlcSection | None = None
     inspection: InspectionSection = InspectionSection()
+    audit: AuditSettings = AuditSettings()
     sim: SimLineSection = SimLineSection()
 
     @model_validator(mode="after")

@@ -16,12 +16,17 @@ from node.roi import crop_part
 
 @dataclass(frozen=True, slots=True)
 class Inspection:
-    """The outcome for one frame: findings, or the reason there are none."""
+    """The outcome for one frame: findings, or the reason there are none.
+
+    ``image`` is what was inspected (the part's crop), or the whole frame when no
+    part could be found in it; the audit trail keeps it.
+    """
 
     part_id: int
     findings: Findings | None
     error: str = ""
     no_part: bool = False
+    image: npt.NDArray[np.uint8] | None = None
 
 
 class Inspector:
@@ -53,7 +58,9 @@ class Inspector:
                     pixels.astype(np.uint8, copy=False), self.roi_size_px, self.belt_threshold
                 )
             except ValueError as exc:
-                out[f.part_id] = Inspection(f.part_id, None, str(exc), no_part=True)
+                out[f.part_id] = Inspection(
+                    f.part_id, None, str(exc), no_part=True, image=pixels.astype(np.uint8)
+                )
                 continue
             crops.append(crop)
             cropped_ids.append(f.part_id)
@@ -61,9 +68,9 @@ class Inspector:
             try:
                 results = self.backend.infer(crops)
             except Exception as exc:  # noqa: BLE001 - any backend failure is a fail-safe, never a crash
-                for pid in cropped_ids:
-                    out[pid] = Inspection(pid, None, f"{type(exc).__name__}: {exc}")
+                for pid, crop in zip(cropped_ids, crops, strict=True):
+                    out[pid] = Inspection(pid, None, f"{type(exc).__name__}: {exc}", image=crop)
             else:
-                for pid, findings in zip(cropped_ids, results, strict=True):
-                    out[pid] = Inspection(pid, findings)
+                for pid, crop, findings in zip(cropped_ids, crops, results, strict=True):
+                    out[pid] = Inspection(pid, findings, image=crop)
         return [out[f.part_id] for f in frames]

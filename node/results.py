@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from node.judge import Verdict
 
@@ -22,7 +23,9 @@ class PartResult:
     ``latency_ms`` runs from the camera trigger to the verdict (None when no
     verdict came in time); ``budget_ms`` is the physical time from trigger to
     the part's fire point at the belt speed measured at trigger time;
-    ``budget_miss`` is True when the verdict was not there by the deadline.
+    ``budget_miss`` is True when the verdict was not there by the deadline;
+    ``image`` is the inspected crop (or the frame where no part was found),
+    None when no frame came.
     """
 
     part_id: int
@@ -35,6 +38,7 @@ class PartResult:
     budget_ms: float | None
     budget_miss: bool
     t_ns: int
+    image: npt.NDArray[np.uint8] | None = None
 
     @property
     def budget_used(self) -> float | None:

@@ -20,7 +20,6 @@ from typing import TextIO
 
 from node.audit.export import ExportFormat, export_dataset, write_records
 from node.audit.reader import AuditReader
-from node.audit.settings import AuditSettings
 from node.config import DEFAULT_CONFIG, Config, load_config
 
 PROGRESS_FROM = 5000
@@ -56,10 +55,7 @@ def parse_when(text: str, now_ns: int | None = None) -> int:
 
 def store_directory(cfg: Config) -> Path:
     """The audit store folder a node config names (relative to ``node.state_dir``)."""
-    settings = getattr(cfg, "audit", None)
-    directory = (
-        settings.directory if isinstance(settings, AuditSettings) else AuditSettings().directory
-    )
+    directory = cfg.audit.directory
     return directory if directory.is_absolute() else cfg.node.state_dir / directory
 
 

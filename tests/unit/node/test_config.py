@@ -129,3 +129,20 @@ def test_check_config_cli_lists_errors_and_exits_nonzero(tmp_path: Path) -> None
         timeout=60,
     )
     assert ok.returncode == 0, ok.stderr
+
+
+def test_plc_edges_need_their_plc_section() -> None:
+    """``encoder.driver = "plc"`` without ``[plc]``, and ``[plc]`` naming a driver without its
+    table, are both refused with the key path."""
+    data = load_config(DEFAULT_CONFIG).model_dump(mode="python")
+    data["encoder"]["driver"] = "plc"
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "x.toml")
+    assert any("plc" in p and "encoder.driver" in p for p in info.value.problems)
+    data["plc"] = {"driver": "opcua", "modbus": {"port": 1502}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "x.toml")
+    assert any("plc" in p and "[plc.opcua]" in p for p in info.value.problems)
+    data["plc"] = {"driver": "modbus", "modbus": {"port": 1502, "reject_mode": "plc_tracked"}}
+    cfg = parse_config(data, "x.toml")
+    assert cfg.plc is not None and cfg.plc.reject_mode == "plc_tracked"

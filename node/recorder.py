@@ -1,0 +1,148 @@
+"""The sink that turns each published part into its audit record and its HMI update.
+
+Every part result becomes one :class:`node.audit.record.AuditRecord` (with the
+model's identity and the recipe in force), queued to the audit store — whose
+writer thread does the disk work — and handed to the HMI server, whose own
+task does the OPC UA writes. ``publish`` runs on the event loop and only
+builds and queues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from models.backend import Backend
+from node.audit.record import AuditRecord
+from node.audit.store import AuditStore, record_from_result
+from node.config import Config
+from node.results import PartResult
+
+log = structlog.get_logger(__name__)
+
+
+class RecordSink(Protocol):
+    """Anything that takes finished audit records (the HMI server)."""
+
+    def publish(
+        self, record: AuditRecord, thumbnail_png: bytes | None, stats: Mapping[str, object]
+    ) -> None:
+        """Take one record; quick and non-blocking."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIdentity:
+    """Which model judged the parts: name, version and a hash of what was loaded."""
+
+    name: str
+    version: str
+    sha256: str
+
+
+def model_identity(backend: Backend, cfg: Config) -> ModelIdentity:
+    """The identity of ``backend``: a model package's manifest, or the classical template file."""
+    package = getattr(backend, "package", None)
+    if package is not None:
+        manifest_path = Path(package.root) / "manifest.json"
+        return ModelIdentity(
+            name=f"{backend.name}:{Path(package.root).name}",
+            version=str(package.manifest.created_utc),
+            sha256=_sha256(manifest_path),
+        )
+    template = cfg.inspection.classical.template
+    return ModelIdentity(name=backend.name, version="template", sha256=_sha256(template))
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def new_run_id() -> str:
+    """An id for this run of the node, unique across restarts (UTC time, pid, random)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"{stamp}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+def thumbnail_png(image: npt.NDArray[np.uint8] | None, size_px: int) -> bytes | None:
+    """A small grayscale PNG of ``image`` (longest side ``size_px``) for HMI panels."""
+    if image is None:
+        return None
+    from PIL import Image
+
+    im = Image.fromarray(image)
+    im.thumbnail((size_px, size_px))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+class Recorder:
+    """A ``ResultSink``: audit record per part to ``store``, and to each of ``sinks``.
+
+    ``stats`` gives the running statistics published beside each record;
+    ``thumbnail_px`` is the HMI thumbnail size (0: none).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        identity: ModelIdentity,
+        *,
+        store: AuditStore | None,
+        sinks: list[RecordSink] | None = None,
+        stats: Callable[[], Mapping[str, object]] | None = None,
+        thumbnail_px: int = 0,
+        run_id: str | None = None,
+    ) -> None:
+        self.run_id = run_id or new_run_id()
+        self._identity = identity
+        self._thresholds: dict[str, Any] = cfg.inspection.recipe.model_dump(mode="json")
+        self._thresholds["backend"] = cfg.inspection.backend
+        self._store = store
+        self._sinks = sinks or []
+        self._stats = stats
+        self._thumb_px = thumbnail_px
+
+    def add_sink(self, sink: RecordSink) -> None:
+        """Also hand every record to ``sink`` (e.g. the HMI server once it is up)."""
+        self._sinks.append(sink)
+
+    def publish(self, result: PartResult) -> None:
+        """Build the record, queue it to the store and hand it to every record sink."""
+        record = record_from_result(
+            result,
+            run_id=self.run_id,
+            model_name=self._identity.name,
+            model_version=self._identity.version,
+            model_sha256=self._identity.sha256,
+            thresholds=self._thresholds,
+            actuator_confirmed=_confirmed(result),
+        )
+        if self._store is not None:
+            self._store.record(record, result.image)
+        if self._sinks:
+            thumb = thumbnail_png(result.image, self._thumb_px) if self._thumb_px else None
+            stats = self._stats() if self._stats is not None else {}
+            for sink in self._sinks:
+                sink.publish(record, thumb, stats)
+
+
+def _confirmed(result: PartResult) -> bool | None:
+    """Did the actuator act? Only a failed pulse or handshake is known for sure."""
+    if result.action == "not_fired":
+        return False
+    return None

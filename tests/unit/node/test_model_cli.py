@@ -1,0 +1,69 @@
+"""``lineside synth|train|eval|explain`` and the model backends' config checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hil.line import sim_config
+from node.__main__ import main
+from node.config import DEFAULT_CONFIG, load_config
+from node.errors import ModelError
+from node.wiring import load_backend
+
+DEMO = Path(__file__).resolve().parents[3] / "models" / "demo"
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_synth_writes_the_mvtec_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``lineside synth`` writes train/good, test/<type> and masks, and prints the counts."""
+    argv = ["synth", "--out", str(tmp_path), "--seed", "3", "--families", "moulded_plastic"]
+    argv += ["--train-good", "2", "--test-good", "1", "--test-per-kind", "1"]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0
+    counts = json.loads(out[out.index("{\n") :])  # log lines may come first
+    assert counts["moulded_plastic"]["train/good"] == 2
+    cat = tmp_path / "moulded_plastic"
+    assert len(list((cat / "train" / "good").glob("*.png"))) == 2
+    assert list((cat / "ground_truth").glob("*/*_mask.png"))
+
+
+def test_explain_refuses_a_missing_package_with_the_model_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A package folder that does not exist is a model error: exit 5 and a message."""
+    code, _, err = _run(["explain", str(tmp_path / "nope"), str(tmp_path / "x.png")], capsys)
+    assert code == 5
+    assert "nope" in err
+
+
+def test_explain_names_a_missing_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An image that does not exist is bad input: exit 2, naming the file."""
+    code, _, err = _run(["explain", str(DEMO), str(tmp_path / "missing.png")], capsys)
+    assert code == 2
+    assert "missing.png" in err
+
+
+def test_model_backend_checks_the_package_against_the_config(tmp_path: Path) -> None:
+    """The node refuses a missing package and one trained for another ROI size, by key."""
+    base = load_config(DEFAULT_CONFIG)
+    missing = sim_config(
+        base,
+        inspection={"backend": "onnxruntime", "model": {"package": tmp_path / "none"}},
+    )
+    with pytest.raises(ModelError, match=r"inspection\.model\.package"):
+        load_backend(missing)
+    other_size = sim_config(
+        base,
+        inspection={"backend": "onnxruntime", "roi_size_px": 128, "model": {"package": DEMO}},
+    )
+    with pytest.raises(ModelError, match="roi_size_px"):
+        load_backend(other_size)
