@@ -77,10 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     teach.add_argument("--if-missing", action="store_true", help="do nothing if the file exists")
 
     from node.audit.cli import add_parsers as add_audit
+    from node.hmi.users import add_parsers as add_hmi
     from node.model_cli import add_parsers as add_model
 
     add_model(sub)
     add_audit(sub)
+    add_hmi(sub)
     return p
 
 
@@ -96,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "teach": _cmd_teach,
         "cameras": _cmd_cameras,
         "grab": _cmd_grab,
+        "hmi": _cmd_hmi,
     }
     handler = handlers.get(args.command) or args.func
     try:
@@ -106,6 +109,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
+
+
+def _cmd_hmi(args: argparse.Namespace) -> int:
+    from node.hmi.users import run_cli
+
+    return run_cli(args)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

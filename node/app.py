@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,8 +36,10 @@ from node.audit.cli import store_directory
 from node.audit.store import AuditStore
 from node.config import Config, LineGeometry
 from node.errors import CameraError, PlcError
+from node.hmi.state import VisionState
 from node.inspector import Inspection, Inspector
 from node.judge import Judge, Reason, Verdict
+from node.operation import Operation
 from node.plc import NodePlc
 from node.pulse import PulseTimer
 from node.recorder import Recorder, model_identity
@@ -46,6 +48,9 @@ from node.scheduler import CountScheduler
 from node.sdnotify import SystemdNotifier
 from node.tracker import TrackedPart, Tracker, TrackerConfig
 from node.watchdog import ProgressWatchdog
+
+if TYPE_CHECKING:
+    from node.hmi.server import HmiServer
 
 log = structlog.get_logger(__name__)
 
@@ -184,6 +189,11 @@ class Node:
         self._last_verdict: Verdict | None = None
         self._verdict_changed = asyncio.Event()
         self._audit: AuditStore | None = None
+        self.hmi: HmiServer | None = None
+        self._model_name = ""
+        self.operation = Operation(cfg.inspection.recipe.name, auto_start=cfg.node.auto_start)
+        self._plc_state_changed = asyncio.Event()
+        self.operation.listen(lambda state, detail: self._plc_state_changed.set())
         self.recorder: Recorder | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -214,6 +224,8 @@ class Node:
                 stats=self.stats.snapshot,
             )
             self.sinks.append(self.recorder)
+            if self.cfg.hmi.enabled:
+                await self._open_hmi(stack, backend.name)
             encoder = await stack.enter_async_context(self._components.encoder)
             self._camera = await stack.enter_async_context(self._components.camera)
             self._output = await stack.enter_async_context(self._components.reject)
@@ -222,6 +234,7 @@ class Node:
                 PulseTimer(self._output.fire, self._pulse_fired_threadsafe)
             )
             log.info("node_started", name=self.cfg.node.name, backend=backend.name)
+            self.operation.started()
             self.notifier.ready()
             self.ready.set()
             halt = asyncio.Event()
@@ -322,6 +335,12 @@ class Node:
         self.scheduler.schedule(decide_at, lambda: self._on_decision_point(st), label="decide")
 
     def _on_camera(self, st: _Part) -> None:
+        if not self.operation.inspecting:
+            state = self.operation.state.value
+            self._set_verdict(
+                st, Judge.fail_safe(st.part.part_id, Reason.FAILSAFE_NOT_INSPECTING, state)
+            )
+            return
         st.trigger_t_ns = time.monotonic_ns()
         st.deadline_t_ns = self.tracker.eta_ns(
             max(st.part.trigger_count + 1, st.part.fire_count - self._arm_counts)
@@ -358,6 +377,7 @@ class Node:
                     await self._camera.trigger(st.part.part_id, st.part.trigger_count)
             except (TimeoutError, CameraError, DriverError) as exc:
                 log.error("camera_trigger_failed", part_id=st.part.part_id, error=str(exc))
+                self.operation.error(f"camera: {exc}")
                 self._set_verdict(
                     st, Judge.fail_safe(st.part.part_id, Reason.FAILSAFE_CAMERA, str(exc))
                 )
@@ -411,6 +431,7 @@ class Node:
             verdict = Judge.fail_safe(ins.part_id, Reason.FAILSAFE_NO_PART, ins.error)
         else:
             verdict = Judge.fail_safe(ins.part_id, Reason.FAILSAFE_MODEL, ins.error)
+            self.operation.error(f"model: {ins.error}")
         self._set_verdict(st, verdict)
 
     def _set_verdict(self, st: _Part, verdict: Verdict) -> None:
@@ -527,6 +548,45 @@ class Node:
         if self._draining and not self._parts:
             self._drained.set()
 
+    async def _open_hmi(self, stack: AsyncExitStack, model: str) -> None:
+        """Serve results, state and methods to HMI panels over OPC UA (``[hmi]``)."""
+        from node.hmi.server import HmiServer
+
+        assert self._audit is not None and self.recorder is not None  # the config requires audit
+        settings = self.cfg.hmi
+        hmi = await stack.enter_async_context(
+            HmiServer(
+                settings,
+                state_dir=self.cfg.node.state_dir,
+                control=self.operation,
+                results=self._audit,
+                node_name=self.cfg.node.name,
+            )
+        )
+        self.hmi = hmi
+        self.operation.listen(self._hmi_state)
+        hmi.set_recipe(self.cfg.inspection.recipe.name)
+        self._model_name = model
+        thumb = settings.thumbnail_px if settings.publish_thumbnails else 0
+        self.recorder.add_sink(hmi, thumbnail_px=thumb)
+
+    def _hmi_state(self, state: VisionState, detail: str) -> None:
+        if self.hmi is None:
+            return
+        try:
+            self.hmi.set_state(state, detail)
+        except ValueError as exc:  # InvalidTransition: the two state machines disagree
+            log.error("hmi_state_rejected", state=state.value, error=str(exc))
+
+    def _hmi_health(self, snap: dict[str, Any]) -> None:
+        if self.hmi is None:
+            return
+        state = self.operation.state
+        detail = self.operation.machine.detail
+        camera = f"error: {detail}" if state is VisionState.ERROR and "camera" in detail else "ok"
+        plc = str(snap["plc"]["state"]) if "plc" in snap else "not used"
+        self.hmi.set_health(camera=camera, plc=plc, model=self._model_name)
+
     # -- the PLC link ------------------------------------------------------------
     async def _plc_report_loop(self, plc: NodePlc) -> None:
         """PLC-tracked: hand each reject to the PLC in verdict order; publish it on Ack.
@@ -552,29 +612,42 @@ class Node:
             self._publish(st, verdict, "rejected")
 
     async def _plc_state_loop(self, plc: NodePlc, halt: asyncio.Event) -> None:
-        """Tell the PLC the node is ready, then write each part's verdict for its HMI.
+        """Mirror the node's state to the PLC (ready/error) and write each part's verdict.
 
-        Verdicts are written latest-first: when the link is slower than the line,
+        Ready is on while the node inspects (ContinuousExecution); error while it is in
+        Error. Verdicts are written latest-first: when the link is slower than the line,
         intermediate ones are skipped (the result counter shows how many).
         """
         timeout_s = self.cfg.reject.timeout_ms / 1000
-        ready_written = False
         publish = self.cfg.plc is not None and self.cfg.plc.publish_verdicts
         while not halt.is_set():
             try:
-                if not ready_written:
+                if self._plc_state_changed.is_set():
+                    self._plc_state_changed.clear()
+                    state = self.operation.state
                     async with asyncio.timeout(timeout_s):
-                        await plc.set_node_state(ready=True, error=False)
-                    ready_written = True
-                await self._verdict_changed.wait()
-                self._verdict_changed.clear()
-                verdict = self._last_verdict
-                if publish and verdict is not None:
-                    async with asyncio.timeout(timeout_s):
-                        await plc.publish_verdict(verdict)
+                        await plc.set_node_state(
+                            ready=self.operation.inspecting and state is not VisionState.ERROR,
+                            error=state is VisionState.ERROR,
+                        )
+                if self._verdict_changed.is_set():
+                    self._verdict_changed.clear()
+                    verdict = self._last_verdict
+                    if publish and verdict is not None:
+                        async with asyncio.timeout(timeout_s):
+                            await plc.publish_verdict(verdict)
+                waits = [
+                    asyncio.ensure_future(self._plc_state_changed.wait()),
+                    asyncio.ensure_future(self._verdict_changed.wait()),
+                ]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
             except (TimeoutError, PlcError) as exc:
                 log.warning("plc_state_write_failed", error=str(exc))
-                ready_written = False
+                self._plc_state_changed.set()  # write the state again once the link is back
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(halt.wait(), 0.5)
 
@@ -610,6 +683,7 @@ class Node:
         snap["belt_mm_s"] = round(self.tracker.speed_cps / self.cfg.line.counts_per_mm, 1)
         snap["healthy"] = self.watchdog.healthy()
         snap["draining"] = self._draining
+        snap["state"] = self.operation.state.value
         if self._plc is not None:
             snap["plc"] = self._plc.snapshot()
         if self._audit is not None:
@@ -631,6 +705,7 @@ class Node:
                 f"{snap['inspected']} inspected, {snap['rejected']} rejected, "
                 f"{snap['fail_safe']} fail-safe, p99 {lat['p99']} ms"
             )
+            self._hmi_health(snap)
             if self._on_status is not None:
                 self._on_status(snap)
 

@@ -18,6 +18,7 @@ from drivers.camera.settings import AravisSettings, HarvestersSettings
 from drivers.plc.settings import ModbusSettings, OpcUaSettings, RejectMode
 from node.audit.settings import AuditSettings
 from node.errors import ConfigError
+from node.hmi.settings import HmiSettings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
 """The embedded default: the simulated line that ``make run`` starts."""
@@ -43,6 +44,8 @@ class NodeSection(_Section):
     status_interval_s: PositiveFloat = 1.0
     watchdog_stall_s: PositiveFloat = 2.0
     pulse_arm_ms: Annotated[float, Field(ge=2, le=500)] = 10.0
+    auto_start: bool = True
+    """Start inspecting as soon as the resources are open (off: wait for StartContinuous)."""
 
 
 class LineSection(_Section):
@@ -246,12 +249,15 @@ class Config(_Section):
     plc: PlcSection | None = None
     inspection: InspectionSection = InspectionSection()
     audit: AuditSettings = AuditSettings()
+    hmi: HmiSettings = HmiSettings(enabled=False)
     sim: SimLineSection = SimLineSection()
 
     @model_validator(mode="after")
     def _cross(self) -> Config:
         if self.plc is None and "plc" in (self.encoder.driver, self.reject.driver):
             raise ValueError("plc: needed when encoder.driver or reject.driver is 'plc'")
+        if self.hmi.enabled and not self.audit.enabled:
+            raise ValueError("hmi.enabled: the HMI serves results from the audit store: enable it")
         if self.camera.driver == "sim" and self.inspection.roi_size_px > min(
             self.camera.sim.width_px, self.camera.sim.height_px
         ):

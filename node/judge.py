@@ -27,6 +27,7 @@ class Reason(enum.StrEnum):
     FAILSAFE_CAMERA = "camera_error"
     FAILSAFE_MODEL = "model_error"
     FAILSAFE_SHUTDOWN = "node_stopping"
+    FAILSAFE_NOT_INSPECTING = "not_inspecting"
 
 
 @dataclass(frozen=True, slots=True)

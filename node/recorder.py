@@ -10,7 +10,6 @@ builds and queues.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -18,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
 import structlog
 
 from models.backend import Backend
 from node.audit.record import AuditRecord
 from node.audit.store import AuditStore, record_from_result
 from node.config import Config
+from node.hmi.thumbnail import thumbnail_png
 from node.results import PartResult
 
 log = structlog.get_logger(__name__)
@@ -77,19 +75,6 @@ def new_run_id() -> str:
     return f"{stamp}-{os.getpid()}-{os.urandom(2).hex()}"
 
 
-def thumbnail_png(image: npt.NDArray[np.uint8] | None, size_px: int) -> bytes | None:
-    """A small grayscale PNG of ``image`` (longest side ``size_px``) for HMI panels."""
-    if image is None:
-        return None
-    from PIL import Image
-
-    im = Image.fromarray(image)
-    im.thumbnail((size_px, size_px))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
-
-
 class Recorder:
     """A ``ResultSink``: audit record per part to ``store``, and to each of ``sinks``.
 
@@ -117,9 +102,11 @@ class Recorder:
         self._stats = stats
         self._thumb_px = thumbnail_px
 
-    def add_sink(self, sink: RecordSink) -> None:
-        """Also hand every record to ``sink`` (e.g. the HMI server once it is up)."""
+    def add_sink(self, sink: RecordSink, thumbnail_px: int = 0) -> None:
+        """Also hand every record to ``sink`` (e.g. the HMI server once it is up), with a
+        thumbnail of ``thumbnail_px`` (0: none)."""
         self._sinks.append(sink)
+        self._thumb_px = max(self._thumb_px, thumbnail_px)
 
     def publish(self, result: PartResult) -> None:
         """Build the record, queue it to the store and hand it to every record sink."""
@@ -135,7 +122,9 @@ class Recorder:
         if self._store is not None:
             self._store.record(record, result.image)
         if self._sinks:
-            thumb = thumbnail_png(result.image, self._thumb_px) if self._thumb_px else None
+            thumb = None
+            if self._thumb_px and result.image is not None:
+                thumb = thumbnail_png(result.image, self._thumb_px)
             stats = self._stats() if self._stats is not None else {}
             for sink in self._sinks:
                 sink.publish(record, thumb, stats)

@@ -34,12 +34,16 @@ def quiet_logs() -> None:
 
 @pytest.fixture(scope="session")
 def taught_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    """configs/sim.toml with its state and template in a session temp dir, template taught."""
+    """configs/sim.toml with its state and template in a session temp dir, template taught.
+
+    The HMI server is off: tests that want it turn it on with a free port.
+    """
     state = tmp_path_factory.mktemp("state")
     base = load_config(DEFAULT_CONFIG)
     cfg = sim_config(
         base,
         node={"state_dir": state},
+        hmi={"enabled": False},
         inspection={
             "classical": {
                 **base.inspection.classical.model_dump(),

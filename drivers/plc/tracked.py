@@ -27,6 +27,7 @@ REASON_CODES: Final[dict[str, int]] = {
     "model_error": 15,
     "node_stopping": 16,
     "trigger_late": 17,
+    "not_inspecting": 18,
 }
 """Verdict reason (``node.judge.Reason`` values) → code written to the PLC."""
 

@@ -1,0 +1,126 @@
+"""The node's operating state (the OPC 40100 VisionStateMachine) and the commands that move it.
+
+The node starts Preoperational, becomes Initialized and Ready once its
+resources are open, and — with ``node.auto_start`` — goes straight on to
+ContinuousExecution, because a line runs unattended. While the node is not
+inspecting (Ready after Stop, Halted) every part that reaches the camera is
+a fail-safe reject (``not_inspecting``): the line keeps moving and nothing
+passes unjudged. A camera, PLC or model error moves it to Error, which is
+shown until an operator resets it; inspection goes on trying meanwhile (each
+part it cannot judge is a fail-safe reject anyway).
+
+:class:`Operation` implements ``node.hmi.interfaces.NodeControl``; listeners
+(the HMI server, the PLC state output) hear every transition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+
+from node.hmi.state import InvalidTransition, StateMachine, VisionState
+
+log = structlog.get_logger(__name__)
+
+Listener = Callable[[VisionState, str], None]
+S = VisionState
+
+
+class Operation:
+    """What the node is doing now, and the operator commands that change it."""
+
+    def __init__(self, recipe: str, *, auto_start: bool = True) -> None:
+        self.machine = StateMachine()
+        self._recipe = recipe
+        self._auto_start = auto_start
+        self._inspecting = False
+        self._listeners: list[Listener] = []
+
+    # -- what the node consults --------------------------------------------------------
+    @property
+    def state(self) -> VisionState:
+        """The current state."""
+        return self.machine.state
+
+    @property
+    def inspecting(self) -> bool:
+        """True while parts are to be inspected (ContinuousExecution, or Error after it)."""
+        return self._inspecting
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener(state, detail)`` now and after every transition."""
+        self._listeners.append(listener)
+        listener(self.machine.state, self.machine.detail)
+
+    def _go(self, target: VisionState, detail: str = "") -> None:
+        if self.machine.move(target, detail) is None:
+            return
+        log.info("node_state", state=target.value, detail=detail)
+        for listener in self._listeners:
+            listener(target, detail)
+
+    # -- driven by the node ------------------------------------------------------------
+    def started(self) -> None:
+        """Resources are open: Initialized, Ready, and inspecting when auto-started."""
+        self._go(S.INITIALIZED, "resources open")
+        self._go(S.READY, "automatic mode")
+        if self._auto_start:
+            self._inspecting = True
+            self._go(S.CONTINUOUS, "started")
+
+    def error(self, detail: str) -> None:
+        """A camera, PLC or model error: Error until reset (not from Halted)."""
+        if self.machine.state in (S.HALTED, S.ERROR, S.PREOPERATIONAL):
+            return
+        self._go(S.ERROR, detail)
+
+    # -- NodeControl: the operator's commands ------------------------------------------
+    async def halt(self) -> None:
+        """Stop inspecting at once: every part is a fail-safe reject until Reset and Start."""
+        self._inspecting = False
+        self._go(S.HALTED, "halted by operator")
+
+    async def reset(self) -> None:
+        """Leave Error (back to what the node was doing) or Halted (back to Ready)."""
+        state = self.machine.state
+        if state is S.ERROR:
+            self._go(S.READY, "reset")
+            if self._inspecting:
+                self._go(S.CONTINUOUS, "reset")
+        elif state is S.HALTED:
+            self._go(S.PREOPERATIONAL, "reset")
+            self._go(S.INITIALIZED, "reset")
+            self._go(S.READY, "reset")
+        else:
+            raise InvalidTransition(f"Reset is not allowed in {state.value}")
+
+    async def select_mode_automatic(self) -> None:
+        """Initialized → Ready (the resources are already open)."""
+        state = self.machine.state
+        if state not in (S.INITIALIZED, S.READY):
+            raise InvalidTransition(f"SelectModeAutomatic is not allowed in {state.value}")
+        self._go(S.READY, "automatic mode")
+
+    async def start_continuous(self) -> None:
+        """Ready → ContinuousExecution: parts are inspected again."""
+        if self.machine.state is not S.READY:
+            raise InvalidTransition(f"StartContinuous is not allowed in {self.machine.state.value}")
+        self._inspecting = True
+        self._go(S.CONTINUOUS, "started by operator")
+
+    async def stop(self) -> None:
+        """ContinuousExecution → Ready: parts are fail-safe rejected until started again."""
+        if self.machine.state is not S.CONTINUOUS:
+            raise InvalidTransition(f"Stop is not allowed in {self.machine.state.value}")
+        self._inspecting = False
+        self._go(S.READY, "stopped by operator")
+
+    def recipes(self) -> list[str]:
+        """The recipe in the config (one per node config today)."""
+        return [self._recipe]
+
+    async def prepare_recipe(self, name: str) -> None:
+        """Only the configured recipe can be in force. Raises ``KeyError`` for another."""
+        if name != self._recipe:
+            raise KeyError(f"unknown recipe {name!r}; this node has {self._recipe!r}")
