@@ -6,11 +6,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from asyncua import Client, ua
 
 from hil.line import Collector, build_components, ensure_template, sim_config
 from hil.plc_modbus import free_port
+from node.__main__ import main
 from node.app import Node
+from node.audit.cli import store_directory
+from node.audit.images import file_stem
+from node.audit.reader import AuditReader
 from node.config import Config
 from node.hmi import hash_password
 from node.results import PartResult
@@ -54,7 +59,9 @@ async def test_panel_sees_every_part_and_halt_makes_parts_fail_safe(
 ) -> None:
     """A client gets one ResultReadyEvent per published part and the node's state; an
     operator's Halt makes the node reject every part as ``not_inspecting`` (never pass
-    one); Reset and StartContinuous resume inspection; anonymous Halt is refused."""
+    one); Reset and StartContinuous resume inspection; anonymous Halt is refused. An
+    operator's ReviewResult of a rejected part lands in the audit store, and
+    ``lineside audit dataset`` puts that part's image where the review says."""
     port = free_port()
     cfg = sim_config(
         taught_config,
@@ -77,6 +84,7 @@ async def test_panel_sees_every_part_and_halt_makes_parts_fail_safe(
     components, _ = build_components(cfg)
     stop = asyncio.Event()
     results: list[PartResult] = []
+
     def on_result(result: PartResult) -> None:
         results.append(result)
         _progress.set()
@@ -125,6 +133,12 @@ async def test_panel_sees_every_part_and_halt_makes_parts_fail_safe(
                 )
                 first_resumed = node.tracker.next_part_id
                 await _until(lambda: any(r.part_id >= first_resumed + 6 for r in results))
+                # an operator overrules a judged reject: it was a good part
+                judged = next(r for r in results if r.verdict.reason.value == "defect")
+                assert node.recorder is not None
+                reviewed["id"] = f"{node.recorder.run_id}-{judged.part_id}"
+                lin = await op.nodes.objects.get_child("2:Lineside")
+                await lin.call_method("2:ReviewResult", reviewed["id"], "pass", "", "false alarm")
             published = len(results)
             await _until(lambda: len(handler.events) >= published)
             stop.set()
@@ -143,6 +157,20 @@ async def test_panel_sees_every_part_and_halt_makes_parts_fail_safe(
             assert set(reasons) <= {"ok", "defect", "trigger_late"}, reasons
             assert sum(x in ("ok", "defect") for x in reasons) >= 4, reasons
 
+    reviewed: dict[str, str] = {}
+
     async with asyncio.TaskGroup() as tg:
         tg.create_task(panel())
         await node.run(stop)
+
+    out = tmp_path / "dataset"
+    with pytest.raises(SystemExit) as done:
+        main(["audit", "dataset", "--store", str(store_directory(cfg)), "--out", str(out)])
+    assert done.value.code == 0
+    good = sorted(out.rglob("train/good/*.png"))
+    assert [p.stem for p in good] == [file_stem(reviewed["id"])]
+    with AuditReader(store_directory(cfg)) as reader:
+        rec = reader.get(reviewed["id"])
+    assert rec is not None and rec.verdict == "reject"  # the original decision stays
+    assert rec.review is not None and rec.review.verdict == "pass"
+    assert rec.review.user == OPERATOR[0] and rec.review.comment == "false alarm"
