@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from hil.line import run_line, sim_config
 from node.audit.cli import store_directory
 from node.audit.reader import AuditReader
+from node.audit.schema import DB_NAME
+from node.audit.settings import AuditSettings
+from node.audit.store import AuditStore
 from node.config import Config
 
 
@@ -45,3 +53,65 @@ async def test_every_part_is_recorded_with_reject_images(
                 assert rec.image_path is None  # passes are not sampled in this run
     status = node.status()["audit"]
     assert status["dropped"] == 0 and status["committed"] >= 60
+
+
+def test_store_opens_cleanly_after_the_node_is_killed(
+    taught_config: Config, tmp_path: Path
+) -> None:
+    """``lineside run`` killed with SIGKILL while it writes results: the store reopens (WAL
+    recovery), passes SQLite's integrity check, and every record that names an image has it,
+    with the recorded hash. (That nothing confirmed is lost is proved per record by
+    test_audit_crash.py, where the writer reports what it committed.)"""
+    state = tmp_path / "state"
+    cfg_path = tmp_path / "node.toml"
+    cfg_path.write_text(f"""
+[node]
+state_dir = "{state}"
+[line]
+counts_per_mm = 4.0
+part_pitch_mm = 32.0
+part_length_mm = 24.0
+camera_position_mm = 100.0
+reject_position_mm = 400.0
+actuator_lead_mm = 6.0
+[inspection.classical]
+template = "{taught_config.inspection.classical.template}"
+[audit]
+sample_passes = 0.5
+[sim]
+speed_mm_s = 640.0
+defect_rate = 0.3
+""")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node", "--json-logs", "run", str(cfg_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if '"node_started"' in line:
+                break
+        time.sleep(4.0)  # about 80 parts at 20 parts/s
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    directory = state / "audit"
+    with AuditStore(AuditSettings(), directory) as store:
+        records = store.query(limit=10_000)
+        images = [r for r in records if r.image_path is not None]
+    assert len(records) >= 20
+    assert images
+    for rec in images:
+        path = directory / "images" / str(rec.image_path)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == rec.image_sha256
+    db = sqlite3.connect(directory / DB_NAME)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        db.close()
