@@ -3,9 +3,12 @@
 - ``detect.onnx``: ``image`` float32 ``(N, 1, S, S)`` (normalized, see the
   manifest) -> ``anomaly_map`` float32 ``(N, S, S)`` pixel probabilities,
   ``score`` float32 ``(N,)`` image score in 0..1, ``type_probs`` float32
-  ``(N, T)``, ``memory`` float32 ``(N, L, d)`` for the explanation.
-- ``explain.onnx``: one decoder step over a fixed window, ``memory`` and
-  ``tokens`` int32 ``(N, max_len)`` -> ``logits`` float32 ``(N, max_len, V)``;
+  ``(N, T)``, ``memory`` float32 ``(N, L, d)`` for the explanation,
+  ``length_px`` float32 ``(N,)`` the size head's length of the main defect (pixels).
+- ``explain.onnx``: one decoder step over a fixed window, ``memory``,
+  ``tokens`` int32 ``(N, max_len)`` and ``facts`` int32 ``(N, 3)`` (the heads'
+  type, the region's grid cell and size class; see ``models.net.decoder``)
+  -> ``logits`` float32 ``(N, max_len, V)``;
   the logits at position ``t`` give token ``t + 1``. Greedy decoding calls it
   up to ``max_len - 1`` times (the window is fixed so TensorRT can build one
   static-length engine).
@@ -27,8 +30,8 @@ from models.net import DefectNet
 DETECT_FILE = "detect.onnx"
 EXPLAIN_FILE = "explain.onnx"
 OPSET = 17
-DETECT_OUTPUTS = ("anomaly_map", "score", "type_probs", "memory")
-EXPLAIN_INPUTS = ("memory", "tokens")
+DETECT_OUTPUTS = ("anomaly_map", "score", "type_probs", "memory", "length_px")
+EXPLAIN_INPUTS = ("memory", "tokens", "facts")
 
 
 class DetectGraph(nn.Module):
@@ -45,7 +48,8 @@ class DetectGraph(nn.Module):
         amap = torch.sigmoid(
             F.interpolate(out.map_logits, size=size, mode="bilinear", align_corners=False)
         )[:, 0]
-        return amap, out.score, torch.softmax(out.type_logits, dim=1), out.memory
+        probs = torch.softmax(out.type_logits, dim=1)
+        return amap, out.score, probs, out.memory, torch.exp(out.log_length)
 
 
 class ExplainStepGraph(nn.Module):
@@ -55,9 +59,11 @@ class ExplainStepGraph(nn.Module):
         super().__init__()
         self.decoder = net.decoder
 
-    def forward(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, memory: torch.Tensor, tokens: torch.Tensor, facts: torch.Tensor
+    ) -> torch.Tensor:
         """Next-token logits at every position."""
-        out: torch.Tensor = self.decoder(tokens.to(torch.int64), memory)
+        out: torch.Tensor = self.decoder(tokens.to(torch.int64), memory, facts.to(torch.int64))
         return out
 
 
@@ -75,6 +81,7 @@ def export_onnx(net: DefectNet, out_dir: str | Path) -> dict[str, Path]:
     image = torch.zeros(1, 1, cfg.input_size_px, cfg.input_size_px)
     memory = torch.zeros(1, cfg.memory_len, cfg.d_model)
     tokens = torch.zeros(1, cfg.max_len, dtype=torch.int32)
+    facts = torch.zeros(1, 3, dtype=torch.int32)
     paths = {"detect": out / DETECT_FILE, "explain": out / EXPLAIN_FILE}
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript-based exporter is deprecated in favour of dynamo; it is
@@ -92,11 +99,11 @@ def export_onnx(net: DefectNet, out_dir: str | Path) -> dict[str, Path]:
         )
         torch.onnx.export(
             ExplainStepGraph(net),
-            (memory, tokens),
+            (memory, tokens, facts),
             str(paths["explain"]),
             input_names=list(EXPLAIN_INPUTS),
             output_names=["logits"],
-            dynamic_axes={"memory": {0: "batch"}, "tokens": {0: "batch"}, "logits": {0: "batch"}},
+            dynamic_axes={**{k: {0: "batch"} for k in EXPLAIN_INPUTS}, "logits": {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )

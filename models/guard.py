@@ -10,8 +10,9 @@ and compares them with the heads:
 - the location must be the region's grid cell, or a neighbouring cell when
   the region's centroid lies within ``location_tolerance`` (fraction of the
   part) of the line between them: a place on a grid line is either;
-- the size class must be the region's, or the neighbouring class when the
-  region's length is within ``size_tolerance`` (relative) of the boundary.
+- the size class must be the defect length's (the size head's length where the
+  runtime gives it, else the region's), or the neighbouring class when that
+  length is within ``size_tolerance`` (relative) of the boundary.
 
 A sentence that omits a fact fails on it too. On any mismatch the published
 explanation is rendered from the structured facts instead
@@ -53,11 +54,14 @@ def grounding_for(
     part: PartGeometry | None,
     location_tolerance: float = DEFAULT_LOCATION_TOLERANCE,
     size_tolerance: float = DEFAULT_SIZE_TOLERANCE,
+    length_mm: float | None = None,
 ) -> Grounding:
     """The grounding of ``facts`` measured on ``region`` of ``part``.
 
-    Without a region (an anomalous score but no region above the pixel
-    threshold) only the type can be checked: every location and size agrees.
+    ``length_mm`` is the defect's length the size class is checked against
+    (the size head's); ``None`` uses the region's measured length. Without a
+    region (an anomalous score but no region above the pixel threshold) only
+    the type can be checked: every location and size agrees.
     """
     if region is None or part is None:
         return Grounding(facts, frozenset(ALL_LOCATIONS), frozenset(SIZE_CLASSES))
@@ -67,7 +71,7 @@ def grounding_for(
     locations = frozenset(
         part.location(cx + sx * dx, cy + sy * dy) for sx in (-1, 0, 1) for sy in (-1, 0, 1)
     )
-    length = region.length_mm
+    length = region.length_mm if length_mm is None else length_mm
     sizes = frozenset(
         size_class(length * f) for f in (1.0 - size_tolerance, 1.0, 1.0 + size_tolerance)
     )

@@ -29,7 +29,9 @@ from models.captions import SPECIALS
 from models.net.config import NetConfig
 
 FORMAT = "lineside-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the detect graph also gives ``length_px`` and the explain graph takes ``facts``
+(see ``models.export``); a version-1 package must be retrained."""
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.pt"
 
@@ -190,7 +192,8 @@ def load_package(root: str | Path) -> ModelPackage:
     if isinstance(raw, dict) and raw.get("format_version") not in (None, FORMAT_VERSION):
         raise PackageError(
             f"{mpath}: format_version {raw.get('format_version')!r}; "
-            f"this lineside reads version {FORMAT_VERSION}"
+            f"this lineside reads version {FORMAT_VERSION} (retrain the package with "
+            "this version's models.train to upgrade it)"
         )
     try:
         manifest = Manifest.model_validate(raw)

@@ -35,7 +35,7 @@ from models.backend import Backend
 from node.audit.cli import store_directory
 from node.audit.store import AuditStore
 from node.config import Config, LineGeometry
-from node.errors import CameraError, PlcError
+from node.errors import CameraError, LinesideError, PlcError
 from node.hmi.state import VisionState
 from node.inspector import Inspection, Inspector
 from node.judge import Judge, Reason, Verdict
@@ -554,15 +554,17 @@ class Node:
 
         assert self._audit is not None and self.recorder is not None  # the config requires audit
         settings = self.cfg.hmi
-        hmi = await stack.enter_async_context(
-            HmiServer(
-                settings,
-                state_dir=self.cfg.node.state_dir,
-                control=self.operation,
-                results=self._audit,
-                node_name=self.cfg.node.name,
-            )
+        server = HmiServer(
+            settings,
+            state_dir=self.cfg.node.state_dir,
+            control=self.operation,
+            results=self._audit,
+            node_name=self.cfg.node.name,
         )
+        try:
+            hmi = await stack.enter_async_context(server)
+        except OSError as exc:  # e.g. the port is taken: say which setting to look at
+            raise LinesideError(f"hmi.endpoint {settings.endpoint}: {exc}") from exc
         self.hmi = hmi
         self.operation.listen(self._hmi_state)
         hmi.set_recipe(self.cfg.inspection.recipe.name)

@@ -2,8 +2,10 @@
 
 It reads token ids and cross-attends to a memory of image tokens (encoder
 features plus the anomaly map, one token per stride-16 cell, plus a global
-token). Attention is written with plain matmuls so it exports to ONNX and
-TensorRT without special operators.
+token) and of three fact tokens: the structured heads' defect type, the main
+region's grid cell and the size class (``facts``, ids; see ``ExplainDecoder``),
+so the sentence is grounded in what the verdict rests on. Attention is written
+with plain matmuls so it exports to ONNX and TensorRT without special operators.
 """
 
 from __future__ import annotations
@@ -65,15 +67,34 @@ class DecoderLayer(nn.Module):
         return out
 
 
+NO_LOCATION, NO_SIZE = 9, 3
+"""The fact ids meaning "no region": after the 9 grid cells and the 3 size classes."""
+
+
 class ExplainDecoder(nn.Module):
-    """Token ids ``(N, T)`` + memory ``(N, L, d)`` -> next-token logits ``(N, T, V)``."""
+    """Token ids ``(N, T)`` + memory ``(N, L, d)`` + facts ``(N, 3)`` -> logits ``(N, T, V)``.
+
+    ``facts`` holds per image the structured heads' type index (``n_types``:
+    none), the main region's grid cell (``ALL_LOCATIONS`` index, 9: none) and
+    its size class (``SIZE_CLASSES`` index, 3: none); each becomes one memory token.
+    """
 
     causal: torch.Tensor
 
     def __init__(
-        self, vocab_size: int, max_len: int, d_model: int, n_heads: int, n_layers: int, ff_dim: int
+        self,
+        vocab_size: int,
+        max_len: int,
+        d_model: int,
+        n_heads: int,
+        n_layers: int,
+        ff_dim: int,
+        n_types: int,
     ) -> None:
         super().__init__()
+        self.fact_type = nn.Embedding(n_types + 1, d_model)
+        self.fact_location = nn.Embedding(NO_LOCATION + 1, d_model)
+        self.fact_size = nn.Embedding(NO_SIZE + 1, d_model)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Parameter(torch.zeros(1, max_len, d_model))
         self.layers = nn.ModuleList(DecoderLayer(d_model, n_heads, ff_dim) for _ in range(n_layers))
@@ -83,8 +104,19 @@ class ExplainDecoder(nn.Module):
         self.register_buffer("causal", causal, persistent=False)
         nn.init.normal_(self.pos, std=0.02)
 
-    def forward(self, tokens: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    def with_facts(self, memory: torch.Tensor, facts: torch.Tensor) -> torch.Tensor:
+        """``memory`` with the three fact tokens of ``facts`` (int ``(N, 3)``) appended."""
+        f = facts.to(torch.int64)
+        tokens = torch.stack(
+            [self.fact_type(f[:, 0]), self.fact_location(f[:, 1]), self.fact_size(f[:, 2])], dim=1
+        )
+        return torch.cat([memory, tokens], dim=1)
+
+    def forward(
+        self, tokens: torch.Tensor, memory: torch.Tensor, facts: torch.Tensor
+    ) -> torch.Tensor:
         """Logits for the token after each position (position ``t`` predicts ``t + 1``)."""
+        memory = self.with_facts(memory, facts)
         t = tokens.shape[1]
         x = self.embed(tokens) + self.pos[:, :t]
         causal = self.causal[:t, :t]
@@ -93,9 +125,11 @@ class ExplainDecoder(nn.Module):
         out: torch.Tensor = self.head(self.norm(x))
         return out
 
-    def loss(self, tokens: torch.Tensor, memory: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    def loss(
+        self, tokens: torch.Tensor, memory: torch.Tensor, facts: torch.Tensor, pad_id: int = 0
+    ) -> torch.Tensor:
         """Teacher-forced cross-entropy of ``tokens`` (``BOS ... EOS PAD*``), padding ignored."""
-        logits = self.forward(tokens[:, :-1], memory)
+        logits = self.forward(tokens[:, :-1], memory, facts)
         target = tokens[:, 1:]
         return F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=pad_id

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 import structlog
 
@@ -21,7 +20,7 @@ from models.explain_text import Language
 from models.export import DETECT_OUTPUTS, EXPLAIN_INPUTS
 from models.findings import Explanation, Findings
 from models.package import ModelPackage, PackageError, load_package
-from models.runtime.pipeline import F32, Detection, Pipeline
+from models.runtime.pipeline import F32, I32, Detection, Pipeline
 
 log = structlog.get_logger(__name__)
 
@@ -110,12 +109,13 @@ class OnnxRuntimeBackend:
         )
         log.info("backend_loaded", backend=name, package=str(pkg.root), threads=threads)
 
-    def _detect(self, x: F32) -> tuple[F32, F32, F32, F32]:
-        amap, score, probs, memory = self._detect_sess.run(None, {"image": x})
-        return amap, score, probs, memory
+    def _detect(self, x: F32) -> tuple[F32, F32, F32, F32, F32]:
+        amap, score, probs, memory, length = self._detect_sess.run(None, {"image": x})
+        return amap, score, probs, memory, length
 
-    def _step(self, memory: F32, tokens: np.ndarray[Any, np.dtype[np.int32]]) -> F32:
-        (logits,) = self._explain_sess.run(None, {"memory": memory, "tokens": tokens})
+    def _step(self, memory: F32, tokens: I32, facts: I32) -> F32:
+        feeds = {"memory": memory, "tokens": tokens, "facts": facts}
+        (logits,) = self._explain_sess.run(None, feeds)
         out: F32 = logits
         return out
 

@@ -9,7 +9,10 @@ divided by the calibrated image threshold (1.0 = the threshold, so a recipe's
 ``reject_score = 1.0`` rejects what calibration calls anomalous);
 ``anomaly_map`` is the pixel probability divided by the calibrated pixel
 threshold (1.0 = where regions start). Regions are reported only for images
-at or above the image threshold.
+at or above the image threshold. The explanation facts' ``size_mm`` is the size
+head's length of the main defect (learned against true defect lengths; each
+region keeps the map's own measured ``length_mm``), its location the main
+region's grid cell, its type the type head's.
 """
 
 from __future__ import annotations
@@ -23,18 +26,27 @@ from scipy import ndimage
 
 from models.backend import Image
 from models.captions import Vocabulary
-from models.data.geometry import PartGeometry, hysteresis, measure_regions
+from models.data.geometry import (
+    ALL_LOCATIONS,
+    SIZE_CLASSES,
+    PartGeometry,
+    hysteresis,
+    measure_regions,
+    size_class,
+)
 from models.explain_text import NO_DEFECT_TYPE, Language, render_explanation
 from models.findings import Explanation, ExplanationFacts, Findings, Region
 from models.guard import GroundingGuard, grounding_for
+from models.net.decoder import NO_LOCATION
 from models.package import ModelPackage
 
 F32 = npt.NDArray[np.float32]
-DetectFn = Callable[[F32], tuple[F32, F32, F32, F32]]
+I32 = npt.NDArray[np.int32]
+DetectFn = Callable[[F32], tuple[F32, F32, F32, F32, F32]]
 """``image (N, 1, S, S)`` -> ``(anomaly_map (N, S, S), score (N,), type_probs (N, T),
-memory (N, L, d))``."""
-StepFn = Callable[[F32, npt.NDArray[np.int32]], F32]
-"""``(memory (N, L, d), tokens (N, max_len))`` -> ``logits (N, max_len, V)``."""
+memory (N, L, d), length_px (N,))``."""
+StepFn = Callable[[F32, I32, I32], F32]
+"""``(memory (N, L, d), tokens (N, max_len), facts (N, 3))`` -> ``logits (N, max_len, V)``."""
 
 _NO_FACTS = ExplanationFacts(NO_DEFECT_TYPE, "", 0.0, False, 0)
 
@@ -60,6 +72,10 @@ class Detection:
     """The type head's choice whether or not the image is anomalous (for evaluation)."""
     main: Region | None = None
     """The region the facts describe: the largest one."""
+    length_mm: float = 0.0
+    """The size head's length of the main defect (mm), whether or not the image is anomalous."""
+    fact_ids: tuple[int, int, int] = (0, NO_LOCATION, 0)
+    """The facts as the decoder takes them: type index, grid cell (9: none), size class."""
 
     @property
     def anomalous(self) -> bool:
@@ -138,21 +154,30 @@ class Pipeline:
     def detect(self, images: Sequence[Image]) -> list[Detection]:
         """The in-cycle path: run the detect graph and measure regions."""
         x = self.prepare(images)
-        amap, score, type_probs, memory = self._detect(x)
+        amap, score, type_probs, memory, length_px = self._detect(x)
         thr = self.package.manifest.thresholds
         out = []
         for i, img in enumerate(images):
             gray = img if img.ndim == 2 else img.mean(axis=2).astype(np.uint8)
+            length_mm = float(length_px[i]) * self.mm_per_px
             out.append(
                 self._post(
-                    gray, amap[i], float(score[i]) / thr.image_score, type_probs[i], memory[i]
+                    gray,
+                    amap[i],
+                    float(score[i]) / thr.image_score,
+                    type_probs[i],
+                    memory[i],
+                    length_mm,
                 )
             )
         return out
 
-    def _post(self, image: Image, prob: F32, score: float, probs: F32, memory: F32) -> Detection:
+    def _post(
+        self, image: Image, prob: F32, score: float, probs: F32, memory: F32, length_mm: float
+    ) -> Detection:
         thr = self.package.manifest.thresholds
         k = int(np.argmax(probs))
+        size_id = SIZE_CLASSES.index(size_class(length_mm))
         if score < 1.0:
             return Detection(
                 prob / thr.pixel,
@@ -164,6 +189,8 @@ class Pipeline:
                 None,
                 memory,
                 self.types[k],
+                length_mm=length_mm,
+                fact_ids=(k, NO_LOCATION, size_id),
             )
         threshold = self.package.manifest.input.part_threshold
         part = PartGeometry.of(image, self.mm_per_px, threshold, edges=False)
@@ -181,7 +208,7 @@ class Pipeline:
         facts = ExplanationFacts(
             self.types[k],
             top.location if top else "",
-            round(top.length_mm, 1) if top else 0.0,
+            round(length_mm, 1) if top else 0.0,
             top.near_edge if top else False,
             len(regions),
         )
@@ -196,16 +223,18 @@ class Pipeline:
             memory,
             self.types[k],
             top,
+            length_mm,
+            (k, ALL_LOCATIONS.index(top.location) if top else NO_LOCATION, size_id),
         )
 
-    def decode(self, memory: F32) -> list[str]:
-        """Greedy sentences for a batch of memories ``(N, L, d)``."""
+    def decode(self, memory: F32, facts: I32) -> list[str]:
+        """Greedy sentences for a batch of memories ``(N, L, d)`` and fact ids ``(N, 3)``."""
         n = memory.shape[0]
         tokens = np.zeros((n, self.max_len), dtype=np.int32)
         tokens[:, 0] = self.vocab.bos_id
         done = np.zeros(n, dtype=bool)
         for t in range(self.max_len - 1):
-            logits = self._step(memory, tokens)
+            logits = self._step(memory, tokens, facts)
             nxt = np.argmax(logits[:, t], axis=1).astype(np.int32)
             tokens[:, t + 1] = np.where(done, self.vocab.pad_id, nxt)
             done |= nxt == self.vocab.eos_id
@@ -223,12 +252,19 @@ class Pipeline:
         ]
         todo = [i for i, d in enumerate(detections) if d.anomalous]
         if self.explain_enabled and todo:
-            sentences = self.decode(np.stack([detections[i].memory for i in todo]))
+            sentences = self.decode(
+                np.stack([detections[i].memory for i in todo]), self.fact_ids(detections, todo)
+            )
             for i, sentence in zip(todo, sentences, strict=True):
                 d = detections[i]
-                grounding = grounding_for(d.facts, d.main, d.part)
+                grounding = grounding_for(d.facts, d.main, d.part, length_mm=d.length_mm)
                 out[i] = self.guard.ground(sentence, grounding, self.language)
         return out
+
+    @staticmethod
+    def fact_ids(detections: Sequence[Detection], which: Sequence[int]) -> I32:
+        """The decoder's fact ids ``(len(which), 3)`` of ``detections[which]``."""
+        return np.array([detections[i].fact_ids for i in which], dtype=np.int32).reshape(-1, 3)
 
     def findings(self, d: Detection, explanation: Explanation, backend: str) -> Findings:
         """The ``Findings`` of one detection."""

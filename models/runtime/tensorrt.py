@@ -228,6 +228,7 @@ class TensorRTBackend:
             "memory": ((1, net.memory_len, net.d_model),) * 2
             + ((max_batch, net.memory_len, net.d_model),),
             "tokens": ((1, net.max_len),) * 2 + ((max_batch, net.max_len),),
+            "facts": ((1, 3),) * 2 + ((max_batch, 3),),
         }
         engines = []
         for graph, shapes in (("detect", detect_shapes), ("explain", explain_shapes)):
@@ -258,12 +259,21 @@ class TensorRTBackend:
         )
         log.info("backend_loaded", backend=name, package=str(pkg.root), gpu=gpu)
 
-    def _detect(self, x: F32) -> tuple[F32, F32, F32, F32]:
+    def _detect(self, x: F32) -> tuple[F32, F32, F32, F32, F32]:
         out = self._detect_engine.run(self._stream, {"image": x})
-        return out["anomaly_map"], out["score"], out["type_probs"], out["memory"]
+        return (
+            out["anomaly_map"],
+            out["score"],
+            out["type_probs"],
+            out["memory"],
+            out["length_px"],
+        )
 
-    def _step(self, memory: F32, tokens: npt.NDArray[np.int32]) -> F32:
-        out = self._explain_engine.run(self._stream, {"memory": memory, "tokens": tokens})
+    def _step(
+        self, memory: F32, tokens: npt.NDArray[np.int32], facts: npt.NDArray[np.int32]
+    ) -> F32:
+        feeds = {"memory": memory, "tokens": tokens, "facts": facts}
+        out = self._explain_engine.run(self._stream, feeds)
         logits: F32 = out["logits"].astype(np.float32, copy=False)
         return logits
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from models.backend import Image
@@ -20,7 +18,7 @@ from models.export import DetectGraph
 from models.findings import Explanation, Findings
 from models.net import DefectNet
 from models.package import ModelPackage, PackageError, load_package
-from models.runtime.pipeline import F32, Detection, Pipeline
+from models.runtime.pipeline import F32, I32, Detection, Pipeline
 
 
 def load_net(package: ModelPackage) -> DefectNet:
@@ -73,15 +71,17 @@ class TorchBackend:
         )
 
     @torch.inference_mode()
-    def _detect(self, x: F32) -> tuple[F32, F32, F32, F32]:
+    def _detect(self, x: F32) -> tuple[F32, F32, F32, F32, F32]:
         torch.set_num_threads(self.threads)
-        amap, score, probs, memory = self._graph(torch.from_numpy(x))
-        return amap.numpy(), score.numpy(), probs.numpy(), memory.numpy()
+        amap, score, probs, memory, length = self._graph(torch.from_numpy(x))
+        return amap.numpy(), score.numpy(), probs.numpy(), memory.numpy(), length.numpy()
 
     @torch.inference_mode()
-    def _step(self, memory: F32, tokens: np.ndarray[Any, np.dtype[np.int32]]) -> F32:
+    def _step(self, memory: F32, tokens: I32, facts: I32) -> F32:
         logits = self.net.decoder(
-            torch.from_numpy(tokens).to(torch.int64), torch.from_numpy(memory)
+            torch.from_numpy(tokens).to(torch.int64),
+            torch.from_numpy(memory),
+            torch.from_numpy(facts).to(torch.int64),
         )
         out: F32 = logits.numpy()
         return out

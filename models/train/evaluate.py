@@ -90,7 +90,11 @@ def evaluate(
             explanations = pipe.explain(dets)
             defective = [k for k, s in enumerate(chunk) if not s.is_good]
             sentences = (
-                pipe.decode(np.stack([dets[k].memory for k in defective])) if defective else []
+                pipe.decode(
+                    np.stack([dets[k].memory for k in defective]), pipe.fact_ids(dets, defective)
+                )
+                if defective
+                else []
             )
             said = dict(zip(defective, sentences, strict=True))
             for k, (s, img, d, e) in enumerate(zip(chunk, images, dets, explanations, strict=True)):

@@ -34,11 +34,13 @@ BoolArr = npt.NDArray[np.bool_]
 
 @dataclass(frozen=True, slots=True)
 class CaptionFacts:
-    """The facts a composed caption states: type, location and size class."""
+    """The facts a composed caption states: type, location and size class; with the
+    length (mm) the size class was read from."""
 
     defect_type: str
     location: str
     size: SizeClass
+    length_mm: float = 0.0
 
 
 def facts_of_mask(
@@ -50,7 +52,7 @@ def facts_of_mask(
     if not regions:
         return None
     main = regions[0]
-    return CaptionFacts(defect_type, main.location, size_class(main.length_mm))
+    return CaptionFacts(defect_type, main.location, size_class(main.length_mm), main.length_mm)
 
 
 @dataclass(slots=True)
@@ -70,7 +72,8 @@ class Batch:
     ``has_mask``/``anomalous`` bool ``(B,)``, ``types`` int64 ``(B,)`` (-1: no type),
     ``tokens`` int64 ``(B, max_len)`` (all padding: no caption), ``locations`` and ``sizes``
     int64 ``(B,)``: the caption facts' grid cell (``ALL_LOCATIONS`` index) and size class
-    (``SIZE_CLASSES`` index), -1 where unknown."""
+    (``SIZE_CLASSES`` index), -1 where unknown; ``lengths_px`` float32 ``(B,)`` the main
+    region's length in pixels, 0 where unknown."""
 
     images: U8
     masks: BoolArr
@@ -80,12 +83,20 @@ class Batch:
     tokens: npt.NDArray[np.int64]
     locations: npt.NDArray[np.int64]
     sizes: npt.NDArray[np.int64]
+    lengths_px: npt.NDArray[np.float32]
 
 
-def _fact_indices(items: list[Item]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def _fact_indices(
+    items: list[Item], mm_per_px: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     locs = [ALL_LOCATIONS.index(it.facts.location) if it.facts else -1 for it in items]
     sizes = [SIZE_CLASSES.index(it.facts.size) if it.facts else -1 for it in items]
-    return np.array(locs, dtype=np.int64), np.array(sizes, dtype=np.int64)
+    lengths = [it.facts.length_mm / mm_per_px if it.facts else 0.0 for it in items]
+    return (
+        np.array(locs, dtype=np.int64),
+        np.array(sizes, dtype=np.int64),
+        np.array(lengths, dtype=np.float32),
+    )
 
 
 class TrainingData:
@@ -201,7 +212,7 @@ class TrainingData:
             np.array(anomalous),
             np.array(types, dtype=np.int64),
             np.array(tokens, dtype=np.int64),
-            *_fact_indices(drawn),
+            *_fact_indices(drawn, self.mm_per_px),
         )
 
     def validation_batches(self, size: int) -> list[Batch]:
@@ -220,7 +231,7 @@ class TrainingData:
                     np.array([it.type_index >= 0 for it in chunk]),
                     np.array([it.type_index for it in chunk], dtype=np.int64),
                     np.array([self.caption_tokens(it, None) for it in chunk], dtype=np.int64),
-                    *_fact_indices(chunk),
+                    *_fact_indices(chunk, self.mm_per_px),
                 )
             )
         return out
@@ -232,7 +243,7 @@ def facts_of_mask_fast(mask: BoolArr, allowed: BoolArr, mm_per_px: float) -> Cap
     bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     part = PartGeometry(allowed, bbox, None)
     main = measure_regions(mask, None, part, mm_per_px, bridge_px=0)[0]
-    return CaptionFacts(UNKNOWN_TYPE, main.location, size_class(main.length_mm))
+    return CaptionFacts(UNKNOWN_TYPE, main.location, size_class(main.length_mm), main.length_mm)
 
 
 def _split(

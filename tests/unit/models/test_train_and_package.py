@@ -70,8 +70,12 @@ def test_onnxruntime_matches_torch(tiny_package: ModelPackage, tiny_dataset: Pat
         np.testing.assert_allclose(got, ref, atol=PARITY_ATOL, rtol=1e-3)
     tokens = np.zeros((len(images), TINY_NET.max_len), dtype=np.int32)
     tokens[:, 0], tokens[:, 1:4] = 1, 5
+    facts = np.tile(np.array([[1, 4, 2]], dtype=np.int32), (len(images), 1))
     np.testing.assert_allclose(
-        ort_b._step(a[3], tokens), torch_b._step(b[3], tokens), atol=LOGIT_ATOL, rtol=1e-3
+        ort_b._step(a[3], tokens, facts),
+        torch_b._step(b[3], tokens, facts),
+        atol=LOGIT_ATOL,
+        rtol=1e-3,
     )
 
 
