@@ -50,7 +50,7 @@ from node.tracker import TrackedPart, Tracker, TrackerConfig
 from node.watchdog import ProgressWatchdog
 
 if TYPE_CHECKING:
-    from node.hmi.server import HmiServer
+    from node.hmi_thread import HmiThread
 
 log = structlog.get_logger(__name__)
 
@@ -189,7 +189,7 @@ class Node:
         self._last_verdict: Verdict | None = None
         self._verdict_changed = asyncio.Event()
         self._audit: AuditStore | None = None
-        self.hmi: HmiServer | None = None
+        self.hmi: HmiThread | None = None
         self._model_name = ""
         self.operation = Operation(cfg.inspection.recipe.name, auto_start=cfg.node.auto_start)
         self._plc_state_changed = asyncio.Event()
@@ -549,12 +549,13 @@ class Node:
             self._drained.set()
 
     async def _open_hmi(self, stack: AsyncExitStack, model: str) -> None:
-        """Serve results, state and methods to HMI panels over OPC UA (``[hmi]``)."""
-        from node.hmi.server import HmiServer
+        """Serve results, state and methods to HMI panels over OPC UA (``[hmi]``), from a
+        thread of its own (see ``node.hmi_thread``)."""
+        from node.hmi_thread import HmiThread
 
         assert self._audit is not None and self.recorder is not None  # the config requires audit
         settings = self.cfg.hmi
-        server = HmiServer(
+        server = HmiThread(
             settings,
             state_dir=self.cfg.node.state_dir,
             control=self.operation,
@@ -573,12 +574,8 @@ class Node:
         self.recorder.add_sink(hmi, thumbnail_px=thumb)
 
     def _hmi_state(self, state: VisionState, detail: str) -> None:
-        if self.hmi is None:
-            return
-        try:
+        if self.hmi is not None:
             self.hmi.set_state(state, detail)
-        except ValueError as exc:  # InvalidTransition: the two state machines disagree
-            log.error("hmi_state_rejected", state=state.value, error=str(exc))
 
     def _hmi_health(self, snap: dict[str, Any]) -> None:
         if self.hmi is None:
