@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from hil.line import default_template_path, run_line, sim_config
+from hil.plc_modbus import free_port
 from node.config import DEFAULT_CONFIG, load_config
 from node.logs import configure
 from node.results import PartResult
@@ -33,6 +34,7 @@ def main() -> None:
     p.add_argument("--defect-rate", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", type=Path, help="also write the JSON here")
+    p.add_argument("--no-hmi", action="store_true", help="run without the HMI OPC UA server")
     args = p.parse_args()
     if args.parts < 1 or args.rate <= 0:
         p.error("--parts must be ≥ 1 and --rate > 0")
@@ -45,9 +47,12 @@ def main() -> None:
         sim["seed"] = args.seed
     cfg = sim_config(base, sim=sim)
     template = default_template_path(cfg.node.state_dir, cfg)
+    # the HMI server (when the config has it) listens on a free port, no client connected
+    hmi = {"enabled": False} if args.no_hmi else {"endpoint": f"opc.tcp://127.0.0.1:{free_port()}/"}
     cfg = sim_config(
         cfg,
         inspection={"classical": {**cfg.inspection.classical.model_dump(), "template": template}},
+        hmi=hmi,
     )
     t0 = time.monotonic()
     with Progress(
@@ -70,6 +75,8 @@ def main() -> None:
         "rate": args.rate,
         "belt_mm_s": sim["speed_mm_s"],
         "wall_s": round(time.monotonic() - t0, 1),
+        "backend": cfg.inspection.backend,
+        "hmi": cfg.hmi.enabled,
         **report,
     }
     text = json.dumps(report, indent=2)
