@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,10 @@ from node.config import Config
 from node.errors import CameraError, ModelError
 from node.plc import NodePlc
 from node.simline import SimLine, build_sim_line
+
+if TYPE_CHECKING:
+    from models.runtime.onnxruntime import OnnxRuntimeBackend
+    from models.runtime.torch import TorchBackend
 
 _MM_PER_PX_TOLERANCE = 0.1
 """A model runs at a scale within 10 % of the one it was trained at, or not at all."""
@@ -91,20 +96,13 @@ def load_model_backend(cfg: Config) -> Backend:
         )
     area = insp.recipe.min_region_area_mm2
     try:
-        if insp.backend == "onnxruntime":
-            from models.runtime.onnxruntime import OnnxRuntimeBackend
-
-            return OnnxRuntimeBackend(
-                package,
-                m.threads,
-                explain=m.explain,
-                mm_per_px=insp.mm_per_px,
-                min_region_area_mm2=area,
-            )
-        if insp.backend == "torch":
-            from models.runtime.torch import TorchBackend
-
-            return TorchBackend(
+        if insp.backend in ("onnxruntime", "torch"):
+            cpu_backend: type[OnnxRuntimeBackend] | type[TorchBackend]
+            if insp.backend == "onnxruntime":
+                from models.runtime.onnxruntime import OnnxRuntimeBackend as cpu_backend
+            else:
+                from models.runtime.torch import TorchBackend as cpu_backend
+            return cpu_backend(
                 package,
                 m.threads,
                 explain=m.explain,
