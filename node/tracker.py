@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -396,17 +397,19 @@ class Tracker:
             unwrapped = self._unwrapper.peek(sample.raw_count)
         except ValueError:
             self._streak = 0
-            return self._refuse(sample, "raw_out_of_range", "")
+            return self._refuse(sample, "raw_out_of_range", "") + self._salvage_edges(sample)
         last_t = self._last_t_ns
         if last_t is None:
             return self._start(sample, unwrapped)
         if t_ns <= last_t:
             self._streak = 0
-            return self._refuse(sample, "time_not_increasing", f"last_t_ns={last_t}")
+            refused = self._refuse(sample, "time_not_increasing", f"last_t_ns={last_t}")
+            return refused + self._salvage_edges(sample)
         allowance = self._allowance(t_ns - last_t)
         step = unwrapped - self._unwrapped
         if step > allowance or step < -allowance:
-            return self._refuse_jump(sample, step, allowance)
+            parts = self._refuse_jump(sample, step, allowance)
+            return parts if parts else self._salvage_edges(sample)
         self._unwrapper.unwrap(sample.raw_count)
         return self._accept(sample, unwrapped)
 
@@ -486,12 +489,43 @@ class Tracker:
 
     def _latched_parts(self, sample: EncoderSample, cur: int) -> list[TrackedPart]:
         """Parts from edges the PLC latched: exact counts, none lost to a slow poll."""
+        return self._edge_parts(
+            sample, lambda raw: cur + self._unwrapper.signed_step(sample.raw_count, raw)
+        )
+
+    def _salvage_edges(self, sample: EncoderSample) -> list[TrackedPart]:
+        """Parts from the latched edges of a refused sample.
+
+        Only the count read with them is suspect: each edge is the PLC's own latch,
+        placed from the last accepted count. An edge farther from the belt position
+        than the belt can have moved is refused too (logged). Without this, a part
+        whose edge came with a bad count would never be tracked — never judged.
+        """
+        if self._cfg.mode != "sensor" or not sample.edges or self._last_t_ns is None:
+            return []
+        dt_ns = max(0, sample.t_ns - self._last_t_ns)
+        reach = self._allowance(dt_ns) + self._cfg.part_length_counts
+
+        def place(raw: int) -> int | None:
+            edge = self._unwrapper.peek(raw)  # from the last accepted count
+            if abs(edge - self._hw) > reach:
+                _log.warning("sensor_edge_refused", edge_raw_count=raw, position=self._hw)
+                return None
+            return edge
+
+        return self._edge_parts(sample, place)
+
+    def _edge_parts(
+        self, sample: EncoderSample, place: Callable[[int], int | None]
+    ) -> list[TrackedPart]:
         parts: list[TrackedPart] = []
         for raw in sample.edges or ():
             if not 0 <= raw < self._unwrapper.modulus:
                 _log.warning("sensor_edge_out_of_range", edge_raw_count=raw)
                 continue
-            edge = cur + self._unwrapper.signed_step(sample.raw_count, raw)
+            edge = place(raw)
+            if edge is None:
+                continue
             last = self._last_edge
             if last is not None and 2 * (edge - last) < self._cfg.part_length_counts:
                 _log.debug("sensor_edge_ignored", edge_count=edge, previous_edge_count=last)

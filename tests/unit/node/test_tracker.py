@@ -471,3 +471,31 @@ def test_latched_edges_create_parts_at_their_exact_counts_however_late_the_poll(
         EncoderSample((start + 500) % 65536, 200_000_000, True, ((start + 320) % 65536,))
     )
     assert again == []
+
+
+def test_edges_that_come_with_a_refused_count_still_make_their_parts() -> None:
+    """A sample whose count is garbage (a jump, or out of range) still carries the PLC's
+    latched edges: each becomes its part, placed from the last good count, so no part goes
+    untracked (unjudged); an edge farther than the belt can have moved is refused."""
+    cfg = TrackerConfig(
+        mode="sensor",
+        part_length_counts=100,
+        camera_counts=400,
+        reject_counts=1600,
+        lead_counts=24,
+        max_speed_cps=10_000,
+        jitter_counts=2,
+    )
+    tracker = Tracker(cfg, 16)
+    assert tracker.update(EncoderSample(1000, 0, False, ())) == []
+    # 10 ms later: the count read says +30000 (impossible at 10 000 counts/s), the edge is at 1050
+    jumped = tracker.update(EncoderSample(31_000, 10_000_000, True, (1050,)))
+    assert [p.origin_count for p in jumped] == [1050 + 50]
+    assert tracker.rejected_samples == 1
+    # a count outside a 16-bit counter, with an edge 90 counts on
+    bad = tracker.update(EncoderSample(70_000, 20_000_000, True, (1140,)))
+    assert [p.origin_count for p in bad] == [1140 + 50]
+    # an edge 20 000 counts away in 10 ms cannot be real
+    far = tracker.update(EncoderSample(99_999, 30_000_000, True, (21_000,)))
+    assert far == []
+    assert tracker.rejected_samples == 3
