@@ -441,7 +441,10 @@ class ModbusPlc:
         if not 0 <= count < modulus:
             self.counters.bad_samples += 1
             log.warning("encoder_count_out_of_range", raw_count=count, counter_bits=self._bits)
-            return None
+            if not edges:
+                return None
+            # the latched edges are read now or never: pass them on with the bad count,
+            # which the tracker refuses while it still places the edges
         present = inputs.get("part_present")
         return EncoderSample(count, t_ns, None if present is None else bool(present), edges)
 
