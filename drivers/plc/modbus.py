@@ -456,9 +456,14 @@ class ModbusPlc:
         skipped. ``t_ns`` is the midpoint of the request that read the count.
         """
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         interval = self.settings.poll_interval_ms / 1000
         next_t = loop.time()
         while not self._closed.is_set():
+            # pymodbus's own wait_for can swallow a cancellation that races a response
+            # (Python 3.11); a cancelled poller must stop, or the node cannot.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             try:
                 image, t_ns = await self.read_inputs()
             except PlcLinkError as exc:
