@@ -2,7 +2,9 @@
 
 Prints one JSON object: ``image_auroc``, ``pixel_auroc``, ``type_accuracy``,
 ``explanation_fact_accuracy``, ``guard_fallback_rate``, ``train_minutes``
-and ``latency_ms`` per backend, each with ``detect`` and ``explain`` as
+(with ``train_steps``, and ``size_calibrated_on``: the validation defects the
+package's size calibration was fitted on, ``None`` without one) and
+``latency_ms`` per backend, each with ``detect`` and ``explain`` as
 ``{"p50", "p99"}`` (single image, milliseconds; ``explain`` is greedy
 decoding plus the guard for one anomalous image). Backends that cannot run
 here (TensorRT without a GPU) are listed with the reason.
@@ -140,6 +142,10 @@ def main() -> int:
         "detection_rate": round(m["detection_rate"], 4),
         "false_alarm_rate": round(m["false_alarm_rate"], 4),
         "train_minutes": training.get("minutes"),
+        "train_steps": training.get("steps_done"),
+        "size_calibrated_on": (
+            pkg.manifest.size_calibration.fitted_on if pkg.manifest.size_calibration else None
+        ),
         "latency_ms": lat,
         "threads": args.threads,
     }

@@ -10,9 +10,11 @@ and compares them with the heads:
 - the location must be the region's grid cell, or a neighbouring cell when
   the region's centroid lies within ``location_tolerance`` (fraction of the
   part) of the line between them: a place on a grid line is either;
-- the size class must be the defect length's (the size head's length where the
-  runtime gives it, else the region's), or the neighbouring class when that
-  length is within ``size_tolerance`` (relative) of the boundary.
+- the size class must be the defect length's (the length the runtime publishes
+  where it gives one: the size head's, combined with the main region by the
+  package's size calibration, see ``models.sizing``; else the region's), or the
+  neighbouring class when that length is within ``size_tolerance`` (relative)
+  of the boundary.
 
 A sentence that omits a fact fails on it too. On any mismatch the published
 explanation is rendered from the structured facts instead
@@ -59,7 +61,7 @@ def grounding_for(
     """The grounding of ``facts`` measured on ``region`` of ``part``.
 
     ``length_mm`` is the defect's length the size class is checked against
-    (the size head's); ``None`` uses the region's measured length. Without a
+    (the runtime's calibrated length); ``None`` uses the region's measured length. Without a
     region (an anomalous score but no region above the pixel threshold) only
     the type can be checked: every location and size agrees.
     """

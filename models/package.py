@@ -10,9 +10,10 @@
 The manifest records the format version, the input (size, scale in mm per
 pixel, the gray level separating part from belt, normalization), the defect
 types, the vocabulary, the network's shape, thresholds calibrated on
-validation data, metrics, the training data set's hash and the sha256 of
-every other file. ``load_package`` verifies all of it and refuses a corrupt
-or mismatched package with a ``PackageError`` that lists every problem.
+validation data, metrics, the training data set's hash, the sha256 of
+every other file and (optional) the size calibration fitted on validation
+data. ``load_package`` verifies all of it and refuses a corrupt or mismatched
+package with a ``PackageError`` that lists every problem.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models.captions import SPECIALS
 from models.net.config import NetConfig
+from models.sizing import SizeCalibration
 
 FORMAT = "lineside-model"
 FORMAT_VERSION = 2
@@ -98,6 +100,9 @@ class Manifest(_Strict):
     graphs: dict[Literal["detect", "explain"], str]
     weights: str
     files: dict[str, str]
+    size_calibration: SizeCalibration | None = None
+    """How the size fact's length combines the size head and the main region, fitted on
+    validation data (``models.sizing``); ``None``: the size head's length as it is."""
 
     @field_validator("vocabulary")
     @classmethod

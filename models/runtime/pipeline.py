@@ -9,10 +9,13 @@ divided by the calibrated image threshold (1.0 = the threshold, so a recipe's
 ``reject_score = 1.0`` rejects what calibration calls anomalous);
 ``anomaly_map`` is the pixel probability divided by the calibrated pixel
 threshold (1.0 = where regions start). Regions are reported only for images
-at or above the image threshold. The explanation facts' ``size_mm`` is the size
-head's length of the main defect (learned against true defect lengths; each
-region keeps the map's own measured ``length_mm``), its location the main
-region's grid cell, its type the type head's.
+at or above the image threshold. The explanation facts' ``size_mm`` is the main
+defect's length: the size head's (learned against true defect lengths) combined
+with the main region's measured length and area by the package's size
+calibration (``models.sizing``, fitted on validation data; the head's alone
+where the package has none); each region keeps the map's own measured
+``length_mm``. The facts' location is the main region's grid cell, their type
+the type head's.
 """
 
 from __future__ import annotations
@@ -73,9 +76,12 @@ class Detection:
     main: Region | None = None
     """The region the facts describe: the largest one."""
     length_mm: float = 0.0
-    """The size head's length of the main defect (mm), whether or not the image is anomalous."""
+    """The main defect's calibrated length (mm; see the module docstring), whether or not the
+    image is anomalous (then from the size head alone)."""
     fact_ids: tuple[int, int, int] = (0, NO_LOCATION, 0)
     """The facts as the decoder takes them: type index, grid cell (9: none), size class."""
+    head_length_mm: float = 0.0
+    """The size head's own length of the main defect (mm), before calibration."""
 
     @property
     def anomalous(self) -> bool:
@@ -123,6 +129,7 @@ class Pipeline:
         self.vocab = Vocabulary(m.vocabulary)
         self.max_len = package.net.max_len
         self.guard = GroundingGuard(m.types)
+        self.size_calibration = m.size_calibration
 
     def prepare(self, images: Sequence[Image]) -> F32:
         """Check every image, then stack them normalized as ``(N, 1, S, S)`` float32.
@@ -177,8 +184,9 @@ class Pipeline:
     ) -> Detection:
         thr = self.package.manifest.thresholds
         k = int(np.argmax(probs))
-        size_id = SIZE_CLASSES.index(size_class(length_mm))
+        head_mm = length_mm
         if score < 1.0:
+            length_mm = self._length_mm(self.types[k], head_mm, None)
             return Detection(
                 prob / thr.pixel,
                 score,
@@ -190,7 +198,8 @@ class Pipeline:
                 memory,
                 self.types[k],
                 length_mm=length_mm,
-                fact_ids=(k, NO_LOCATION, size_id),
+                fact_ids=(k, NO_LOCATION, SIZE_CLASSES.index(size_class(length_mm))),
+                head_length_mm=head_mm,
             )
         threshold = self.package.manifest.input.part_threshold
         part = PartGeometry.of(image, self.mm_per_px, threshold, edges=False)
@@ -205,6 +214,8 @@ class Pipeline:
             regions = measure_regions(mask, prob, part, self.mm_per_px, merge_mm=merge)[:1]
         regions = [_with_contrast(r, image, mask) for r in regions]
         top = max(regions, key=lambda r: r.area_px) if regions else None
+        length_mm = self._length_mm(self.types[k], head_mm, top)
+        size_id = SIZE_CLASSES.index(size_class(length_mm))
         facts = ExplanationFacts(
             self.types[k],
             top.location if top else "",
@@ -225,7 +236,17 @@ class Pipeline:
             top,
             length_mm,
             (k, ALL_LOCATIONS.index(top.location) if top else NO_LOCATION, size_id),
+            head_mm,
         )
+
+    def _length_mm(self, defect_type: str, head_mm: float, region: Region | None) -> float:
+        """The main defect's length (mm): the size calibration's, else the head's."""
+        cal = self.size_calibration
+        if cal is None:
+            return head_mm
+        if region is None:
+            return cal.length_mm(defect_type, head_mm)
+        return cal.length_mm(defect_type, head_mm, region.length_mm, region.area_mm2)
 
     def decode(self, memory: F32, facts: I32) -> list[str]:
         """Greedy sentences for a batch of memories ``(N, L, d)`` and fact ids ``(N, 3)``."""

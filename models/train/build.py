@@ -14,6 +14,7 @@ from models.data.mvtec import read_mvtec
 from models.export import export_onnx
 from models.package import WEIGHTS_FILE, ModelPackage, load_package, write_manifest
 from models.train.loop import NORM_MEAN, NORM_STD, FitResult, TrainConfig, fit
+from models.train.size_fit import calibrate_sizes
 
 log = structlog.get_logger(__name__)
 
@@ -98,14 +99,24 @@ def save_package(
 def train_package(
     dataset: str | Path, out_dir: str | Path, cfg: TrainConfig, category: str | None = None
 ) -> BuildResult:
-    """Train on the MVTec-layout ``dataset`` (``category`` if it holds several) and write a
-    package to ``out_dir``. Raises ``FileNotFoundError``/``ValueError`` for an unusable data set."""
+    """Train on the MVTec-layout ``dataset`` (``category`` if it holds several), write a
+    package to ``out_dir`` and fit its size calibration on the validation defects
+    (``models.train.size_fit``; skipped with a warning when there are too few).
+    Raises ``FileNotFoundError``/``ValueError`` for an unusable data set."""
     ds = read_mvtec(dataset, category)
     log.info(
         "training_started", dataset=str(ds.root), images=len(ds.samples), types=ds.defect_types
     )
     result = fit(ds, cfg)
     pkg = save_package(result, out_dir, cfg, ds.root.name, ds.content_hash(), len(ds.samples))
+    try:
+        sizes = calibrate_sizes(pkg.root, ds, cfg.val_fraction, cfg.seed)
+    except ValueError as exc:  # too few validation defects (a tiny data set): the head alone
+        log.warning("size_calibration_skipped", reason=str(exc))
+    else:
+        result.metrics["val_size_accuracy_head"] = sizes.accuracy_before
+        result.metrics["val_size_accuracy"] = sizes.accuracy_after
+        pkg = load_package(pkg.root)
     log.info(
         "package_written",
         package=str(pkg.root),

@@ -123,9 +123,11 @@ class FitResult:
 
 
 def to_input(images: np.ndarray[Any, Any]) -> torch.Tensor:
-    """uint8 ``(B, H, W)`` -> normalized float ``(B, 1, H, W)``."""
+    """uint8 ``(B, H, W)`` -> normalized float ``(B, 1, H, W)``, channels-last in memory
+    (the layout ``fit`` trains in; see there)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
-    return ((x / 255.0 - NORM_MEAN) / NORM_STD)[:, None]
+    x = ((x / 255.0 - NORM_MEAN) / NORM_STD)[:, None]
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def losses(
@@ -321,7 +323,11 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
             f"images are {data.image_shape}, the network takes "
             f"{netcfg.input_size_px} x {netcfg.input_size_px}; crop or resize the data set"
         )
+    # Channels-last convolutions run the encoder's forward and backward ~1.4x faster on
+    # this CPU (oneDNN; measured 0.37-0.50 s against 0.62-0.79 s per batch of 16), so
+    # a time-limited run takes more steps. The layout changes no result but rounding.
     net = DefectNet(netcfg)
+    net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     val_batches = data.validation_batches(32)
@@ -365,6 +371,8 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
                 log.warning("training_time_limit_reached", step=step)
                 break
     net.load_state_dict(best_state)
+    # Export and packaging take the default layout (torch's stubs lack ``memory_format``).
+    net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     net.eval()
     thresholds, metrics = calibrate(net, data, val_batches, cfg)
     metrics["val_loss"] = best_loss

@@ -123,17 +123,11 @@ class TrainingData:
         self.max_len = max_len
         self.mm_per_px = mm_per_px
         self.part_threshold = part_threshold
-        rng = np.random.default_rng(seed)
-        goods = dataset.select("train") + dataset.select("test", "good")
-        train_good, val_good = _split(rng, goods, val_fraction)
-        self.good = np.stack([load_gray(s.path) for s in train_good])
+        split = split_dataset(dataset, val_fraction, seed)
+        self.good = np.stack([load_gray(s.path) for s in split.train_good])
         self.allowed = np.stack([self._part(img) for img in self.good])
-        self.items: list[Item] = []
-        self.val: list[Item] = [self._item(s) for s in val_good]
-        for t in dataset.defect_types:
-            tr, va = _split(rng, dataset.select("test", t), val_fraction)
-            self.items += [self._item(s) for s in tr]
-            self.val += [self._item(s) for s in va]
+        self.items: list[Item] = [self._item(s) for s in split.train_defects]
+        self.val: list[Item] = [self._item(s) for s in (*split.val_good, *split.val_defects)]
         if not self.items:
             raise ValueError(
                 "the data set has no labelled defect images (test/<type>/) to learn types from"
@@ -246,6 +240,31 @@ def facts_of_mask_fast(mask: BoolArr, allowed: BoolArr, mm_per_px: float) -> Cap
     return CaptionFacts(UNKNOWN_TYPE, main.location, size_class(main.length_mm), main.length_mm)
 
 
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A data set's samples split into training and validation (defects type by type)."""
+
+    train_good: tuple[Sample, ...]
+    val_good: tuple[Sample, ...]
+    train_defects: tuple[Sample, ...]
+    val_defects: tuple[Sample, ...]
+
+
+def split_dataset(dataset: MvtecDataset, val_fraction: float, seed: int) -> Split:
+    """Hold out ``val_fraction`` of the good images and of each defect type, chosen by
+    ``seed``; the same arguments give the same split (calibration after training relies on it)."""
+    rng = np.random.default_rng(seed)
+    goods = dataset.select("train") + dataset.select("test", "good")
+    train_good, val_good = _split(rng, goods, val_fraction)
+    train_defects: list[Sample] = []
+    val_defects: list[Sample] = []
+    for t in dataset.defect_types:
+        tr, va = _split(rng, dataset.select("test", t), val_fraction)
+        train_defects += tr
+        val_defects += va
+    return Split(tuple(train_good), tuple(val_good), tuple(train_defects), tuple(val_defects))
+
+
 def _split(
     rng: np.random.Generator, samples: Sequence[Sample], fraction: float
 ) -> tuple[list[Sample], list[Sample]]:
@@ -258,4 +277,12 @@ def _split(
     return train, val
 
 
-__all__ = ["Batch", "CaptionFacts", "Item", "TrainingData", "facts_of_mask"]
+__all__ = [
+    "Batch",
+    "CaptionFacts",
+    "Item",
+    "Split",
+    "TrainingData",
+    "facts_of_mask",
+    "split_dataset",
+]
