@@ -20,7 +20,11 @@ the same against a :class:`drivers.simworld.SimWorld`:
 - **heartbeat watch**: no change of the node heartbeat for
   ``heartbeat_timeout_s`` → ``on_heartbeat_loss``: ``"stop_line"`` stops the
   belt, ``"reject_all"`` fires for every part latched at the sensor until the
-  heartbeat is back.
+  heartbeat is back and, with ``reject_in_flight``, also for every part already
+  between the sensor and its fire point when the loss is declared (their
+  node-timed pulses or PLC-tracked results may have died with the link). Every
+  part is covered only if ``heartbeat_timeout_s`` is shorter than the travel
+  from the sensor to the fire point at top speed.
 
 Everything here runs on the emulator's event loop; ``sync(t_ns)`` advances
 the program to time ``t_ns`` and is called before every read and by the scan.
@@ -56,6 +60,8 @@ class PlcProgramConfig:
     on_heartbeat_loss: Literal["stop_line", "reject_all", "nothing"] = "reject_all"
     output_delay_ms: float = 0.0
     plc_heartbeat_period_s: float = 0.5
+    reject_in_flight: bool = True
+    """``reject_all``: on heartbeat loss also reject the parts already past the sensor."""
 
 
 @dataclass
@@ -102,8 +108,11 @@ class PlcProgram:
         self._hb_t_ns = 0
         self.heartbeat_ok = True
         self._hb_seen = False
+        self._recent_edges: list[int] = []  # unwrapped edges whose fire point may be ahead
         self.count_override: int | None = None
         """Fault injection: the counter reads this raw value instead of the belt's."""
+        self.count_glitches: list[int] = []
+        """Fault injection: the next reads of the counter return these raw values, one each."""
 
     # -- counter ------------------------------------------------------------
     def unwrapped(self, t_ns: int) -> int:
@@ -115,6 +124,8 @@ class PlcProgram:
 
     def raw_count(self, t_ns: int) -> int:
         """The counter as the node reads it at ``t_ns`` (wrapped to ``bits``)."""
+        if self.count_glitches:
+            return self.count_glitches.pop(0)
         if self.count_override is not None:
             return self.count_override
         return self.unwrapped(t_ns) % self._mod
@@ -154,8 +165,10 @@ class PlcProgram:
         for edge in self.world.edges_between(last, now):
             self.latch_seq = (self.latch_seq + 1) & 0xFFFF
             self.latch_slots[(self.latch_seq - 1) % self.cfg.slots] = edge
+            unwrapped = self._unwrap_raw(edge, now)
+            self._remember_edge(unwrapped, now)
             if not self.heartbeat_ok and self.cfg.on_heartbeat_loss == "reject_all":
-                self._failsafe_load(edge, last, now)
+                self._failsafe_load(unwrapped)
         self._fire_due(last, now)
         self._watch_heartbeat(now)
         self._last_sync_ns = now
@@ -192,8 +205,17 @@ class PlcProgram:
             return
         bisect.insort(self._compare, (target, part_id))
 
-    def _failsafe_load(self, edge_raw: int, last: int, now: int) -> None:
-        origin = self._unwrap_raw(edge_raw, now) + self.cfg.part_length_counts // 2
+    def _fire_target(self, edge_unwrapped: int) -> int:
+        return edge_unwrapped + self.cfg.part_length_counts // 2 + self.cfg.fire_offset_counts
+
+    def _remember_edge(self, edge_unwrapped: int, now: int) -> None:
+        reached = self.unwrapped(now)
+        keep = [e for e in self._recent_edges if self._fire_target(e) > reached]
+        keep.append(edge_unwrapped)
+        self._recent_edges = keep
+
+    def _failsafe_load(self, edge_unwrapped: int) -> None:
+        origin = edge_unwrapped + self.cfg.part_length_counts // 2
         self.stats.failsafe_strikes += 1
         part_id = -(self.stats.failsafe_strikes)  # no node part id: mark as PLC fail-safe
         target = origin + self.cfg.fire_offset_counts
@@ -209,6 +231,11 @@ class PlcProgram:
             log.warning("plc_node_heartbeat_lost", action=self.cfg.on_heartbeat_loss)
             if self.cfg.on_heartbeat_loss == "stop_line":
                 self.stop_belt(now)
+            elif self.cfg.on_heartbeat_loss == "reject_all" and self.cfg.reject_in_flight:
+                reached = self.unwrapped(now)
+                for edge in self._recent_edges:
+                    if self._fire_target(edge) > reached:
+                        self._failsafe_load(edge)
 
     def stop_belt(self, t_ns: int) -> None:
         """Stop the conveyor at ``t_ns`` (line_running goes false, the counter freezes)."""

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import multiprocessing
+import sys
 import time
 from multiprocessing.connection import Connection
 from typing import Any, Literal
+
+import structlog
 
 from drivers.plc.settings import ModbusSettings
 from drivers.simworld import ActuatorHit, SimWorld
@@ -34,7 +38,30 @@ def _child(
     port: int,
     max_parts: int | None,
 ) -> None:
+    _quiet_logs()
     asyncio.run(_child_main(conn, cfg_data, transport, overrides, port, max_parts))
+
+
+def _quiet_logs() -> None:
+    """Warnings and errors of the emulator to stderr; its stdout stays clean (a bench
+    prints its JSON there) and per-strike debug lines would slow the "PLC" down."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S.%f"),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    logging.basicConfig(level=logging.ERROR)  # asyncua/pymodbus notices
+
+
+async def _cpu_scan(program: Any, period_s: float = 0.002) -> None:
+    """Advance the PLC program every ``period_s`` (like a PLC's cyclic task)."""
+    while True:
+        program.sync()
+        await asyncio.sleep(period_s)
 
 
 async def _child_main(
@@ -58,10 +85,15 @@ async def _child_main(
     program = program_for(cfg, sim.world, **overrides)
     emulator: ModbusPlcEmulator | OpcUaPlcEmulator
     if transport == "modbus":
-        emulator = ModbusPlcEmulator(program, ModbusSettings().io, port=port)
+        ms = cfg.plc.modbus if cfg.plc is not None and cfg.plc.modbus is not None else None
+        ms = ms or ModbusSettings()  # the node's own I/O map, or the default one
+        emulator = ModbusPlcEmulator(program, ms.io, device_id=ms.device_id, port=port)
     else:
         emulator = OpcUaPlcEmulator(program, port=port)
     await emulator.start()
+    # The PLC's CPU scans whether or not its communication side is up: heartbeat watch,
+    # fail-safe rejects and compare outputs must go on through a network outage.
+    cpu = asyncio.get_running_loop().create_task(_cpu_scan(program), name="plc-cpu")
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     loop.add_reader(conn.fileno(), lambda: inbox.put_nowait(conn.recv()))
@@ -83,6 +115,8 @@ async def _child_main(
                     await emulator.refuse_writes(name)
         elif cmd == "count_override":
             program.count_override = arg
+        elif cmd == "count_glitches":
+            program.count_glitches = list(arg)
         elif cmd == "stats":
             reply = dataclasses.asdict(program.stats) | {
                 "outputs": dict(program.outputs),
@@ -90,6 +124,7 @@ async def _child_main(
                 "line_running": program.line_running,
             }
         elif cmd == "shutdown":
+            cpu.cancel()
             await emulator.stop()
             loop.remove_reader(conn.fileno())
             conn.send(("done", (list(sim.world.hits), dataclasses.asdict(program.stats))))
@@ -102,6 +137,13 @@ class EmulatorProcess:
 
     ``port`` is where it listens; ``url`` is the OPC UA endpoint. ``stats``
     after exit holds the program's final statistics.
+
+    Commands for :meth:`call`: ``start_belt`` (t0_ns), ``stop_server`` and
+    ``start_server`` (the network side restarts; the program, its counter and
+    shift register live on), ``refuse`` (output names whose writes are refused;
+    ``[]`` accepts all again — Modbus; OPC UA makes them read-only for the rest
+    of the run), ``count_override`` (raw value or None), ``count_glitches``
+    (raw values served by the next counter reads, one each) and ``stats``.
     """
 
     def __init__(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -27,7 +27,7 @@ from hil.plc_modbus import free_port
 from hil.plc_process import EmulatorProcess
 from node.app import Node
 from node.config import Config, LineGeometry
-from node.results import percentiles
+from node.results import PartResult, percentiles
 from node.simline import SimLine, build_sim_line
 from node.wiring import build_components
 
@@ -47,6 +47,10 @@ class PlcRig:
     emulator: EmulatorProcess
     driver: PlcDriver
     node: Node
+    stop: asyncio.Event
+    """Set it to end the run (the node drains and stops)."""
+    results: dict[int, PartResult] = field(default_factory=dict)
+    """part_id → the node's published result (filled as the run goes)."""
 
 
 def program_for(cfg: Config, world: Any, **overrides: Any) -> PlcProgram:
@@ -103,38 +107,75 @@ async def run_plc_line(
     program_overrides: dict[str, Any] | None = None,
     driver_settings: dict[str, Any] | None = None,
     during: Callable[[PlcRig], Awaitable[None]] | None = None,
+    on_result: Callable[[PartResult], None] | None = None,
 ) -> tuple[dict[str, Any], PlcRig]:
     """Run the node on the sim line behind a PLC emulator for ``parts`` parts; score it.
 
-    The emulator runs in its own process (``hil.plc_process``). ``during(rig)``
-    runs beside the node once the belt moves (fault injection). The report is
+    The emulator runs in its own process (``hil.plc_process``) on a free port;
+    the node's ``[plc]`` section is made for it (``plc_config``). ``during(rig)``
+    runs beside the node once the belt moves (fault injection); ``on_result`` sees
+    every part's result as it is published (progress). The report is
     ``hil.line.score``'s plus ``plc`` (driver counters), ``plc_program`` (what
     the emulated PLC did) and ``strike_error`` (actuator error over every
     strike of a commanded part, in mm, counts and ms).
     """
-    ensure_template(cfg)
-    sim = build_sim_line(cfg)
+    port = free_port()
+    node_cfg = plc_config(cfg, transport, mode, port, **(driver_settings or {}))
+    speed = cfg.sim.speed_mm_s
+    travel_s = (parts + 2) * cfg.line.part_pitch_mm / speed + cfg.line.reject_position_mm / speed
+    limit = timeout_s if timeout_s is not None else travel_s * 1.5 + 15
+    report, rig = await run_on_emulator(
+        node_cfg,
+        parts,
+        port=port,
+        timeout_s=limit,
+        program_overrides=program_overrides,
+        during=during,
+        on_result=on_result,
+    )
+    rig.cfg = cfg
+    return report, rig
+
+
+async def run_on_emulator(
+    node_cfg: Config,
+    parts: int | None,
+    *,
+    port: int,
+    timeout_s: float | None = None,
+    program_overrides: dict[str, Any] | None = None,
+    during: Callable[[PlcRig], Awaitable[None]] | None = None,
+    on_result: Callable[[PartResult], None] | None = None,
+    on_status: Callable[[dict[str, Any]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> tuple[dict[str, Any], PlcRig]:
+    """Run the node on ``node_cfg`` (its ``[plc]`` link as it stands) against an emulator
+    started for it on ``port``; score the run.
+
+    ``parts``: the belt carries that many parts and the run ends when each has a
+    result (None: endless, until ``stop`` is set or ``timeout_s`` passes).
+    ``on_status`` gets the node's live status every ``node.status_interval_s``.
+    """
+    if node_cfg.plc is None:
+        raise ValueError("plc: the node config has no [plc] section")
+    transport: Transport = node_cfg.plc.driver
+    ensure_template(node_cfg)
+    sim = build_sim_line(node_cfg)
     sim.world.max_parts = parts
     # The belt stands still (its clock starts in an hour) until the node is ready.
     sim.world.start(time.monotonic_ns() + 3600 * 10**9)
-    port = free_port()
-    cfg_data = cfg.model_dump(mode="python")
+    cfg_data = node_cfg.model_dump(mode="python")
     emulator = EmulatorProcess(cfg_data, transport, port, program_overrides, max_parts=parts)
+    stop = stop or asyncio.Event()
     async with emulator:
-        node_cfg = plc_config(cfg, transport, mode, port, **(driver_settings or {}))
         components, _ = build_components(node_cfg, sim)
         assert components.plc is not None
         driver = components.plc.driver
-        stop = asyncio.Event()
-        collector = Collector(parts, stop)
-        node = Node(node_cfg, components, sinks=[collector])
-        rig = PlcRig(cfg, sim, emulator, driver, node)
-        speed = cfg.sim.speed_mm_s
-        travel_s = (
-            parts + 2
-        ) * cfg.line.part_pitch_mm / speed + cfg.line.reject_position_mm / speed
-        limit = timeout_s if timeout_s is not None else travel_s * 1.5 + 15
-        timer = asyncio.get_running_loop().call_later(limit, stop.set)
+        collector = Collector(parts if parts is not None else 2**62, stop, on_result)
+        node = Node(node_cfg, components, sinks=[collector], on_status=on_status)
+        rig = PlcRig(node_cfg, sim, emulator, driver, node, stop, collector.results)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout_s, stop.set) if timeout_s is not None else None
 
         async def scenario() -> None:
             await node.ready.wait()
@@ -144,28 +185,57 @@ async def run_plc_line(
             if during is not None:
                 await during(rig)
 
+        recancelled = [0]
         try:
             async with asyncio.TaskGroup() as tg:
                 side = tg.create_task(scenario(), name="scenario")
+                rescue = tg.create_task(
+                    _recancel_stuck(stop, node_cfg.node.drain_grace_s + 5.0, recancelled),
+                    name="recancel",
+                )
                 try:
                     await node.run(stop)
                 finally:
                     side.cancel()
+                    rescue.cancel()
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
     emulator.merge_hits(sim.world)
-    report = score(sim, collector.results, cfg.camera.sim.mm_per_px)
+    report = score(sim, collector.results, node_cfg.camera.sim.mm_per_px)
     report["plc"] = driver.counters.snapshot()
     report["plc_program"] = {
         k: v for k, v in emulator.stats.items() if k not in ("fire_t_ns", "result_origins")
     }
-    report["strike_error"] = strike_error(sim, cfg)
+    report["strike_error"] = strike_error(sim, node_cfg)
     report["reject_fire_failures"] = node.summary.reject_fire_failures
     report["bad_encoder_samples"] = node.summary.bad_encoder_samples
     report["pulse_lateness_ms"] = node.summary.pulse_lateness_ms
-    if mode == "plc_tracked":
+    report["tasks_recancelled"] = recancelled[0]
+    if node_cfg.plc.reject_mode == "plc_tracked":
         report["report_ms"] = node.summary.plc_report_ms
     return report, rig
+
+
+async def _recancel_stuck(stop: asyncio.Event, after_s: float, count: list[int]) -> None:
+    """Work around a node task that ignores its cancellation at stop.
+
+    The Modbus driver's poll loop can lose a cancellation (pymodbus awaits the
+    response with ``asyncio.wait_for``, which on Python 3.11 may swallow a
+    cancel that races with the response) and then polls on forever, so
+    ``Node.run`` never returns. ``after_s`` after ``stop``, every task still
+    "cancelling" is cancelled again, once a second; ``count[0]`` counts it.
+    """
+    await stop.wait()
+    await asyncio.sleep(after_s)
+    me = asyncio.current_task()
+    while True:
+        for task in asyncio.all_tasks():
+            if task is not me and task.cancelling() and not task.done():
+                count[0] += 1
+                log.warning("node_task_recancelled", task=task.get_name())
+                task.cancel()
+        await asyncio.sleep(1.0)
 
 
 def strike_error(sim: SimLine, cfg: Config) -> dict[str, Any]:

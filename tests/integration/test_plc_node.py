@@ -8,11 +8,24 @@ rejects strike the right parts; timing precision is measured by ``bench/plc.py``
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
+from structlog.testing import capture_logs
 
 from hil.line import sim_config
-from hil.plc_rig import run_plc_line
+from hil.plc_modbus import free_port
+from hil.plc_rig import PlcRig, Transport, run_plc_line
+from models.synth import render_part
 from node.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("mode", ["node_timed", "plc_tracked"])
@@ -57,3 +70,196 @@ async def test_node_over_opcua_rejects_on_target(taught_config: Config, mode: st
         assert report["plc_program"]["late_results"] == 0
     status = rig.node.status()["plc"]
     assert status["state"] == "closed" and status["losses"] == 0
+
+
+# -- link loss and bad data ----------------------------------------------------------
+
+
+async def _until(check: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``check`` every 20 ms for at most ``timeout_s``; whether it became true."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _unrecorded_escapes(rig: PlcRig, until_ns: int) -> list[int]:
+    """Defective parts that passed the reject station by ``until_ns`` unstruck with no record.
+
+    A part counts as recorded when the node published it as a reject it could not
+    deliver (``not_fired``: logged with its part id and counted). Every other
+    defective part must have been struck, by the node's command or the PLC's fail-safe.
+    """
+    world = rig.sim.world
+    line = rig.cfg.line
+    travelled = world.displacement_mm(until_ns)
+    world.parts_near(0.0, until_ns, 1.0)  # make every part that has entered the belt
+    struck = {h.part_index for h in world.hits if h.part_index is not None}
+    seen = rig.sim.camera.rendered
+    not_fired = {
+        seen[pid] for pid, r in rig.results.items() if r.action == "not_fired" and seen.get(pid)
+    }
+    mm_per_px = rig.cfg.camera.sim.mm_per_px
+    out = []
+    for part in world.parts:
+        passed = part.cross_mm + line.reject_position_mm + line.part_length_mm < travelled
+        if not passed or part.index in struck or part.index in not_fired:
+            continue
+        spec = rig.sim.specs[part.index]
+        truth = render_part(spec, mm_per_px).truth if spec.defect is not None else None
+        if truth is not None and truth.visible:
+            out.append(part.index)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("transport", "mode"), [("modbus", "node_timed"), ("opcua", "plc_tracked")]
+)
+async def test_link_loss_mid_run_fails_safe_and_recovers(
+    taught_config: Config, transport: Transport, mode: str
+) -> None:
+    """The PLC's server restarts mid-run (2 s outage): the node's status shows the link lost,
+    then up again; the PLC saw the heartbeat stop and rejected every part in flight; no
+    defective part passed the reject station unstruck without a not_fired record."""
+    cfg = sim_config(taught_config, sim={"defect_rate": 0.3, "seed": 7, "speed_mm_s": 240.0})
+    seen: dict[str, Any] = {}
+
+    async def outage(rig: PlcRig) -> None:
+        def plc_state() -> str:
+            return str(rig.node.status()["plc"]["state"])
+
+        await asyncio.sleep(2.5)
+        assert plc_state() == "up"
+        await rig.emulator.call("stop_server")
+        t_drop = time.monotonic()
+        seen["down"] = await _until(lambda: plc_state() == "down", 8.0)
+        seen["down_after_s"] = time.monotonic() - t_drop
+        await asyncio.sleep(max(0.0, 2.0 - (time.monotonic() - t_drop)))
+        await rig.emulator.call("start_server")
+        seen["up"] = await _until(lambda: plc_state() == "up", 10.0)
+        seen["status"] = rig.node.status()["plc"]
+        await asyncio.sleep(3.0)  # parts after the outage are inspected and acted on again
+        seen["stop_ns"] = time.monotonic_ns()
+        rig.stop.set()
+
+    report, rig = await run_plc_line(
+        cfg,
+        400,
+        transport=transport,
+        mode=mode,  # type: ignore[arg-type]
+        during=outage,
+        # A PLC covers every part only if it declares the node lost before a part that
+        # passed the sensor after the last heartbeat reaches its fire point (1.6 s here).
+        program_overrides={"heartbeat_timeout_s": 0.9},
+        driver_settings={"backoff": {"initial_s": 0.1, "max_s": 0.5}},
+    )
+    assert seen["down"] and seen["up"], seen
+    assert seen["status"]["losses"] >= 1 and seen["status"]["state"] == "up"
+    assert report["plc"]["connects"] >= 2
+    assert report["plc_program"]["heartbeat_losses"] >= 1
+    assert report["plc_program"]["failsafe_strikes"] >= 1
+    assert _unrecorded_escapes(rig, seen["stop_ns"]) == []
+    # every reject the node could not hand over is on record as such
+    assert report["reject_fire_failures"] == sum(
+        r.action == "not_fired" for r in rig.results.values()
+    )
+    # after the outage the node inspects and rejects on target again
+    late = [r for r in rig.results.values() if r.t_ns > seen["stop_ns"] - 2_000_000_000]
+    assert len(late) >= 5 and all(r.action != "not_fired" for r in late)
+    assert rig.node.summary.task_restarts == 0
+
+
+async def test_bad_plc_data_is_refused_logged_and_survived(taught_config: Config) -> None:
+    """Over Modbus with a 16-bit counter: readings far ahead, behind and out of range, and
+    refused pulse writes, are each logged and counted; the node keeps running and rejects
+    on target once the data is good again."""
+    cfg = sim_config(
+        taught_config,
+        line={"encoder_bits": 16},
+        sim={"defect_rate": 0.4, "seed": 8, "speed_mm_s": 480.0},
+    )
+    seen: dict[str, Any] = {}
+
+    async def bad_data(rig: PlcRig) -> None:
+        await asyncio.sleep(1.5)
+        # one reading far ahead, one far behind, one no 16-bit counter can hold
+        now = rig.node.tracker.unwrapped_count % 65536
+        await rig.emulator.call("count_glitches", [(now + 20_000) % 65536])
+        await asyncio.sleep(0.1)
+        await rig.emulator.call("count_glitches", [(now - 20_000) % 65536])
+        await asyncio.sleep(0.1)
+        await rig.emulator.call("count_glitches", [70_000])
+        await asyncio.sleep(0.1)
+        fired_before = rig.node.summary.reject_fire_failures
+        await rig.emulator.call("refuse", ["fire_seq"])
+        seen["refused"] = await _until(
+            lambda: rig.node.summary.reject_fire_failures > fired_before, 10.0
+        )
+        await rig.emulator.call("refuse", [])
+        seen["accepting_ns"] = time.monotonic_ns()
+        await asyncio.sleep(3.0)
+        rig.stop.set()
+
+    with capture_logs() as logs:
+        report, rig = await run_plc_line(
+            cfg, 400, transport="modbus", mode="node_timed", during=bad_data
+        )
+    events = {e["event"] for e in logs}
+    reasons = {e.get("reason") for e in logs if e["event"] == "encoder_sample_rejected"}
+    assert {"forward_jump", "backward_jump"} <= reasons, reasons
+    assert "encoder_count_out_of_range" in events
+    assert report["plc"]["bad_samples"] >= 1
+    assert report["bad_encoder_samples"] >= 2
+    assert seen["refused"] and "reject_fire_failed" in events
+    assert report["plc"]["refused_writes"] >= 1
+    assert report["reject_fire_failures"] == sum(
+        r.action == "not_fired" for r in rig.results.values()
+    )
+    assert rig.node.summary.task_restarts == 0
+    after = [
+        r
+        for r in rig.results.values()
+        if r.verdict.reject and r.t_ns > seen["accepting_ns"] + 500_000_000
+    ]
+    assert after and all(r.action == "rejected" for r in after)
+    assert report["wrong_part_hits"] == 0
+
+
+# -- the example configs, run by the launcher ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["modbus", "opcua"])
+async def test_example_config_runs_with_the_launcher(
+    name: str, tmp_path: Path, template_path: Path
+) -> None:
+    """``python -m hil.plc_line configs/<name>.toml --parts 40`` exits 0 and every reject it
+    commanded struck its own part (the config unchanged but for a free port and the state)."""
+    text = (REPO / "configs" / f"{name}.toml").read_text(encoding="utf-8")
+    port = free_port()
+    text = text.replace("port = 5020", f"port = {port}").replace(":4841/", f":{port}/")
+    text = text.replace('state_dir = "state"', f'state_dir = "{tmp_path}"')
+    text = text.replace('template = "state/sim-template.npz"', f'template = "{template_path}"')
+    cfg_file = tmp_path / f"{name}.toml"
+    cfg_file.write_text(text, encoding="utf-8")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hil.plc_line",
+        str(cfg_file),
+        "--parts",
+        "40",
+        "--no-live",
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    summary = json.loads(out)
+    rig = summary["rig"]
+    assert rig["parts"] == 40
+    assert rig["missed_rejects"] == 0 and rig["wrong_part_hits"] == 0, rig
+    assert rig["strike_error"]["n"] >= 1
+    assert summary["plc"]["state"] == "closed" and summary["plc"]["losses"] == 0
