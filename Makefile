@@ -21,9 +21,9 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q -m "not hil"
 
-# Hardware-in-the-loop scenarios: the whole node behind the PLC emulators.
+# The node on the simulated line behind the Modbus PLC emulator (configs/opcua.toml: OPC UA).
 hil: $(STAMP)
-	$(BIN)/pytest -q -m hil tests/hil
+	$(BIN)/python -m hil.plc_line configs/modbus.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check node drivers models hil bench tests
