@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,15 @@ def quiet_logs() -> None:
         wrapper_class=structlog.BoundLogger,
         cache_logger_on_first_use=False,
     )
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """A test that runs the command line (which configures logging for itself, bound to
+    that test's captured stdout) must not leave that configuration to the next test."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")
