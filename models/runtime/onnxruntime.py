@@ -8,19 +8,16 @@ call ``infer`` from the inference worker thread, never the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 import structlog
 
-from models.backend import Image
 from models.explain_text import Language
 from models.export import DETECT_OUTPUTS, EXPLAIN_INPUTS
-from models.findings import Explanation, Findings
-from models.package import ModelPackage, PackageError, load_package
-from models.runtime.pipeline import F32, I32, Detection, Pipeline
+from models.package import ModelPackage, PackageError
+from models.runtime.pipeline import F32, I32, Pipeline, PipelineBackend
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +65,7 @@ def check_graphs(detect: Any, explain: Any, package: ModelPackage) -> None:
         )
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(PipelineBackend):
     """A ``Backend`` over ONNX Runtime on the CPU.
 
     ``package`` is a verified ``ModelPackage`` or a package folder (verified
@@ -90,9 +87,7 @@ class OnnxRuntimeBackend:
         language: Language = "en",
         name: str = "onnxruntime",
     ) -> None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        pkg = package if isinstance(package, ModelPackage) else load_package(package)
+        pkg = self.open_package(package, threads)
         self.name = name
         self.package = pkg
         self._detect_sess = _session(pkg.detect_path, threads)
@@ -118,18 +113,3 @@ class OnnxRuntimeBackend:
         (logits,) = self._explain_sess.run(None, feeds)
         out: F32 = logits
         return out
-
-    def detect(self, images: Sequence[Image]) -> list[Detection]:
-        """The in-cycle part only (see ``Pipeline.detect``)."""
-        return self.pipeline.detect(images)
-
-    def explain(self, detections: Sequence[Detection]) -> list[Explanation]:
-        """Explanations for detections (see ``Pipeline.explain``)."""
-        return self.pipeline.explain(detections)
-
-    def infer(self, images: Sequence[Image]) -> list[Findings]:
-        """Inspect a batch of uint8 crops of the package's input size; one ``Findings`` each.
-
-        Raises ``ValueError`` for an image of the wrong dtype or shape.
-        """
-        return self.pipeline.infer(images, self.name)

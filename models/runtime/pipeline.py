@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +42,7 @@ from models.explain_text import NO_DEFECT_TYPE, Language, render_explanation
 from models.findings import Explanation, ExplanationFacts, Findings, Region
 from models.guard import GroundingGuard, grounding_for
 from models.net.decoder import NO_LOCATION
-from models.package import ModelPackage
+from models.package import ModelPackage, load_package
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
@@ -303,6 +304,40 @@ class Pipeline:
         """Detect, explain and package; one ``Findings`` per image."""
         dets = self.detect(images)
         return [self.findings(d, e, backend) for d, e in zip(dets, self.explain(dets), strict=True)]
+
+
+class PipelineBackend:
+    """What the CPU runtimes share: the package check and the ``Backend`` calls over ``Pipeline``.
+
+    A subclass sets ``name``, ``package`` and ``pipeline`` in its ``__init__``.
+    """
+
+    name: str
+    package: ModelPackage
+    pipeline: Pipeline
+
+    @staticmethod
+    def open_package(package: ModelPackage | str | Path, threads: int) -> ModelPackage:
+        """``package`` verified (loaded when a folder is given). Raises ``ValueError`` for
+        ``threads < 1`` and ``PackageError`` for a bad package."""
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        return package if isinstance(package, ModelPackage) else load_package(package)
+
+    def detect(self, images: Sequence[Image]) -> list[Detection]:
+        """The in-cycle part only (see ``Pipeline.detect``)."""
+        return self.pipeline.detect(images)
+
+    def explain(self, detections: Sequence[Detection]) -> list[Explanation]:
+        """Explanations for detections (see ``Pipeline.explain``)."""
+        return self.pipeline.explain(detections)
+
+    def infer(self, images: Sequence[Image]) -> list[Findings]:
+        """Inspect a batch of uint8 crops of the package's input size; one ``Findings`` each.
+
+        Raises ``ValueError`` for an image of the wrong dtype or shape.
+        """
+        return self.pipeline.infer(images, self.name)
 
 
 def _with_contrast(r: Region, image: Image, mask: npt.NDArray[np.bool_]) -> Region:

@@ -7,18 +7,15 @@ CPU. Slower than ONNX Runtime; used for parity tests and debugging.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from models.backend import Image
 from models.explain_text import Language
 from models.export import DetectGraph
-from models.findings import Explanation, Findings
 from models.net import DefectNet
-from models.package import ModelPackage, PackageError, load_package
-from models.runtime.pipeline import F32, I32, Detection, Pipeline
+from models.package import ModelPackage, PackageError
+from models.runtime.pipeline import F32, I32, Pipeline, PipelineBackend
 
 
 def load_net(package: ModelPackage) -> DefectNet:
@@ -35,7 +32,7 @@ def load_net(package: ModelPackage) -> DefectNet:
     return net.eval()
 
 
-class TorchBackend:
+class TorchBackend(PipelineBackend):
     """A ``Backend`` running the network in torch (reference); arguments as ``OnnxRuntimeBackend``.
 
     Raises ``PackageError`` for a bad package or weights.
@@ -52,9 +49,7 @@ class TorchBackend:
         language: Language = "en",
         name: str = "torch",
     ) -> None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        pkg = package if isinstance(package, ModelPackage) else load_package(package)
+        pkg = self.open_package(package, threads)
         self.name = name
         self.package = pkg
         self.threads = threads
@@ -85,15 +80,3 @@ class TorchBackend:
         )
         out: F32 = logits.numpy()
         return out
-
-    def detect(self, images: Sequence[Image]) -> list[Detection]:
-        """The in-cycle part only (see ``Pipeline.detect``)."""
-        return self.pipeline.detect(images)
-
-    def explain(self, detections: Sequence[Detection]) -> list[Explanation]:
-        """Explanations for detections (see ``Pipeline.explain``)."""
-        return self.pipeline.explain(detections)
-
-    def infer(self, images: Sequence[Image]) -> list[Findings]:
-        """As ``OnnxRuntimeBackend.infer``."""
-        return self.pipeline.infer(images, self.name)
