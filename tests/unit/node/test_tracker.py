@@ -31,6 +31,17 @@ PITCH = TrackerConfig(
 )
 SENSOR = dataclasses.replace(PITCH, mode="sensor", pitch_counts=0, part_length_counts=200)
 
+LATCHED = TrackerConfig(
+    mode="sensor",
+    part_length_counts=100,
+    camera_counts=400,
+    reject_counts=1600,
+    lead_counts=24,
+    max_speed_cps=10_000,
+    jitter_counts=2,
+)
+"""A sensor line whose PLC latches the part-present edges."""
+
 fast = settings(max_examples=60, deadline=None)
 
 
@@ -448,16 +459,7 @@ def test_a_run_of_bad_samples_logs_once_not_per_sample() -> None:
 
 def test_latched_edges_create_parts_at_their_exact_counts_however_late_the_poll() -> None:
     """Edges latched by the PLC make one part each at edge + half a length, even 2 per poll."""
-    cfg = TrackerConfig(
-        mode="sensor",
-        part_length_counts=100,
-        camera_counts=400,
-        reject_counts=1600,
-        lead_counts=24,
-        max_speed_cps=1e6,
-        jitter_counts=2,
-    )
-    tracker = Tracker(cfg, 16)
+    tracker = Tracker(dataclasses.replace(LATCHED, max_speed_cps=1e6), 16)
     start = 65_500  # the counter wraps between the edges
     assert tracker.update(EncoderSample(start, 0, False, ())) == []
     late = tracker.update(
@@ -477,16 +479,7 @@ def test_edges_that_come_with_a_refused_count_still_make_their_parts() -> None:
     """A sample whose count is garbage (a jump, or out of range) still carries the PLC's
     latched edges: each becomes its part, placed from the last good count, so no part goes
     untracked (unjudged); an edge farther than the belt can have moved is refused."""
-    cfg = TrackerConfig(
-        mode="sensor",
-        part_length_counts=100,
-        camera_counts=400,
-        reject_counts=1600,
-        lead_counts=24,
-        max_speed_cps=10_000,
-        jitter_counts=2,
-    )
-    tracker = Tracker(cfg, 16)
+    tracker = Tracker(LATCHED, 16)
     assert tracker.update(EncoderSample(1000, 0, False, ())) == []
     # 10 ms later: the count read says +30000 (impossible at 10 000 counts/s), the edge is at 1050
     jumped = tracker.update(EncoderSample(31_000, 10_000_000, True, (1050,)))
