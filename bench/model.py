@@ -84,7 +84,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--per-kind", type=int, default=60)
     ap.add_argument("--good", type=int, default=120)
-    ap.add_argument("--repeats", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()
     # One JSON object on stdout: the per-image debug and info lines stay quiet.

@@ -14,18 +14,28 @@
   static-length engine).
 
 The batch axis is dynamic in both.
+
+The detect graph is exported from a folded copy of the encoder: a convolution
+over ``[features, coordinate channels]`` is the convolution over the features
+plus a constant map (the coordinates never change), so the constant is
+computed once here and the graph convolves only the features. Same outputs to
+float rounding, and the channel counts stay multiples of 8, which ONNX
+Runtime's blocked convolutions need.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.net import DefectNet
+from models.net.encoder import Encoder
 
 DETECT_FILE = "detect.onnx"
 EXPLAIN_FILE = "explain.onnx"
@@ -34,11 +44,67 @@ DETECT_OUTPUTS = ("anomaly_map", "score", "type_probs", "memory", "length_px")
 EXPLAIN_INPUTS = ("memory", "tokens", "facts")
 
 
-class DetectGraph(nn.Module):
-    """``DefectNet.detect`` with the map upsampled to the input and the types as probabilities."""
+class _ConvPlusMap(nn.Module):
+    """``conv([x, coords])`` as a convolution over ``x`` plus a constant map.
 
-    def __init__(self, net: DefectNet) -> None:
+    Raises ``ValueError`` for a convolution with a bias or a non-integer stride or padding.
+    """
+
+    constant: torch.Tensor
+
+    def __init__(self, conv: nn.Conv2d, coords: torch.Tensor) -> None:
         super().__init__()
+        if conv.bias is not None or isinstance(conv.padding, str):
+            raise ValueError("only a bias-free convolution with numeric padding folds")
+        keep = conv.in_channels - coords.shape[1]
+        self.stride, self.padding = int(conv.stride[0]), int(conv.padding[0])
+        self.weight = nn.Parameter(conv.weight[:, :keep].detach().clone())
+        full = torch.cat([torch.zeros(1, keep, *coords.shape[2:]), coords], dim=1)
+        constant = F.conv2d(full, conv.weight, None, self.stride, self.padding)
+        self.register_buffer("constant", constant.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``conv([x, coords])``."""
+        return F.conv2d(x, self.weight, None, self.stride, self.padding) + self.constant
+
+
+class FoldedEncoder(nn.Module):
+    """``Encoder`` with its coordinate channels folded into constant maps (inference only)."""
+
+    coords4: torch.Tensor
+    coords16: torch.Tensor
+
+    def __init__(self, enc: Encoder) -> None:
+        super().__init__()
+        enc = copy.deepcopy(enc)
+        self.stem, self.stage2, self.stage4 = enc.stem, enc.stage2, enc.stage4
+        self.stage3, self.stage4b = enc.stage3, enc.stage4b
+        for stage, coords in ((self.stage3, enc.coords4), (self.stage4b, enc.coords16)):
+            first = cast(nn.Sequential, stage[0])  # conv_bn: Conv2d, BatchNorm2d, ReLU
+            first[0] = _ConvPlusMap(cast(nn.Conv2d, first[0]), coords)
+        self.register_buffer("coords4", enc.coords4, persistent=False)
+        self.register_buffer("coords16", enc.coords16, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Same as ``Encoder.forward``."""
+        f4 = self.stage2(self.stem(x))
+        f8 = self.stage3(f4)
+        f16 = self.stage4(f8)
+        f16 = self.stage4b(f16) + f16
+        return f4, f8, f16
+
+
+class DetectGraph(nn.Module):
+    """``DefectNet.detect`` with the map upsampled to the input and the types as probabilities.
+
+    ``fold=True`` (the default) runs it on a ``FoldedEncoder`` copy; ``net`` is not changed.
+    """
+
+    def __init__(self, net: DefectNet, fold: bool = True) -> None:
+        super().__init__()
+        if fold:
+            net = copy.deepcopy(net)
+            net.encoder = FoldedEncoder(net.encoder)  # type: ignore[assignment]
         self.net = net
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -52,6 +52,12 @@ BoolMask = npt.NDArray[np.bool_]
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
+def square(radius: int) -> BoolMask:
+    """The ``(2 radius + 1)``-square structuring element: one dilation by it is ``radius``
+    dilations by ``_EIGHT`` (and costs one pass)."""
+    return np.ones((2 * radius + 1, 2 * radius + 1), dtype=bool)
+
+
 def size_class(length_mm: float) -> SizeClass:
     """The size class of a defect ``length_mm`` long (millimetres)."""
     if length_mm < SMALL_BELOW_MM:
@@ -90,8 +96,9 @@ class PartGeometry:
         # Rows and columns crossing the part have many bright pixels; a glint on the
         # belt has few. Cheaper than labelling blobs, and the part is one convex blob.
         need = max(1, min(image.shape) // 16)
-        ys = np.flatnonzero(bright.sum(axis=1) >= need)
-        xs = np.flatnonzero(bright.sum(axis=0) >= need)
+        counts = bright.view(np.uint8)
+        ys = np.flatnonzero(counts.sum(axis=1, dtype=np.uint32) >= need)
+        xs = np.flatnonzero(counts.sum(axis=0, dtype=np.uint32) >= need)
         if ys.size == 0 or xs.size == 0:
             mask = np.ones(image.shape, dtype=bool)
             ys, xs = np.arange(image.shape[0]), np.arange(image.shape[1])
@@ -124,6 +131,8 @@ class PartGeometry:
         win = np.zeros((y1 - y0, x1 - x0), dtype=bool)  # outside the image is off the part
         sy0, sx0, sy1, sx1 = max(0, y0), max(0, x0), min(h, y1), min(w, x1)
         win[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = self.mask[sy0:sy1, sx0:sx1]
+        if win.all():  # all on the part: the edge is at least r pixels from every pixel asked
+            return False
         dist = ndimage.distance_transform_edt(win)
         return bool(dist[ys - y0, xs - x0].min() * mm_per_px <= limit_mm)
 
@@ -157,10 +166,11 @@ def hysteresis(prob: npt.NDArray[np.floating], high: float, low: float) -> BoolM
         return out
     cols = np.flatnonzero(grown.any(axis=0))
     sl = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
-    labels, _ = ndimage.label(grown[sl], _EIGHT)
-    seeded = np.unique(labels[prob[sl] >= high])
-    seeded = seeded[seeded > 0]
-    out[sl] = np.isin(labels, seeded)
+    labels, n = ndimage.label(grown[sl], _EIGHT)
+    seeded = np.zeros(n + 1, dtype=bool)
+    seeded[labels[prob[sl] >= high]] = True
+    seeded[0] = False
+    out[sl] = seeded[labels]
     return out
 
 
@@ -200,7 +210,7 @@ def measure_regions(
     pad = bridge_px + 1
     oy, ox = max(0, int(rows[0]) - pad), max(0, int(cols[0]) - pad)
     sub = mask[oy : int(rows[-1]) + pad + 1, ox : int(cols[-1]) + pad + 1]
-    joined = ndimage.binary_dilation(sub, _EIGHT, iterations=bridge_px) if bridge_px else sub
+    joined = ndimage.binary_dilation(sub, square(bridge_px)) if bridge_px else sub
     labels, _ = ndimage.label(joined, _EIGHT)
     labels = np.where(sub, labels, 0)
     groups = _merge_close(ndimage.find_objects(labels), merge_mm / mm_per_px)

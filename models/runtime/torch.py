@@ -54,7 +54,7 @@ class TorchBackend(PipelineBackend):
         self.package = pkg
         self.threads = threads
         self.net = load_net(pkg)
-        self._graph = DetectGraph(self.net).eval()
+        self._graph = DetectGraph(self.net, fold=False).eval()
         self.pipeline = Pipeline(
             pkg,
             self._detect,

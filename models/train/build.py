@@ -125,3 +125,31 @@ def train_package(
         **{k: round(v, 4) for k, v in result.metrics.items()},
     )
     return BuildResult(pkg, result)
+
+
+def reexport_package(package_dir: str | Path) -> ModelPackage:
+    """Export the graphs of the package in ``package_dir`` again from its own weights and
+    rewrite the manifest's file hashes (everything else in it is kept).
+
+    For when the export changes but the network does not. Raises ``PackageError``
+    for a bad package and ``OSError`` when the files cannot be written.
+    """
+    from models.runtime.torch import load_net  # the runtime imports the exporter
+
+    pkg = load_package(package_dir)
+    paths = export_onnx(load_net(pkg), pkg.root)
+    fields = pkg.manifest.model_dump(mode="json", exclude={"format", "format_version", "files"})
+    fields["graphs"] = {"detect": paths["detect"].name, "explain": paths["explain"].name}
+    write_manifest(pkg.root, fields)
+    shutil.rmtree(pkg.root / ".engines", ignore_errors=True)  # built from the old graphs
+    log.info("package_reexported", package=str(pkg.root))
+    return load_package(pkg.root)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        print("usage: python -m models.train.build PACKAGE  (re-export its graphs)")
+        sys.exit(2)
+    reexport_package(sys.argv[1])

@@ -42,3 +42,23 @@ def test_regions_are_placed_and_sized_on_the_part() -> None:
     (r,) = measure_regions(mask, None, part, 0.125)
     assert r.location == "upper left" and r.near_edge
     assert abs(r.length_mm - 6.0) < 0.2 and size_class(r.length_mm) == "large"
+
+
+def test_near_edge_measured_locally_agrees_with_the_whole_part_distance_map() -> None:
+    """The cheap local ``near_edge`` (window, early out when all on the part) gives the
+    answer of the whole-image distance transform, for pieces anywhere on a holed part."""
+    rng = np.random.default_rng(3)
+    image = np.zeros((256, 256), dtype=np.uint8)
+    image[40:216, 30:226] = 170
+    image[110:140, 120:150] = 10  # a cored hole: its rim is an edge too
+    local = PartGeometry.of(image, 0.125, 60, edges=False)
+    full = PartGeometry.of(image, 0.125, 60, edges=True)
+    answers = set()
+    for _ in range(300):
+        x, y = (int(v) for v in rng.integers(20, 236, size=2))
+        xs = np.clip(x + rng.integers(-6, 7, size=5), 0, 255)
+        ys = np.clip(y + rng.integers(-6, 7, size=5), 0, 255)
+        got = local.near_edge(xs, ys, 0.125)
+        assert got == full.near_edge(xs, ys, 0.125), (x, y)
+        answers.add(got)
+    assert answers == {True, False}

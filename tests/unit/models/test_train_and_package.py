@@ -15,9 +15,10 @@ from models.captions import Vocabulary
 from models.data.mvtec import load_gray, read_mvtec
 from models.findings import Findings
 from models.net import DefectNet
-from models.package import ModelPackage, PackageError, load_package
+from models.package import ModelPackage, PackageError, load_package, sha256_file
 from models.runtime.onnxruntime import OnnxRuntimeBackend
 from models.runtime.torch import TorchBackend
+from models.train.build import reexport_package
 from models.train.loop import train_step
 from models.train.samples import TrainingData
 from tests.unit.models.conftest import TINY_NET, TINY_TRAIN
@@ -77,6 +78,27 @@ def test_onnxruntime_matches_torch(tiny_package: ModelPackage, tiny_dataset: Pat
         atol=LOGIT_ATOL,
         rtol=1e-3,
     )
+
+
+def test_reexport_keeps_the_package_and_its_detections(
+    tiny_package: ModelPackage, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Exporting a package's graphs again from its weights keeps every manifest field but
+    the file hashes, verifies, and detects as before (same scores and maps to 1e-5)."""
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_package.root, root)
+    before = json.loads((root / "manifest.json").read_text())
+    images = [load_gray(s.path) for s in read_mvtec(tiny_dataset).select("test")[::7]]
+    x = OnnxRuntimeBackend(root).pipeline.prepare(images)
+    old = OnnxRuntimeBackend(root)._detect(x)
+    pkg = reexport_package(root)
+    after = json.loads((root / "manifest.json").read_text())
+    assert {k: v for k, v in after.items() if k != "files"} == {
+        k: v for k, v in before.items() if k != "files"
+    }
+    assert after["files"]["detect.onnx"] == sha256_file(root / "detect.onnx")
+    for got, ref in zip(OnnxRuntimeBackend(pkg)._detect(x), old, strict=True):
+        np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_bad_images_are_refused_with_a_clear_error(tiny_package: ModelPackage) -> None:
