@@ -24,6 +24,9 @@ from node.results import PartResult, percentiles
 from node.simline import SimLine, teach_images_from_sim
 from node.wiring import build_components
 
+CLASSICAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim-classical.toml"
+"""The simulated line on the classical template detector (the default config uses the model)."""
+
 
 def sim_config(base: Config, **sections: dict[str, Any]) -> Config:
     """``base`` with some keys replaced, validated again: ``sim_config(cfg, sim={...})``."""
@@ -34,9 +37,12 @@ def sim_config(base: Config, **sections: dict[str, Any]) -> Config:
 
 
 def ensure_template(cfg: Config) -> None:
-    """Teach the configured template from the sim if it does not exist yet."""
+    """Teach the configured template from the sim if the classical detector judges and
+    the template does not exist yet."""
     from node.teach import teach_template
 
+    if cfg.inspection.backend != "classical":
+        return
     path = cfg.inspection.classical.template
     if not path.is_file():
         teach_template(cfg, teach_images_from_sim(cfg, cfg.inspection.classical.teach_parts), path)

@@ -74,7 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     teach.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
     teach.add_argument("--images", type=Path, help="folder of good-part frames (default: the sim)")
     teach.add_argument("--out", type=Path, help="template file (default: the config's path)")
-    teach.add_argument("--if-missing", action="store_true", help="do nothing if the file exists")
+    teach.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing if the file exists or the config's backend is not classical",
+    )
 
     from node.audit.cli import add_parsers as add_audit
     from node.hmi.users import add_parsers as add_hmi
@@ -144,6 +148,9 @@ def _cmd_teach(args: argparse.Namespace) -> int:
     out: Path = args.out or insp.classical.template
     if args.if_missing and out.is_file():
         print(f"{out} exists; not teaching again")
+        return 0
+    if args.if_missing and insp.backend != "classical":
+        print(f"the {insp.backend} backend judges; the classical template is not needed")
         return 0
     if args.images is not None:
         try:

@@ -9,8 +9,8 @@ import pytest
 import structlog
 from structlog.typing import EventDict
 
-from hil.line import ensure_template, sim_config
-from node.config import DEFAULT_CONFIG, Config, load_config
+from hil.line import CLASSICAL_CONFIG, ensure_template, sim_config
+from node.config import Config, load_config
 
 
 def _drop_below_warning(_: object, method: str, event: EventDict) -> EventDict:
@@ -44,12 +44,13 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def taught_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    """configs/sim.toml with its state and template in a session temp dir, template taught.
+    """configs/sim-classical.toml (the sim line on the classical detector) with its state
+    and template in a session temp dir, template taught.
 
     The HMI server is off: tests that want it turn it on with a free port.
     """
     state = tmp_path_factory.mktemp("state")
-    base = load_config(DEFAULT_CONFIG)
+    base = load_config(CLASSICAL_CONFIG)
     cfg = sim_config(
         base,
         node={"state_dir": state},

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from hil.line import run_line, sim_config
-from node.config import load_config
+from node.config import DEFAULT_CONFIG, load_config
 from node.results import PartResult
 
-MODEL_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "sim-model.toml"
+MODEL_CONFIG = DEFAULT_CONFIG
+"""configs/sim.toml: the default config judges with the shipped model."""
 
 
 async def test_model_backend_rejects_defects_on_target_and_explains_them(tmp_path: Path) -> None:
@@ -17,7 +18,7 @@ async def test_model_backend_rejects_defects_on_target_and_explains_them(tmp_pat
 
     The demo model still misses some faint scratches that the classical detector catches
     (about 6 % of defective parts over 200 parts), so the bound here is loose; the rate
-    itself is measured by ``bench/pipeline.py --config configs/sim-model.toml``.
+    itself is measured by ``bench/pipeline.py`` (on configs/sim.toml).
     """
     cfg = sim_config(
         load_config(MODEL_CONFIG),
