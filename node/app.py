@@ -593,7 +593,6 @@ class Node:
         A reject the PLC did not acknowledge is published ``not_fired`` and counted:
         the PLC's own watchdog on the handshake and the heartbeat make it fail safe.
         """
-        bits = self.cfg.line.encoder_bits
         while True:
             st = await self._reports.get()
             verdict = st.verdict
@@ -601,7 +600,8 @@ class Node:
             t0 = time.monotonic_ns()
             try:
                 async with asyncio.timeout(self.cfg.reject.timeout_ms / 1000 * 4):
-                    await plc.report(st.part.part_id, st.part.origin_count, verdict, bits)
+                    origin_raw = self.tracker.raw_count(st.part.origin_count)
+                    await plc.report(st.part.part_id, origin_raw, verdict)
             except (TimeoutError, PlcError) as exc:
                 self.summary.reject_fire_failures += 1
                 log.error("plc_report_failed", part_id=st.part.part_id, error=str(exc))

@@ -110,12 +110,13 @@ class NodePlc:
         except PlcDriverError as exc:
             raise PlcError(str(exc)) from exc
 
-    async def report(self, part_id: int, origin_count: int, verdict: Verdict, bits: int) -> None:
-        """PLC-tracked: hand one reject to the PLC and wait for its Ack. Raises ``PlcError``."""
+    async def report(self, part_id: int, origin_raw_count: int, verdict: Verdict) -> None:
+        """PLC-tracked: hand one reject to the PLC (``origin_raw_count`` in its counter's
+        terms) and wait for its Ack. Raises ``PlcError``."""
         result = PlcResult(
             part_id=part_id,
             reject=verdict.reject,
-            origin_raw_count=origin_count % (1 << bits),
+            origin_raw_count=origin_raw_count,
             reason_code=reason_code(verdict.reason.value),
             defect_code=defect_code(verdict.defect_type),
         )

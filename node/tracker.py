@@ -88,6 +88,12 @@ class CounterUnwrapper:
         self._last_raw = raw
         return self._position
 
+    def to_raw(self, count: int) -> int:
+        """The raw counter value that means unwrapped ``count`` now (after any ``rebase``)."""
+        if self._last_raw is None:
+            return count % self._modulus
+        return (self._last_raw + count - self._position) % self._modulus
+
     def rebase(self, raw: int, position: int) -> None:
         """Declare that the raw value ``raw`` now means unwrapped count ``position``.
 
@@ -353,6 +359,15 @@ class Tracker:
     def last_rejection_reason(self) -> RejectionReason | None:
         """Why the latest refused sample was refused, or None if none was."""
         return self._last_reason
+
+    def raw_count(self, count: int) -> int:
+        """The PLC's raw counter value at our unwrapped ``count``.
+
+        Equal to ``count`` modulo ``2**bits`` until a resync rebases the counter; after
+        one, counts the node handed out before it still name the same belt positions,
+        so whatever goes back to the PLC (a PLC-tracked result's origin) is converted here.
+        """
+        return self._unwrapper.to_raw(count)
 
     def estimate_position(self, t_ns: int) -> float:
         """Predict the belt position in counts at monotonic time ``t_ns``.

@@ -323,7 +323,6 @@ class OpcUaPlc:
         self._result_seq = 0
         self._ack_changed = asyncio.Event()
         self._last_sample: EncoderSample | None = None
-        self._last_arrival_ns = 0
         self.inputs: dict[str, Any] = {}
         """The latest input values by signal name."""
 
@@ -496,18 +495,17 @@ class OpcUaPlc:
                 session.lost.set()
                 continue
             if ev is None:
-                # No change for a while (belt stopped): say so, so the node's encoder
-                # stage does not look stalled while the link is fine.
-                last = self._last_sample
-                if last is not None and session.client.uaclient.state == UaClientState.CONNECTED:
-                    now = time.monotonic_ns()
-                    t_ns = last.t_ns + (now - self._last_arrival_ns)
-                    edges = None if last.edges is None else ()
-                    self._last_sample = EncoderSample(
-                        last.raw_count, t_ns, last.part_present, edges
-                    )
-                    self._last_arrival_ns = now
-                    yield self._last_sample
+                # No notification for a while: the belt stopped, or notifications are
+                # late. Ask, so the node's encoder stage does not look stalled while the
+                # link is fine, and never claims a count it has not seen.
+                try:
+                    idle = await self._idle_sample(session)
+                except PlcLinkError as exc:
+                    log.debug("plc_idle_read_failed", error=str(exc))
+                    continue
+                if idle is not None:
+                    self._last_sample = idle
+                    yield idle
                 continue
             if isinstance(ev, StatusChangeEvent):
                 log.warning("plc_subscription_status", status=str(ev.notification.Status))
@@ -518,8 +516,35 @@ class OpcUaPlc:
                 arrival = time.monotonic_ns()
                 sample = self._on_change(session, ev, arrival)
                 if sample is not None:
-                    self._last_sample, self._last_arrival_ns = sample, arrival
+                    self._last_sample = sample
                     yield sample
+
+    async def _idle_sample(self, session: _Session) -> EncoderSample | None:
+        """The last sample, confirmed at the time a Read of the count was sent, or None.
+
+        A count unchanged since the last sample was unchanged when the request left,
+        so that sample holds then. A changed count gives None: its notification is on
+        its way, with its own timestamp. (Extrapolating the last sample to "now" would
+        claim a standing belt whenever notifications are merely late, and the node
+        would then refuse the true counts that follow as jumps.) Raises ``PlcLinkError``.
+        """
+        last = self._last_sample
+        if last is None or session.client.uaclient.state != UaClientState.CONNECTED:
+            return None
+        sent = time.monotonic_ns()
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_ms / 1000):
+                (value,) = await session.client.read_values([session.nodes["encoder_count"]])
+        except _UA_ERRORS as exc:
+            session.lost.set()
+            raise PlcLinkError(f"read failed: {exc}") from exc
+        if value != last.raw_count or sent <= last.t_ns:
+            return None
+        edges: tuple[int, ...] | None = None
+        if last.edges is not None:
+            edges = tuple(self._pending_edges)
+            self._pending_edges.clear()
+        return EncoderSample(last.raw_count, sent, last.part_present, edges)
 
     def _on_change(
         self, session: _Session, ev: DataChangeEvent, arrival_ns: int

@@ -445,6 +445,30 @@ def test_a_reset_counter_is_resynced_after_consistent_jumps() -> None:
     assert tracker.speed_cps == pytest.approx(2000.0, rel=0.01)
 
 
+def test_counts_go_back_to_the_plc_in_its_own_terms_after_a_resync() -> None:
+    """``raw_count`` is the count modulo the counter width until a resync; after a PLC
+    counter reset it gives the raw value the PLC's counter now shows at that belt position
+    (a PLC-tracked origin sent unconverted would fire at the wrong place)."""
+    tracker = Tracker(PITCH, 32)
+    trace = feed(tracker, ramp(0, 2000.0, 500))
+    before = created(trace)[-1]
+    assert tracker.raw_count(before.origin_count) == before.origin_count
+    t_last, p_last, _ = trace[-1]
+    restart = ramp(0, 2000.0, 1000)  # the PLC's counter restarts at 0 one sample later
+    after = feed(tracker, restart, t0_ns=t_last + DT_NS)
+    assert tracker.last_rejection_reason == "backward_jump"  # so it was resynced
+    raw_now = restart[-1]
+    assert tracker.raw_count(tracker.unwrapped_count) == raw_now
+    # a part created after the reset: its origin in the PLC's counter, within the
+    # samples the resync needed to be sure (each 4 counts at 2000 counts/s)
+    late = created(after)[-1]
+    expect = raw_now - (tracker.unwrapped_count - late.origin_count)
+    assert tracker.raw_count(late.origin_count) == expect
+    assert abs(tracker.raw_count(late.origin_count) - (late.origin_count - p_last)) <= (
+        2 * PITCH.resync_after_samples * 4 + 2
+    )
+
+
 def test_a_run_of_bad_samples_logs_once_not_per_sample() -> None:
     """A source sending only bad samples is counted every time but logged once per run."""
     tracker = Tracker(dataclasses.replace(PITCH, resync_after_samples=0), 16)
