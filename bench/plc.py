@@ -16,7 +16,10 @@ Reject timing runs the whole node (``hil.plc_rig.run_plc_line``) behind the
 emulator in its own process, once per transport × reject mode × belt speed.
 The part pitch grows with the speed so parts come at ``--rate`` per second
 (the node inspects every part; 94 parts/s at 3 m/s with the 32 mm pitch of
-``configs/sim.toml`` would only measure an overloaded pipeline). The timing
+``configs/sim-classical.toml`` would only measure an overloaded pipeline), and
+the reject station moves down the belt so the camera-to-reject travel takes
+at least ``--budget-ms`` (default 300 ms: the sim's 300 mm at 1 m/s; 900 mm at
+3 m/s). The timing
 error is |struck part centre − reject station| over every strike the node
 commanded that hit a part, p50/p99/max; a reject that struck nothing or the
 wrong part is counted in ``missed_rejects``/``wrong_part_hits`` instead, and
@@ -45,11 +48,11 @@ from drivers.plc.base import RejectCommand
 from drivers.plc.errors import PlcDriverError
 from drivers.plc.modbus import ModbusPlc
 from drivers.plc.settings import RejectMode
-from hil.line import sim_config
+from hil.line import CLASSICAL_CONFIG, sim_config
 from hil.plc_modbus import free_port
 from hil.plc_process import EmulatorProcess
 from hil.plc_rig import driver_for, run_plc_line
-from node.config import DEFAULT_CONFIG, Config, LineGeometry, load_config
+from node.config import Config, LineGeometry, load_config
 from node.results import PartResult
 
 Transport = Literal["modbus", "opcua"]
@@ -92,19 +95,25 @@ async def round_trips(cfg: Config, transport: Transport, n: int, tick: Tick) -> 
         return out
 
 
-def line_for_speed(cfg: Config, speed_mm_s: float, rate: float) -> Config:
-    """``cfg`` at ``speed_mm_s`` with the pitch that gives ``rate`` parts/s.
+def line_for_speed(cfg: Config, speed_mm_s: float, rate: float, budget_s: float) -> Config:
+    """``cfg`` at ``speed_mm_s`` with the pitch that gives ``rate`` parts/s and a reject
+    station at least ``budget_s`` of belt travel after the camera.
 
     The pitch never drops below the part length plus its own tolerance; the
     line's top speed gets 25 % headroom over the belt (a top speed equal to
     the belt speed would make sample timing jitter look like counter jumps).
+    A faster belt moves the reject station further down, as a line builder
+    would: the decision (trigger, inspection, result to the PLC) keeps the same
+    time, so a run measures reject timing, not an inspection that cannot fit.
     """
     line = cfg.line
     pitch = max(speed_mm_s / rate, line.part_length_mm + 4.0)
+    distance = max(line.reject_position_mm - line.camera_position_mm, speed_mm_s * budget_s)
     return sim_config(
         cfg,
         line={
             "part_pitch_mm": round(pitch, 3),
+            "reject_position_mm": round(line.camera_position_mm + distance, 3),
             "max_speed_mm_s": max(line.max_speed_mm_s, 1.25 * speed_mm_s),
         },
         sim={"speed_mm_s": speed_mm_s, "defect_rate": 0.4, "seed": 2, "placement_jitter_mm": 0.0},
@@ -149,6 +158,7 @@ async def timing_run(
     run: dict[str, Any] = {
         "belt_mm_s": cfg.sim.speed_mm_s,
         "pitch_mm": cfg.line.part_pitch_mm,
+        "camera_to_reject_mm": cfg.line.reject_position_mm - cfg.line.camera_position_mm,
         "parts_per_s": round(cfg.sim.speed_mm_s / cfg.line.part_pitch_mm, 2),
         "parts_on_belt": parts,
         "parts": report["parts"],
@@ -191,8 +201,8 @@ async def timing_run(
 
 
 def bench_config(state: Path) -> Config:
-    """``configs/sim.toml`` with its state (taught template) in ``state``."""
-    base = load_config(DEFAULT_CONFIG)
+    """``configs/sim-classical.toml`` with its state (taught template) in ``state``."""
+    base = load_config(CLASSICAL_CONFIG)
     return sim_config(
         base,
         node={"state_dir": state},
@@ -203,7 +213,7 @@ def bench_config(state: Path) -> Config:
 
 
 async def run_bench(
-    parts: int, n: int, speeds: list[float], rate: float, tick: Tick
+    parts: int, n: int, speeds: list[float], rate: float, budget_s: float, tick: Tick
 ) -> dict[str, Any]:
     """Everything; returns the JSON-ready report."""
     t0 = time.monotonic()
@@ -214,6 +224,7 @@ async def run_bench(
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in load0]},
         "parts_per_run": parts,
         "rate_parts_per_s": rate,
+        "decision_budget_ms": round(budget_s * 1e3, 1),
         "round_trips_ms": {},
         "reject_timing": {},
     }
@@ -223,7 +234,7 @@ async def run_bench(
         for mode in MODES:
             for speed in speeds:
                 run = await timing_run(
-                    line_for_speed(cfg, speed, rate), parts, transport, mode, tick
+                    line_for_speed(cfg, speed, rate, budget_s), parts, transport, mode, tick
                 )
                 out["reject_timing"].setdefault(transport, {}).setdefault(mode, {})[
                     str(int(speed))
@@ -246,10 +257,16 @@ def main() -> None:
     ap.add_argument("--round-trips", type=int, default=300)
     ap.add_argument("--speeds", type=float, nargs="+", default=[1000.0, 3000.0], help="mm/s")
     ap.add_argument("--rate", type=float, default=20.0, help="parts per second on the belt")
+    ap.add_argument(
+        "--budget-ms",
+        type=float,
+        default=300.0,
+        help="least belt travel time from camera to reject station (the sim's 300 mm at 1 m/s)",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/out/plc.json"))
     args = ap.parse_args()
-    if args.parts < 1 or args.round_trips < 1 or args.rate <= 0:
-        ap.error("--parts and --round-trips must be >= 1, --rate > 0")
+    if args.parts < 1 or args.round_trips < 1 or args.rate <= 0 or args.budget_ms <= 0:
+        ap.error("--parts and --round-trips must be >= 1, --rate and --budget-ms > 0")
     structlog.configure(
         processors=[_quiet, structlog.dev.ConsoleRenderer(colors=False)],
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
@@ -270,7 +287,11 @@ def main() -> None:
             total = args.round_trips if "round trips" in what else args.parts
             bar.update(task, description=what, completed=done or 0, total=total)
 
-        report = asyncio.run(run_bench(args.parts, args.round_trips, args.speeds, args.rate, tick))
+        report = asyncio.run(
+            run_bench(
+                args.parts, args.round_trips, args.speeds, args.rate, args.budget_ms / 1e3, tick
+            )
+        )
     text = json.dumps(report, indent=1)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
