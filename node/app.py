@@ -135,6 +135,7 @@ class Node:
                 window_ns=int(cfg.line.speed_window_ms * 1e6),
                 max_speed_cps=g.max_speed_cps,
                 jitter_counts=g.jitter_counts,
+                time_jitter_ns=int(cfg.line.sample_time_jitter_ms * 1e6),
             ),
             bits=cfg.line.encoder_bits,
         )

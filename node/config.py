@@ -68,6 +68,7 @@ class LineSection(_Section):
     pulse_width_mm: PositiveFloat = 5.0
     max_speed_mm_s: PositiveFloat = 3000.0
     jitter_mm: NonNegFloat = 0.5
+    sample_time_jitter_ms: Annotated[float, Field(ge=0.0, le=50.0)] = 1.0
     speed_window_ms: PositiveFloat = 40.0
 
     @model_validator(mode="after")

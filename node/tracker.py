@@ -205,6 +205,9 @@ class TrackerConfig:
     """Fastest plausible belt in counts/s; a sample implying more is bad data."""
     jitter_counts: int
     """Backward moves up to this many counts are vibration, not a reversal."""
+    time_jitter_ns: int = 0
+    """How far a sample's time may be off (a poll's round trip, a late wake-up): the
+    plausibility check lets the belt move at ``max_speed_cps`` for this much longer."""
     pitch_counts: int = 0
     """Pitch mode: distance between part centres (> 0 in pitch mode)."""
     first_part_count: int = 0
@@ -239,7 +242,7 @@ class TrackerConfig:
             )
         if not self.max_speed_cps > 0:
             problems.append("tracker.max_speed_cps: must be > 0")
-        for name in ("jitter_counts", "debounce_counts", "resync_after_samples"):
+        for name in ("jitter_counts", "time_jitter_ns", "debounce_counts", "resync_after_samples"):
             if getattr(self, name) < 0:
                 problems.append(f"tracker.{name}: must be >= 0")
         for name in ("window_ns", "extrapolation_limit_ns"):
@@ -431,7 +434,8 @@ class Tracker:
     # -- internals ------------------------------------------------------------
 
     def _allowance(self, dt_ns: int) -> float:
-        return self._cfg.max_speed_cps * dt_ns / _NS_PER_S + self._cfg.jitter_counts
+        cfg = self._cfg
+        return cfg.max_speed_cps * (dt_ns + cfg.time_jitter_ns) / _NS_PER_S + cfg.jitter_counts
 
     def _start(self, sample: EncoderSample, unwrapped: int) -> list[TrackedPart]:
         cfg = self._cfg

@@ -469,6 +469,23 @@ def test_counts_go_back_to_the_plc_in_its_own_terms_after_a_resync() -> None:
     )
 
 
+def test_sample_time_jitter_widens_the_speed_check_by_that_much_travel() -> None:
+    """A count dated 1 ms early (a poll's round trip) is accepted with 1 ms of time jitter
+    allowed and refused without it; a jump far beyond it is refused either way."""
+    for jitter_ns, accepted in ((0, False), (1_000_000, True)):
+        tracker = Tracker(dataclasses.replace(PITCH, time_jitter_ns=jitter_ns), 32)
+        feed(tracker, ramp(0, 16_000.0, 50))  # 32 counts per 2 ms sample
+        t = tracker.last_t_ns
+        assert t is not None
+        # 3 ms of travel at 16 000 counts/s, dated 2 ms after the last: 48 counts where
+        # max_speed 20 000 counts/s allows 40 (+ 3 jitter), or 60 with 1 ms more
+        pos = tracker.position + 48
+        tracker.update(EncoderSample(pos, t + DT_NS, None))
+        assert (tracker.rejected_samples == 0) is accepted
+        tracker.update(EncoderSample(pos + 5000, t + 2 * DT_NS, None))
+        assert tracker.last_rejection_reason == "forward_jump"
+
+
 def test_a_run_of_bad_samples_logs_once_not_per_sample() -> None:
     """A source sending only bad samples is counted every time but logged once per run."""
     tracker = Tracker(dataclasses.replace(PITCH, resync_after_samples=0), 16)
