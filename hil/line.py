@@ -9,13 +9,16 @@ actuator really struck.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from drivers.plc.base import RejectOutput
 from models.backend import Backend
 from models.synth import render_part
 from node.app import Components, Node
@@ -156,23 +159,25 @@ async def run_line(
     *,
     timeout_s: float | None = None,
     backend_wrapper: Callable[[Backend], Backend] | None = None,
+    reject_wrapper: Callable[[RejectOutput], RejectOutput] | None = None,
     on_result: Callable[[PartResult], None] | None = None,
 ) -> tuple[dict[str, Any], Node, SimLine]:
     """Run the node on the sim line for ``parts`` parts and return the score.
 
-    ``backend_wrapper`` lets a scenario inject faults (a slow or failing model).
+    ``backend_wrapper`` and ``reject_wrapper`` let a scenario inject faults (a slow or
+    failing model, a slow reject output).
     """
     ensure_template(cfg)
     components, sim = build_components(cfg)
     assert sim is not None
     sim.world.max_parts = parts
-    if backend_wrapper is not None:
-        load = components.backend
+    if backend_wrapper is not None or reject_wrapper is not None:
+        load, reject = components.backend, components.reject
         components = Components(
             components.encoder,
             components.camera,
-            components.reject,
-            lambda: backend_wrapper(load()),
+            _wrapped_reject(reject, reject_wrapper) if reject_wrapper else reject,
+            (lambda: backend_wrapper(load())) if backend_wrapper else load,
         )
     stop = asyncio.Event()
     collector = Collector(parts, stop, on_result)
@@ -191,6 +196,15 @@ async def run_line(
     report["scheduler_lateness_ms"] = node.summary.scheduler_lateness_ms
     report["pulse_lateness_ms"] = node.summary.pulse_lateness_ms
     return report, node, sim
+
+
+@contextlib.asynccontextmanager
+async def _wrapped_reject(
+    reject: AbstractAsyncContextManager[RejectOutput],
+    wrapper: Callable[[RejectOutput], RejectOutput],
+) -> AsyncIterator[RejectOutput]:
+    async with reject as output:
+        yield wrapper(output)
 
 
 def default_template_path(state_dir: Path, cfg: Config) -> Path:

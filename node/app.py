@@ -41,7 +41,7 @@ from node.inspector import Inspection, Inspector
 from node.judge import Judge, Reason, Verdict
 from node.operation import Operation
 from node.plc import NodePlc
-from node.pulse import PulseTimer
+from node.pulse import PulseTimer, may_have_missed
 from node.recorder import Recorder, model_identity
 from node.results import Action, PartResult, ResultSink, Stats, percentiles
 from node.scheduler import CountScheduler
@@ -482,15 +482,17 @@ class Node:
                 self._pulse_timer.arm(cmd, eta - lead_ns)
 
     def _pulse_fired_threadsafe(
-        self, cmd: RejectCommand, late_ns: int, error: BaseException | None
+        self, cmd: RejectCommand, late_ns: int, took_ns: int, error: BaseException | None
     ) -> None:
         """Called on the timing thread after a pulse; hands the outcome to the loop."""
         assert self._loop is not None
         # a closed loop means the run is over: there is nobody left to tell
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._pulse_fired, cmd, late_ns, error)
+            self._loop.call_soon_threadsafe(self._pulse_fired, cmd, late_ns, took_ns, error)
 
-    def _pulse_fired(self, cmd: RejectCommand, late_ns: int, error: BaseException | None) -> None:
+    def _pulse_fired(
+        self, cmd: RejectCommand, late_ns: int, took_ns: int, error: BaseException | None
+    ) -> None:
         assert self._pulse_timer is not None
         self._pulse_timer.forget(cmd.part_id)
         entry = self._pulses.pop(cmd.part_id, None)
@@ -504,7 +506,34 @@ class Node:
             self._publish(st, st.verdict, "not_fired")
             return
         self._pulse_late_ns.append(late_ns)
+        missed = self._pulse_missed_part(late_ns, took_ns)
+        if missed is not None:
+            self.summary.reject_fire_failures += 1
+            log.error("reject_fire_late", part_id=cmd.part_id, **missed)
+            self._publish(st, st.verdict, "not_fired")
+            return
         self._publish(st, st.verdict, "rejected")
+
+    def _pulse_missed_part(self, late_ns: int, took_ns: int) -> dict[str, float] | None:
+        """Why a pulse may have missed its part (ms figures), or None when it cannot have.
+
+        When the output may have acted farther from the planned instant than half a part
+        at the belt's speed (``node.pulse.may_have_missed``), the actuator may have struck
+        the belt beside the part: the part is then ``not_fired``, never reported
+        rejected on a guess.
+        """
+        assert self._output is not None
+        speed_mm_ns = self.tracker.speed_cps / self.cfg.line.counts_per_mm / 1e9
+        if speed_mm_ns <= 0:
+            return None
+        window_ns = self.cfg.line.part_length_mm / 2 / speed_mm_ns
+        if not may_have_missed(late_ns, took_ns, self._output.fire_lead_ns, window_ns):
+            return None
+        return {
+            "late_ms": round(late_ns / 1e6, 3),
+            "took_ms": round(took_ns / 1e6, 3),
+            "window_ms": round(window_ns / 1e6, 3),
+        }
 
     def _publish(self, st: _Part, verdict: Verdict, action: Action) -> None:
         now = time.monotonic_ns()

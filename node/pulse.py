@@ -36,14 +36,15 @@ class PulseTimer:
     """Fires armed reject commands at their monotonic deadline, on its own thread.
 
     ``fire`` is the output's thread-safe pulse call; ``on_fired(command, late_ns,
-    error)`` is called on the timing thread after each pulse (``error`` is None on
-    success) and must be quick and thread-safe.
+    took_ns, error)`` is called on the timing thread after each pulse: how late the
+    call started, how long it took (the output acted somewhere in between), and
+    ``error`` (None on success). It must be quick and thread-safe.
     """
 
     def __init__(
         self,
         fire: Callable[[RejectCommand], None],
-        on_fired: Callable[[RejectCommand, int, BaseException | None], None],
+        on_fired: Callable[[RejectCommand, int, int, BaseException | None], None],
     ) -> None:
         self._fire = fire
         self._on_fired = on_fired
@@ -142,13 +143,25 @@ class PulseTimer:
                     continue
                 del self._armed[command.part_id]
                 self._fired.add(command.part_id)
-            late_ns = time.monotonic_ns() - deadline
+            started = time.monotonic_ns()
             error: BaseException | None = None
             try:
                 self._fire(command)
             except Exception as exc:  # noqa: BLE001 - reported to the node; the thread must live on
                 error = exc
-            self._on_fired(command, late_ns, error)
+            took_ns = time.monotonic_ns() - started
+            self._on_fired(command, started - deadline, took_ns, error)
+
+
+def may_have_missed(late_ns: int, took_ns: int, lead_ns: int, window_ns: float) -> bool:
+    """Whether a pulse whose call started ``late_ns`` after its deadline and took ``took_ns``
+    may have acted outside ``±window_ns`` of the planned instant.
+
+    The call was timed to act ``lead_ns`` after it started (the output's transport lead);
+    the output acted somewhere between the call's start and its return.
+    """
+    early, latest = late_ns - lead_ns, late_ns + took_ns - lead_ns
+    return early < -window_ns or latest > window_ns
 
 
 def _raise_priority() -> None:

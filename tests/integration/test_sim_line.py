@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from drivers.plc.base import RejectCommand, RejectOutput
 from hil.line import run_line, sim_config
 from models.backend import Backend, Image
 from models.findings import Findings
@@ -27,6 +28,49 @@ class SlowBackend:
     def infer(self, images: Sequence[Image]) -> list[Findings]:
         time.sleep(self.delay_s)
         return self.inner.infer(images)
+
+
+class SlowFire:
+    """A reject output whose every ``nth`` pulse leaves ``delay_s`` late (a stalled link)."""
+
+    def __init__(self, inner: RejectOutput, nth: int, delay_s: float) -> None:
+        self.inner, self.nth, self.delay_s = inner, nth, delay_s
+        self.calls = 0
+        self.slowed: list[int] = []
+
+    @property
+    def fire_lead_ns(self) -> int:
+        return self.inner.fire_lead_ns
+
+    def fire(self, command: RejectCommand) -> None:
+        self.calls += 1
+        if self.calls % self.nth == 0:
+            self.slowed.append(command.part_id)
+            time.sleep(self.delay_s)
+        self.inner.fire(command)
+
+
+async def test_a_pulse_too_late_for_its_part_is_reported_not_fired(
+    taught_config: Config,
+) -> None:
+    """Every 3rd pulse leaves 35 ms late (22 mm of belt at 640 mm/s, more than half a
+    24 mm part): each of those parts is published ``not_fired`` and counted, and every
+    part published ``rejected`` was struck."""
+    cfg = sim_config(taught_config, sim={"defect_rate": 0.3, "seed": 8})
+    slow: list[SlowFire] = []
+
+    def wrap(output: RejectOutput) -> RejectOutput:
+        slow.append(SlowFire(output, 3, 0.035))
+        return slow[0]
+
+    results: list[PartResult] = []
+    report, node, _ = await run_line(cfg, 60, reject_wrapper=wrap, on_result=results.append)
+    slowed = set(slow[0].slowed)
+    assert len(slowed) >= 3
+    actions = {r.part_id: r.action for r in results}
+    assert all(actions[p] == "not_fired" for p in slowed), {p: actions[p] for p in slowed}
+    assert node.summary.reject_fire_failures == len(slowed)
+    assert report["missed_rejects"] == 0, report
 
 
 async def test_defects_are_rejected_at_the_right_place(taught_config: Config) -> None:

@@ -7,7 +7,7 @@ import threading
 import time
 
 from drivers.plc.base import RejectCommand
-from node.pulse import PulseTimer
+from node.pulse import PulseTimer, may_have_missed
 
 
 class Recorder:
@@ -24,7 +24,10 @@ class Recorder:
             raise OSError("coil write refused")
         self.fired.append((cmd.part_id, time.monotonic_ns()))
 
-    def on_fired(self, cmd: RejectCommand, late_ns: int, error: BaseException | None) -> None:
+    def on_fired(
+        self, cmd: RejectCommand, late_ns: int, took_ns: int, error: BaseException | None
+    ) -> None:
+        assert took_ns >= 0
         self.outcomes.append((cmd.part_id, late_ns, error))
         self.done.set()
 
@@ -110,3 +113,15 @@ def test_switch_interval_is_short_while_timing_and_restored_after() -> None:
     with PulseTimer(rec.fire, rec.on_fired):
         assert sys.getswitchinterval() <= 0.0005
     assert sys.getswitchinterval() == before
+
+
+def test_may_have_missed_bounds_where_the_output_acted() -> None:
+    """The output acted between the call's start and return, timed for ``lead`` after the
+    start: inside the window either way is a hit, a late start or a slow call is not."""
+    ms = 1_000_000
+    window = 10 * ms
+    assert not may_have_missed(late_ns=0, took_ns=1 * ms, lead_ns=1 * ms, window_ns=window)
+    assert not may_have_missed(late_ns=5 * ms, took_ns=4 * ms, lead_ns=0, window_ns=window)
+    assert may_have_missed(late_ns=5 * ms, took_ns=6 * ms, lead_ns=0, window_ns=window)
+    assert may_have_missed(late_ns=11 * ms, took_ns=0, lead_ns=0, window_ns=window)
+    assert may_have_missed(late_ns=0, took_ns=0, lead_ns=11 * ms, window_ns=window)
