@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -41,6 +42,12 @@ def _render_frame(
     return image
 
 
+def _ignore_interrupts() -> None:
+    """In the render worker: Ctrl-C at a terminal reaches the whole process group, but
+    stopping is the node's to do (it drains the parts in flight, which still need frames)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class ProcessRenderer:
     """Renders sim camera frames in one worker process; call from the camera thread."""
 
@@ -54,7 +61,9 @@ class ProcessRenderer:
     def open(self) -> None:
         """Start the worker and render one frame so its imports are done before parts come."""
         self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_ignore_interrupts,
         )
         self.blank()
 
