@@ -179,7 +179,8 @@ async def test_link_loss_mid_run_fails_safe_and_recovers(
 async def test_bad_plc_data_is_refused_logged_and_survived(taught_config: Config) -> None:
     """Over Modbus with a 16-bit counter: readings far ahead, behind and out of range, and
     refused pulse writes, are each logged and counted; the node keeps running and rejects
-    on target once the data is good again."""
+    on target once the data is good again (a pulse it saw leave too late for its part,
+    as a loaded machine can make one, is reported not_fired, never rejected)."""
     cfg = sim_config(
         taught_config,
         line={"encoder_bits": 16},
@@ -228,7 +229,13 @@ async def test_bad_plc_data_is_refused_logged_and_survived(taught_config: Config
         for r in rig.results.values()
         if r.verdict.reject and r.t_ns > seen["accepting_ns"] + 500_000_000
     ]
-    assert after and all(r.action == "rejected" for r in after)
+    # a pulse the node itself saw leave too late on a loaded machine is reported not_fired
+    # (reject_fire_late); nothing else may keep a reject from its part any more
+    late = {e["part_id"] for e in logs if e["event"] == "reject_fire_late"}
+    assert any(r.action == "rejected" for r in after)
+    assert all(r.action == "rejected" or r.part_id in late for r in after), [
+        (r.part_id, r.action) for r in after if r.action != "rejected"
+    ]
     assert report["wrong_part_hits"] == 0
 
 
