@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,13 +132,19 @@ def reexport_package(package_dir: str | Path) -> ModelPackage:
     """Export the graphs of the package in ``package_dir`` again from its own weights and
     rewrite the manifest's file hashes (everything else in it is kept).
 
-    For when the export changes but the network does not. Raises ``PackageError``
-    for a bad package and ``OSError`` when the files cannot be written.
+    For when the export changes but the network does not. The graphs are exported
+    beside the package first, so a failed export leaves it as it was. Raises
+    ``PackageError`` for a bad package, ``OSError`` when the files cannot be written
+    and ``RuntimeError`` when torch cannot export.
     """
     from models.runtime.torch import load_net  # the runtime imports the exporter
 
     pkg = load_package(package_dir)
-    paths = export_onnx(load_net(pkg), pkg.root)
+    with tempfile.TemporaryDirectory(dir=pkg.root, prefix=".export-") as tmp:
+        fresh = export_onnx(load_net(pkg), tmp)
+        paths = {k: pkg.root / p.name for k, p in fresh.items()}
+        for k, p in fresh.items():
+            p.replace(paths[k])
     fields = pkg.manifest.model_dump(mode="json", exclude={"format", "format_version", "files"})
     fields["graphs"] = {"detect": paths["detect"].name, "explain": paths["explain"].name}
     write_manifest(pkg.root, fields)
@@ -149,7 +156,13 @@ def reexport_package(package_dir: str | Path) -> ModelPackage:
 if __name__ == "__main__":
     import sys
 
+    from models.package import PackageError
+
     if len(sys.argv) != 2:
         print("usage: python -m models.train.build PACKAGE  (re-export its graphs)")
         sys.exit(2)
-    reexport_package(sys.argv[1])
+    try:
+        reexport_package(sys.argv[1])
+    except (PackageError, OSError, RuntimeError) as exc:
+        print(f"re-export failed, package unchanged: {exc}", file=sys.stderr)
+        sys.exit(5)

@@ -164,3 +164,21 @@ def test_tensorrt_runs_where_a_gpu_exists(tiny_package: ModelPackage, tiny_datas
     np.testing.assert_allclose(got[1], want[1], atol=2e-2)  # fp16
     assert len(trt_b.infer(images)) == 4
     trt_b.close()
+
+
+def test_reexport_command_refuses_a_missing_package_clearly(tmp_path: Path) -> None:
+    """``python -m models.train.build DIR`` on a folder with no package exits 5 with the
+    reason on stderr, and writes nothing there."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.train.build", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 5
+    assert "not a model package" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
