@@ -30,9 +30,10 @@ from typing import Any
 
 import structlog
 
-from node.hmi import HmiServer, HmiSettings, VisionState
+from node.hmi import HmiServer, HmiSettings
 from node.hmi.sim import MemoryResults, SimControl, panel_process, sample_record
 from node.results import percentiles
+from node.state import VisionState
 
 NODESET = Path(__file__).resolve().parents[1] / "../shared/opcua/Opc.Ua.MachineVision.NodeSet2.xml"
 

@@ -19,8 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from node.hmi import HmiServer, HmiSettings, VisionState
+from node.hmi import HmiServer, HmiSettings
 from node.hmi.sim import MemoryResults, SimControl, sample_record
+from node.state import VisionState
 
 HERE = Path(__file__).resolve().parent
 NODESET = HERE.parent / "../shared/opcua/Opc.Ua.MachineVision.NodeSet2.xml"

@@ -36,7 +36,6 @@ from node.audit.cli import store_directory
 from node.audit.store import AuditStore
 from node.config import Config, LineGeometry
 from node.errors import CameraError, LinesideError, PlcError
-from node.hmi.state import VisionState
 from node.inspector import Inspection, Inspector
 from node.judge import Judge, Reason, Verdict
 from node.operation import Operation
@@ -46,6 +45,7 @@ from node.recorder import Recorder, model_identity
 from node.results import Action, PartResult, ResultSink, Stats, percentiles
 from node.scheduler import CountScheduler
 from node.sdnotify import SystemdNotifier
+from node.state import VisionState
 from node.tracker import TrackedPart, Tracker, TrackerConfig
 from node.watchdog import ProgressWatchdog
 
@@ -378,7 +378,7 @@ class Node:
                     await self._camera.trigger(st.part.part_id, st.part.trigger_count)
             except (TimeoutError, CameraError, DriverError) as exc:
                 log.error("camera_trigger_failed", part_id=st.part.part_id, error=str(exc))
-                self.operation.error(f"camera: {exc}")
+                self.operation.error("camera", str(exc))
                 self._set_verdict(
                     st, Judge.fail_safe(st.part.part_id, Reason.FAILSAFE_CAMERA, str(exc))
                 )
@@ -432,7 +432,7 @@ class Node:
             verdict = Judge.fail_safe(ins.part_id, Reason.FAILSAFE_NO_PART, ins.error)
         else:
             verdict = Judge.fail_safe(ins.part_id, Reason.FAILSAFE_MODEL, ins.error)
-            self.operation.error(f"model: {ins.error}")
+            self.operation.error("model", ins.error)
         self._set_verdict(st, verdict)
 
     def _set_verdict(self, st: _Part, verdict: Verdict) -> None:
@@ -610,9 +610,8 @@ class Node:
     def _hmi_health(self, snap: dict[str, Any]) -> None:
         if self.hmi is None:
             return
-        state = self.operation.state
         detail = self.operation.machine.detail
-        camera = f"error: {detail}" if state is VisionState.ERROR and "camera" in detail else "ok"
+        camera = f"error: {detail}" if self.operation.fault == "camera" else "ok"
         plc = str(snap["plc"]["state"]) if "plc" in snap else "not used"
         self.hmi.set_health(camera=camera, plc=plc, model=self._model_name)
 

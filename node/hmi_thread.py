@@ -24,7 +24,7 @@ from node.audit.record import AuditRecord
 from node.hmi.interfaces import NodeControl, ResultQuery
 from node.hmi.server import HmiServer
 from node.hmi.settings import HmiSettings
-from node.hmi.state import VisionState
+from node.state import VisionState
 
 log = structlog.get_logger(__name__)
 

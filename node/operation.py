@@ -16,14 +16,17 @@ part it cannot judge is a fail-safe reject anyway).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import structlog
 
-from node.hmi.state import InvalidTransition, StateMachine, VisionState
+from node.state import InvalidTransition, StateMachine, VisionState
 
 log = structlog.get_logger(__name__)
 
 Listener = Callable[[VisionState, str], None]
+Fault = Literal["camera", "model", "plc"]
+"""Which edge put the node in Error (shown as that edge's health)."""
 S = VisionState
 
 
@@ -35,6 +38,7 @@ class Operation:
         self._recipe = recipe
         self._auto_start = auto_start
         self._inspecting = False
+        self._fault: Fault | None = None
         self._listeners: list[Listener] = []
 
     # -- what the node consults --------------------------------------------------------
@@ -47,6 +51,11 @@ class Operation:
     def inspecting(self) -> bool:
         """True while parts are to be inspected (ContinuousExecution, or Error after it)."""
         return self._inspecting
+
+    @property
+    def fault(self) -> Fault | None:
+        """The edge whose error holds the node in Error, or None outside Error."""
+        return self._fault if self.machine.state is S.ERROR else None
 
     def listen(self, listener: Listener) -> None:
         """Call ``listener(state, detail)`` now and after every transition."""
@@ -69,11 +78,15 @@ class Operation:
             self._inspecting = True
             self._go(S.CONTINUOUS, "started")
 
-    def error(self, detail: str) -> None:
-        """A camera, PLC or model error: Error until reset (not from Halted)."""
+    def error(self, fault: Fault, detail: str) -> None:
+        """A camera, PLC or model error: Error until reset (not from Halted).
+
+        The state's detail reads ``"<fault>: <detail>"``.
+        """
         if self.machine.state in (S.HALTED, S.ERROR, S.PREOPERATIONAL):
             return
-        self._go(S.ERROR, detail)
+        self._fault = fault
+        self._go(S.ERROR, f"{fault}: {detail}")
 
     # -- NodeControl: the operator's commands ------------------------------------------
     async def halt(self) -> None:

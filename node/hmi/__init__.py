@@ -6,18 +6,14 @@ See docs/hmi.md for the address space, security and how to connect a panel.
 from node.hmi.interfaces import NodeControl, ResultQuery
 from node.hmi.server import HmiServer
 from node.hmi.settings import HmiSettings, HmiUser
-from node.hmi.state import InvalidTransition, StateMachine, VisionState
 from node.hmi.users import hash_password, verify_password
 
 __all__ = [
     "HmiServer",
     "HmiSettings",
     "HmiUser",
-    "InvalidTransition",
     "NodeControl",
     "ResultQuery",
-    "StateMachine",
-    "VisionState",
     "hash_password",
     "verify_password",
 ]

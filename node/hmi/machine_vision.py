@@ -5,7 +5,7 @@ object (``ns=<lineside>;s=VisionSystem`` under Objects, type VisionSystemType)
 with:
 
 - ``VisionStateMachine`` whose ``CurrentState`` (and ``CurrentState.Id``) follow
-  the node's :class:`~node.hmi.state.VisionState`, and whose
+  the node's :class:`~node.state.VisionState`, and whose
   ``AutomaticModeStateMachine.CurrentState`` shows Initialized / Ready /
   ContinuousExecution while Operational (empty otherwise);
 - the methods Halt, Reset, SelectModeAutomatic and, on the automatic-mode
@@ -37,8 +37,8 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from node.audit.record import AuditRecord
-from node.hmi.state import VisionState
 from node.hmi.uahelp import ObjectIds, dv, nid
+from node.state import VisionState
 
 log = structlog.get_logger(__name__)
 

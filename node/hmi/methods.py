@@ -24,8 +24,8 @@ from node.audit.record import VerdictText
 from node.hmi.interfaces import NodeControl, ResultQuery
 from node.hmi.machine_vision import recipe_of, result_data, ua_type
 from node.hmi.security import Caller, current_user
-from node.hmi.state import Command, InvalidTransition, StateMachine
 from node.hmi.uahelp import StatusCodes, status
+from node.state import Command, InvalidTransition, StateMachine
 
 log = structlog.get_logger(__name__)
 

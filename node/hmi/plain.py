@@ -18,8 +18,8 @@ from asyncua.server.server import Server
 
 from node.audit.record import AuditRecord
 from node.hmi.machine_vision import Handler, share_event_fields, utc
-from node.hmi.state import VisionState
 from node.hmi.uahelp import ObjectIds, dv, nid
+from node.state import VisionState
 
 NAMESPACE = "urn:lineside:hmi"
 V = ua.VariantType

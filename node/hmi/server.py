@@ -42,7 +42,7 @@ from node.hmi.security import (
     security_policy_types,
 )
 from node.hmi.settings import HmiSettings
-from node.hmi.state import InvalidTransition, StateMachine, VisionState
+from node.state import InvalidTransition, StateMachine, VisionState
 
 log = structlog.get_logger(__name__)
 

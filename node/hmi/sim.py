@@ -12,7 +12,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from node.audit.record import AuditRecord, Review, VerdictText
-from node.hmi.state import VisionState
+from node.state import VisionState
 
 
 class MemoryResults:

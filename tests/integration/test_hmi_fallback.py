@@ -9,8 +9,9 @@ from typing import Any
 from asyncua import Client, ua
 from structlog.testing import capture_logs
 
-from node.hmi import HmiServer, HmiSettings, VisionState
+from node.hmi import HmiServer, HmiSettings
 from node.hmi.sim import MemoryResults, SimControl, sample_record
+from node.state import VisionState
 
 
 async def test_missing_nodeset_serves_plain_namespace_and_logs(tmp_path: Path) -> None:

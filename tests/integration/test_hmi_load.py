@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from node.hmi import HmiServer, HmiSettings, VisionState
+from node.hmi import HmiServer, HmiSettings
 from node.hmi.sim import MemoryResults, SimControl, panel_process, sample_record
+from node.state import VisionState
 
 NODESET = Path(__file__).resolve().parents[2] / "../shared/opcua/Opc.Ua.MachineVision.NodeSet2.xml"
 RATE, SECONDS, CLIENTS = 50, 60, 5

@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from structlog.testing import capture_logs
 
-from node.hmi import HmiServer, HmiSettings, HmiUser, VisionState, hash_password
+from node.hmi import HmiServer, HmiSettings, HmiUser, hash_password
 from node.hmi.sim import MemoryResults, SimControl, sample_record
+from node.state import VisionState
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from node.hmi.state import InvalidTransition, VisionState
 from node.operation import Operation
+from node.state import InvalidTransition, VisionState
 
 S = VisionState
 
@@ -39,12 +39,13 @@ async def test_error_is_shown_until_reset_and_inspection_goes_on() -> None:
     """A camera error moves to Error; parts are still inspected; Reset returns to Continuous."""
     op = Operation("r1")
     op.started()
-    op.error("camera: link lost")
+    op.error("camera", "link lost")
     assert op.state is S.ERROR and op.machine.detail == "camera: link lost"
-    assert op.inspecting
-    op.error("camera: again")  # already in Error: no second transition
+    assert op.inspecting and op.fault == "camera"
+    op.error("model", "again")  # already in Error: no second transition
+    assert op.fault == "camera"
     await op.reset()
-    assert op.state is S.CONTINUOUS
+    assert op.state is S.CONTINUOUS and op.fault is None
 
 
 async def test_halt_stops_inspection_and_reset_leads_back_to_ready() -> None:
@@ -53,7 +54,7 @@ async def test_halt_stops_inspection_and_reset_leads_back_to_ready() -> None:
     op.started()
     await op.halt()
     assert op.state is S.HALTED and not op.inspecting
-    op.error("camera: x")
+    op.error("camera", "x")
     assert op.state is S.HALTED
     seen = _recorded(op)
     await op.reset()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.hmi.state import Command, InvalidTransition, StateMachine, VisionState
+from node.state import Command, InvalidTransition, StateMachine, VisionState
 
 S = VisionState
 
