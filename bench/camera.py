@@ -37,8 +37,8 @@ import structlog
 
 from drivers.camera.aravis import AravisCamera
 from drivers.camera.base import Frame, FrameStatus
-from drivers.camera.fakegv import FakeGvCamera
 from drivers.camera.settings import AravisSettings
+from drivers.sim.fakegv import FakeGvCamera
 
 
 def _progress(msg: str) -> None:

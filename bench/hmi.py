@@ -31,8 +31,8 @@ from typing import Any
 import structlog
 
 from node.hmi import HmiServer, HmiSettings
-from node.hmi.sim import MemoryResults, SimControl, panel_process, sample_record
 from node.results import percentiles
+from node.sim.hmi import MemoryResults, SimControl, panel_process, sample_record
 from node.state import VisionState
 
 NODESET = Path(__file__).resolve().parents[1] / "../shared/opcua/Opc.Ua.MachineVision.NodeSet2.xml"

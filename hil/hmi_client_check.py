@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from node.hmi import HmiServer, HmiSettings
-from node.hmi.sim import MemoryResults, SimControl, sample_record
+from node.sim.hmi import MemoryResults, SimControl, sample_record
 from node.state import VisionState
 
 HERE = Path(__file__).resolve().parent

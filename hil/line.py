@@ -24,7 +24,7 @@ from models.synth import render_part
 from node.app import Components, Node
 from node.config import Config, parse_config
 from node.results import PartResult, percentiles
-from node.simline import SimLine, teach_images_from_sim
+from node.sim.line import SimLine, teach_images_from_sim
 from node.wiring import build_components
 
 CLASSICAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim-classical.toml"

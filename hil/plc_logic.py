@@ -3,7 +3,7 @@
 A real line PLC counts the encoder in a high-speed counter (HSC), latches the
 counter at each rising edge of the part-present sensor (capture input), pulses
 the reject valve, and runs the lineside handshake. :class:`PlcProgram` does
-the same against a :class:`drivers.simworld.SimWorld`:
+the same against a :class:`drivers.sim.world.SimWorld`:
 
 - **counter**: ``world.raw_count(t)`` at the instant of each read;
 - **capture**: every part-present rising edge (``world.edges_between``) goes
@@ -39,7 +39,7 @@ from typing import Literal
 
 import structlog
 
-from drivers.simworld import SimWorld, _Segment
+from drivers.sim.world import SimWorld
 
 log = structlog.get_logger(__name__)
 
@@ -239,7 +239,7 @@ class PlcProgram:
 
     def stop_belt(self, t_ns: int) -> None:
         """Stop the conveyor at ``t_ns`` (line_running goes false, the counter freezes)."""
-        _set_belt_speed(self.world, t_ns, 0.0)
+        self.world.set_speed(t_ns, 0.0)
         self.line_running = False
 
     # -- outputs written by the node ---------------------------------------------
@@ -286,23 +286,3 @@ class PlcProgram:
     def init_fire_seq(self, value: int) -> None:
         """The fire sequence register's value at PLC start (no pulse for the first write)."""
         self._fire_seq = value
-
-
-def _set_belt_speed(world: SimWorld, t_ns: int, speed_mm_s: float) -> None:
-    """Change the simulated belt's speed from ``t_ns`` on (keeps everything before).
-
-    SimWorld has no public way to change speed at run time; this extends its
-    segment list the way its ``start`` builds it. TODO(lead): a
-    ``SimWorld.set_speed(t_ns, speed_mm_s)`` method would make this private
-    access unnecessary.
-    """
-    d = world.displacement_mm(t_ns)
-    segs = [s for s in world._segments if s.t0_ns < t_ns]
-    segs.append(_Segment(t_ns, d, speed_mm_s))
-    world._segments = segs
-    world._seg_starts = [s.t0_ns for s in segs]
-
-
-def counts(mm: float, counts_per_mm: float) -> int:
-    """Millimetres to encoder counts, rounded like the node's ``LineGeometry``."""
-    return round(mm * counts_per_mm)

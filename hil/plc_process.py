@@ -24,7 +24,7 @@ from typing import Any, Literal
 import structlog
 
 from drivers.plc.settings import ModbusSettings
-from drivers.simworld import ActuatorHit, SimWorld
+from drivers.sim.world import ActuatorHit, SimWorld
 
 Transport = Literal["modbus", "opcua"]
 _PARKED_NS = 3600 * 10**9
@@ -76,7 +76,7 @@ async def _child_main(
     from hil.plc_opcua import OpcUaPlcEmulator
     from hil.plc_rig import program_for
     from node.config import parse_config
-    from node.simline import build_sim_line
+    from node.sim.line import build_sim_line
 
     cfg = parse_config(cfg_data, "<emulator>")
     sim = build_sim_line(cfg)

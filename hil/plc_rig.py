@@ -28,7 +28,7 @@ from hil.plc_process import EmulatorProcess
 from node.app import Node
 from node.config import Config, LineGeometry
 from node.results import PartResult, percentiles
-from node.simline import SimLine, build_sim_line
+from node.sim.line import SimLine, build_sim_line
 from node.wiring import build_components
 
 log = structlog.get_logger(__name__)

@@ -139,7 +139,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_teach(args: argparse.Namespace) -> int:
     from rich.progress import track
 
-    from node.simline import teach_images_from_sim
+    from node.sim.line import teach_images_from_sim
     from node.teach import teach_template
     from node.wiring import read_teach_images
 

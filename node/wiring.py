@@ -20,13 +20,13 @@ import numpy.typing as npt
 from drivers.camera.base import Camera
 from drivers.errors import CameraDriverError
 from drivers.plc.base import EncoderSource, RejectOutput
-from drivers.plc.sim import SimEncoder
+from drivers.sim.plc import SimEncoder
 from models.backend import Backend
 from node.app import Components
 from node.config import Config
 from node.errors import CameraError, ModelError
 from node.plc import NodePlc
-from node.simline import SimLine, build_sim_line
+from node.sim.line import SimLine, build_sim_line
 
 if TYPE_CHECKING:
     from models.runtime.onnxruntime import OnnxRuntimeBackend

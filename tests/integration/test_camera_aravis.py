@@ -18,9 +18,9 @@ import pytest
 import structlog
 
 from drivers.camera.base import Frame, FrameStatus
-from drivers.camera.fakegv import FakeGvCamera
 from drivers.camera.settings import AravisSettings
 from drivers.errors import CameraDriverError, FeatureError
+from drivers.sim.fakegv import FakeGvCamera
 
 aravis = pytest.importorskip("drivers.camera.aravis")
 try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from drivers.camera.fakegv import FakeGvCamera
+from drivers.sim.fakegv import FakeGvCamera
 from node.config import Config
 
 pytestmark = pytest.mark.slow

@@ -15,11 +15,11 @@ import pytest
 
 from drivers.camera.base import Camera, Frame, FrameStatus
 from drivers.camera.cli import viky_cti
-from drivers.camera.fakegv import FakeGvCamera
 from drivers.camera.settings import AravisSettings, HarvestersSettings
-from drivers.camera.sim import SimCamera, SimCameraSettings
 from drivers.errors import CameraBackendUnavailable
-from drivers.simworld import SimWorld
+from drivers.sim.camera import SimCamera, SimCameraSettings
+from drivers.sim.fakegv import FakeGvCamera
+from drivers.sim.world import SimWorld
 
 W, H = 64, 48
 N_TRIGGERS = 12
@@ -134,7 +134,7 @@ def test_driver_modules_import_no_vendor_library() -> None:
     """Importing the camera package and driver modules loads neither PyGObject nor harvesters."""
     code = (
         "import sys, drivers.camera, drivers.camera.aravis, drivers.camera.harvesters, "
-        "drivers.camera.cli, drivers.camera.fakegv\n"
+        "drivers.camera.cli, drivers.sim.fakegv\n"
         "print(sorted(m for m in ('gi', 'harvesters', 'genicam') if m in sys.modules))"
     )
     out = subprocess.run(

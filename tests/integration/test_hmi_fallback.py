@@ -10,7 +10,7 @@ from asyncua import Client, ua
 from structlog.testing import capture_logs
 
 from node.hmi import HmiServer, HmiSettings
-from node.hmi.sim import MemoryResults, SimControl, sample_record
+from node.sim.hmi import MemoryResults, SimControl, sample_record
 from node.state import VisionState
 
 

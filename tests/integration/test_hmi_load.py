@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.hmi import HmiServer, HmiSettings
-from node.hmi.sim import MemoryResults, SimControl, panel_process, sample_record
+from node.sim.hmi import MemoryResults, SimControl, panel_process, sample_record
 from node.state import VisionState
 
 NODESET = Path(__file__).resolve().parents[2] / "../shared/opcua/Opc.Ua.MachineVision.NodeSet2.xml"

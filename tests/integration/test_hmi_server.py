@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from structlog.testing import capture_logs
 
 from node.hmi import HmiServer, HmiSettings, HmiUser, hash_password
-from node.hmi.sim import MemoryResults, SimControl, sample_record
+from node.sim.hmi import MemoryResults, SimControl, sample_record
 from node.state import VisionState
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

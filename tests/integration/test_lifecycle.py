@@ -18,7 +18,7 @@ from types import TracebackType
 import pytest
 
 from drivers.camera.base import Camera
-from drivers.plc.sim import SimEncoder
+from drivers.sim.plc import SimEncoder
 from models.backend import Backend, Image
 from models.findings import Findings
 from node.app import Components, Node

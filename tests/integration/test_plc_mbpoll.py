@@ -10,7 +10,7 @@ import pytest
 
 from drivers.plc.modbus import ModbusPlc
 from drivers.plc.settings import ModbusSettings
-from drivers.simworld import SimWorld
+from drivers.sim.world import SimWorld
 from hil.plc_logic import PlcProgram, PlcProgramConfig
 from hil.plc_modbus import ModbusPlcEmulator
 

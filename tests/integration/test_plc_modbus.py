@@ -14,7 +14,7 @@ from drivers.plc.errors import PlcLinkError, PlcWriteRefused
 from drivers.plc.modbus import ModbusPlc
 from drivers.plc.settings import BackoffSettings, ModbusSettings
 from drivers.plc.tracked import PlcResult
-from drivers.simworld import SimWorld
+from drivers.sim.world import SimWorld
 from hil.plc_logic import PlcProgram, PlcProgramConfig
 from hil.plc_modbus import ModbusPlcEmulator
 

@@ -16,7 +16,7 @@ from drivers.plc.iomap import OpcUaIoMap
 from drivers.plc.opcua import OpcUaPlc
 from drivers.plc.settings import BackoffSettings, OpcUaSettings
 from drivers.plc.tracked import PlcResult
-from drivers.simworld import SimWorld
+from drivers.sim.world import SimWorld
 from hil.plc_logic import PlcProgram, PlcProgramConfig
 from hil.plc_opcua import OpcUaPlcEmulator
 

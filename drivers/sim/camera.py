@@ -21,7 +21,7 @@ import numpy.typing as npt
 import structlog
 
 from drivers.camera.base import Frame, FrameStatus
-from drivers.simworld import SimWorld
+from drivers.sim.world import SimWorld
 
 log = structlog.get_logger(__name__)
 

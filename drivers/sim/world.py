@@ -100,6 +100,18 @@ class SimWorld:
         self._segments = segs
         self._seg_starts = [s.t0_ns for s in segs]
 
+    def set_speed(self, t_ns: int, speed_mm_s: float) -> None:
+        """Run the belt at ``speed_mm_s`` from ``t_ns`` on; the travel before is kept.
+
+        Steps of the profile after ``t_ns`` are dropped. Raises ``RuntimeError``
+        before ``start()``.
+        """
+        d = self.displacement_mm(t_ns)
+        segs = [s for s in self._segments if s.t0_ns < t_ns]
+        segs.append(_Segment(t_ns, d, float(speed_mm_s)))
+        self._segments = segs
+        self._seg_starts = [s.t0_ns for s in segs]
+
     @property
     def started(self) -> bool:
         """True once ``start()`` has run."""

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from drivers.camera.sim import SimCamera, SimCameraSettings
-from drivers.plc.sim import SimRejectOutput
-from drivers.simworld import SimWorld
+from drivers.sim.camera import SimCamera, SimCameraSettings
+from drivers.sim.plc import SimRejectOutput
+from drivers.sim.world import SimWorld
 from models.synth import PartSpec, render_part, render_scene, sample_part_spec
 from node.config import Config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.simworld import SimWorld
+from drivers.sim.world import SimWorld
 
 
 def make_world(**kw: object) -> SimWorld:
@@ -31,6 +31,15 @@ def test_displacement_follows_the_speed_profile() -> None:
     assert w.displacement_mm(500_000_000) == pytest.approx(250.0)
     assert w.displacement_mm(1_500_000_000) == pytest.approx(500.0)
     assert w.displacement_mm(2_500_000_000) == pytest.approx(1000.0)
+
+
+def test_speed_changes_at_run_time_keep_the_travel_before() -> None:
+    """set_speed stops the belt where it is; later profile steps no longer apply."""
+    w = make_world()
+    w.set_speed(500_000_000, 0.0)
+    assert w.displacement_mm(400_000_000) == pytest.approx(200.0)
+    assert w.displacement_mm(3_000_000_000) == pytest.approx(250.0)
+    assert w.speed_mm_s(3_000_000_000) == 0.0
 
 
 def test_counter_wraps_at_its_bit_width() -> None:

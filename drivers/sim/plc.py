@@ -1,6 +1,6 @@
 """Simulated PLC edge: encoder counter, part-present sensor and reject actuator.
 
-Both read one :class:`drivers.simworld.SimWorld`; the encoder is polled at a
+Both read one :class:`drivers.sim.world.SimWorld`; the encoder is polled at a
 fixed rate like a PLC's high-speed counter over a fieldbus.
 """
 
@@ -14,7 +14,7 @@ from types import TracebackType
 import structlog
 
 from drivers.plc.base import EncoderSample, RejectCommand
-from drivers.simworld import SimWorld
+from drivers.sim.world import SimWorld
 
 log = structlog.get_logger(__name__)
 
