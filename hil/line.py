@@ -42,7 +42,7 @@ def sim_config(base: Config, **sections: dict[str, Any]) -> Config:
 def ensure_template(cfg: Config) -> None:
     """Teach the configured template from the sim if the classical detector judges and
     the template does not exist yet."""
-    from node.teach import teach_template
+    from node.cli.teach import teach_template
 
     if cfg.inspection.backend != "classical":
         return

@@ -109,7 +109,7 @@ async def run(cfg: Config, parts: int | None, *, live: bool) -> dict[str, Any]:
         from rich.live import Live
         from rich.text import Text
 
-        from node.status_view import render_status
+        from node.cli.status_view import render_status
 
         view_live = Live(auto_refresh=False, transient=False)
         live_view = view_live

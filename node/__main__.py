@@ -81,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     from node.audit.cli import add_parsers as add_audit
+    from node.cli.model import add_parsers as add_model
     from node.hmi.users import add_parsers as add_hmi
-    from node.model_cli import add_parsers as add_model
 
     add_model(sub)
     add_audit(sub)
@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``lineside`` console script."""
     args = _parser().parse_args(argv)
-    from node.logs import configure
+    from node.service.logs import configure
 
     configure(json=True if args.json_logs else None, level=args.log_level)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -139,8 +139,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_teach(args: argparse.Namespace) -> int:
     from rich.progress import track
 
+    from node.cli.teach import teach_template
     from node.sim.line import teach_images_from_sim
-    from node.teach import teach_template
     from node.wiring import read_teach_images
 
     cfg = load_config(args.config)
@@ -228,7 +228,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(cfg: Config, *, live: bool) -> int:
     from node.app import Node
-    from node.sdnotify import SystemdNotifier, watchdog_interval_s
+    from node.service.sdnotify import SystemdNotifier, watchdog_interval_s
     from node.wiring import build_components
 
     components, _ = build_components(cfg)
@@ -241,7 +241,7 @@ async def _run(cfg: Config, *, live: bool) -> int:
     if live:
         from rich.live import Live
 
-        from node.status_view import render_status
+        from node.cli.status_view import render_status
 
         live_view = Live(auto_refresh=False, transient=False)
 

@@ -32,7 +32,6 @@ from drivers.camera.base import Camera, Frame, FrameStatus
 from drivers.errors import DriverError
 from drivers.plc.base import EncoderSource, RejectCommand, RejectOutput
 from models.backend import Backend
-from node.audit.cli import store_directory
 from node.audit.store import AuditStore
 from node.config import Config, LineGeometry
 from node.errors import CameraError, LinesideError, PlcError
@@ -44,13 +43,13 @@ from node.pulse import PulseTimer, may_have_missed
 from node.recorder import Recorder, model_identity
 from node.results import Action, PartResult, ResultSink, Stats, percentiles
 from node.scheduler import CountScheduler
-from node.sdnotify import SystemdNotifier
+from node.service.sdnotify import SystemdNotifier
+from node.service.watchdog import ProgressWatchdog
 from node.state import VisionState
 from node.tracker import TrackedPart, Tracker, TrackerConfig
-from node.watchdog import ProgressWatchdog
 
 if TYPE_CHECKING:
-    from node.hmi_thread import HmiThread
+    from node.hmi.thread import HmiThread
 
 log = structlog.get_logger(__name__)
 
@@ -216,7 +215,7 @@ class Node:
             )
             if self.cfg.audit.enabled:
                 self._audit = stack.enter_context(
-                    AuditStore(self.cfg.audit, store_directory(self.cfg))
+                    AuditStore(self.cfg.audit, self.cfg.audit_directory)
                 )
             self.recorder = Recorder(
                 self.cfg,
@@ -580,8 +579,8 @@ class Node:
 
     async def _open_hmi(self, stack: AsyncExitStack, model: str) -> None:
         """Serve results, state and methods to HMI panels over OPC UA (``[hmi]``), from a
-        thread of its own (see ``node.hmi_thread``)."""
-        from node.hmi_thread import HmiThread
+        thread of its own (see ``node.hmi.thread``)."""
+        from node.hmi.thread import HmiThread
 
         assert self._audit is not None and self.recorder is not None  # the config requires audit
         settings = self.cfg.hmi

@@ -265,6 +265,12 @@ class Config(_Section):
             raise ValueError("inspection.roi_size_px is larger than the sim camera frame")
         return self
 
+    @property
+    def audit_directory(self) -> Path:
+        """The audit store folder: ``audit.directory``, relative to ``node.state_dir``."""
+        directory = self.audit.directory
+        return directory if directory.is_absolute() else self.node.state_dir / directory
+
 
 @dataclass(frozen=True, slots=True)
 class LineGeometry:

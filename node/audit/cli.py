@@ -20,7 +20,7 @@ from typing import TextIO
 
 from node.audit.export import ExportFormat, export_dataset, write_records
 from node.audit.reader import AuditReader
-from node.config import DEFAULT_CONFIG, Config, load_config
+from node.config import DEFAULT_CONFIG, load_config
 
 PROGRESS_FROM = 5000
 """Show a progress bar (on a terminal) from this many records on."""
@@ -51,12 +51,6 @@ def parse_when(text: str, now_ns: int | None = None) -> int:
         t = t.astimezone()  # naive: the machine's local time, as on the line's clocks
     delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
-
-
-def store_directory(cfg: Config) -> Path:
-    """The audit store folder a node config names (relative to ``node.state_dir``)."""
-    directory = cfg.audit.directory
-    return directory if directory.is_absolute() else cfg.node.state_dir / directory
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,7 +84,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _open_reader(args: argparse.Namespace) -> AuditReader:
     directory: Path = (
-        args.store if args.store is not None else store_directory(load_config(args.config))
+        args.store if args.store is not None else load_config(args.config).audit_directory
     )
     return AuditReader(directory, "normal")
 

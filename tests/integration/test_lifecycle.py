@@ -24,7 +24,7 @@ from models.findings import Findings
 from node.app import Components, Node
 from node.config import Config
 from node.errors import CameraError, ModelError
-from node.sdnotify import SystemdNotifier
+from node.service.sdnotify import SystemdNotifier
 from node.wiring import build_components, load_backend
 
 

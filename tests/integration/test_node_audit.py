@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from hil.line import run_line, sim_config
-from node.audit.cli import store_directory
 from node.audit.reader import AuditReader
 from node.audit.schema import DB_NAME
 from node.audit.settings import AuditSettings
@@ -34,7 +33,7 @@ async def test_every_part_is_recorded_with_reject_images(
     report, node, _ = await run_line(cfg, 60)
     assert node.recorder is not None
     run_id = node.recorder.run_id
-    with AuditReader(store_directory(cfg), create=False) as reader:
+    with AuditReader(cfg.audit_directory, create=False) as reader:
         records = [r for r in reader.iter_records() if r.run_id == run_id]
         assert len(records) == report["parts"] == 60
         template_sha = hashlib.sha256(cfg.inspection.classical.template.read_bytes()).hexdigest()

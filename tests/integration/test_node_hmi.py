@@ -13,7 +13,6 @@ from hil.line import Collector, build_components, ensure_template, sim_config
 from hil.plc_modbus import free_port
 from node.__main__ import main
 from node.app import Node
-from node.audit.cli import store_directory
 from node.audit.images import file_stem
 from node.audit.reader import AuditReader
 from node.config import Config
@@ -165,11 +164,11 @@ async def test_panel_sees_every_part_and_halt_makes_parts_fail_safe(
 
     out = tmp_path / "dataset"
     with pytest.raises(SystemExit) as done:
-        main(["audit", "dataset", "--store", str(store_directory(cfg)), "--out", str(out)])
+        main(["audit", "dataset", "--store", str(cfg.audit_directory), "--out", str(out)])
     assert done.value.code == 0
     good = sorted(out.rglob("train/good/*.png"))
     assert [p.stem for p in good] == [file_stem(reviewed["id"])]
-    with AuditReader(store_directory(cfg)) as reader:
+    with AuditReader(cfg.audit_directory) as reader:
         rec = reader.get(reviewed["id"])
     assert rec is not None and rec.verdict == "reject"  # the original decision stays
     assert rec.review is not None and rec.review.verdict == "pass"

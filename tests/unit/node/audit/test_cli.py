@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from models.data.mvtec import read_mvtec
-from node.audit.cli import add_parsers, parse_when, store_directory
+from node.audit.cli import add_parsers, parse_when
 from node.audit.export import CSV_COLUMNS
 from node.audit.settings import AuditSettings
 from node.audit.store import AuditError, AuditStore
@@ -145,7 +145,7 @@ def test_the_store_is_found_from_the_node_config(store_dir: Path, tmp_path: Path
     )
     cfg_file = tmp_path / "node.toml"
     cfg_file.write_text(text, encoding="utf-8")
-    assert store_directory(load_config(cfg_file)) == store_dir
+    assert load_config(cfg_file).audit_directory == store_dir
     out = tmp_path / "x.csv"
     assert (
         run(["audit", "export", "--config", str(cfg_file), "--format", "csv", "--out", str(out)])

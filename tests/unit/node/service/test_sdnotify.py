@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from node.sdnotify import SystemdNotifier, watchdog_interval_s
+from node.service.sdnotify import SystemdNotifier, watchdog_interval_s
 
 
 @dataclass

@@ -13,7 +13,7 @@ from node.config import DEFAULT_CONFIG, load_config
 from node.errors import ModelError
 from node.wiring import load_backend
 
-DEMO = Path(__file__).resolve().parents[3] / "models" / "demo"
+DEMO = Path(__file__).resolve().parents[4] / "models" / "demo"
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

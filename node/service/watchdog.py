@@ -45,7 +45,7 @@ HealthCallback = Callable[[bool], None]
 
 
 class WatchdogFeeder(Protocol):
-    """What the watchdog feeds; :class:`node.sdnotify.SystemdNotifier` is one."""
+    """What the watchdog feeds; :class:`node.service.sdnotify.SystemdNotifier` is one."""
 
     def watchdog(self) -> bool:
         """Send one keep-alive; return whether it was delivered (never raise)."""
@@ -70,10 +70,10 @@ class ProgressWatchdog:
 
     Args:
         notifier: receives ``watchdog()`` every ``feed_interval_s`` while healthy. A
-            disabled :class:`~node.sdnotify.SystemdNotifier` is fine: health is still
+            disabled :class:`~node.service.sdnotify.SystemdNotifier` is fine: health is still
             tracked and callbacks still fire (the PLC heartbeat needs them without systemd).
         feed_interval_s: seconds between feeds while healthy; use half of systemd's
-            ``WatchdogSec`` (see :func:`node.sdnotify.watchdog_interval_s`).
+            ``WatchdogSec`` (see :func:`node.service.sdnotify.watchdog_interval_s`).
         stall_after_s: default stall limit: an active stage whose last beat is this many
             seconds old (or older) is stalled.
         clock: monotonic seconds; injectable for tests of the sync queries. :meth:`run`

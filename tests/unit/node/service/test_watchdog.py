@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from node.sdnotify import SystemdNotifier
-from node.watchdog import ProgressWatchdog
+from node.service.sdnotify import SystemdNotifier
+from node.service.watchdog import ProgressWatchdog
 
 
 class FakeClock:

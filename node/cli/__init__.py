@@ -1,0 +1,1 @@
+"""The ``lineside`` subcommands beyond ``run``: model work, teaching, the live status view."""

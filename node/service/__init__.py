@@ -1,0 +1,1 @@
+"""Being a systemd service: the notify protocol, the progress watchdog, logging set-up."""
