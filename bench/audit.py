@@ -36,8 +36,8 @@ from node.audit.record import AuditRecord
 from node.audit.settings import AuditSettings, Synchronous
 from node.audit.store import AuditStore, record_from_result
 from node.config import RecipeSection
-from node.judge import Judge
-from node.results import PartResult, percentiles
+from node.line.judge import Judge
+from node.line.results import PartResult, percentiles
 
 RECIPE = RecipeSection()
 

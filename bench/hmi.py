@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from node.hmi import HmiServer, HmiSettings
-from node.results import percentiles
+from node.line.results import percentiles
 from node.sim.hmi import MemoryResults, SimControl, panel_process, sample_record
 from node.state import VisionState
 

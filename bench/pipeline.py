@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hil.line import default_template_path, run_line, sim_config
 from hil.plc_modbus import free_port
 from node.config import DEFAULT_CONFIG, load_config
-from node.results import PartResult
+from node.line.results import PartResult
 from node.service.logs import configure
 
 

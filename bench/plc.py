@@ -52,8 +52,9 @@ from hil.line import CLASSICAL_CONFIG, sim_config
 from hil.plc_modbus import free_port
 from hil.plc_process import EmulatorProcess
 from hil.plc_rig import driver_for, run_plc_line
-from node.config import Config, LineGeometry, load_config
-from node.results import PartResult
+from node.config import Config, load_config
+from node.line.geometry import LineGeometry
+from node.line.results import PartResult
 
 Transport = Literal["modbus", "opcua"]
 TRANSPORTS: tuple[Transport, ...] = ("modbus", "opcua")
@@ -154,7 +155,7 @@ async def timing_run(
     se = report["strike_error"]
     plc = report["plc"]
     prog = report["plc_program"]
-    geometry = LineGeometry.from_config(cfg.line)
+    geometry = LineGeometry.from_config(cfg)
     run: dict[str, Any] = {
         "belt_mm_s": cfg.sim.speed_mm_s,
         "pitch_mm": cfg.line.part_pitch_mm,
@@ -196,7 +197,7 @@ async def timing_run(
         run["late_results"] = prog.get("late_results", 0)
         run["handshake_ms"] = report.get("report_ms")
     run["counts_per_mm"] = cfg.line.counts_per_mm
-    run["fire_point_counts"] = geometry.reject_counts - geometry.lead_counts
+    run["fire_point_counts"] = geometry.fire_offset_counts
     return run
 
 

@@ -23,7 +23,7 @@ from models.backend import Backend
 from models.synth import render_part
 from node.app import Components, Node
 from node.config import Config, parse_config
-from node.results import PartResult, percentiles
+from node.line.results import PartResult, percentiles
 from node.sim.line import SimLine, teach_images_from_sim
 from node.wiring import build_components
 

@@ -26,8 +26,9 @@ from hil.plc_logic import PlcProgram, PlcProgramConfig
 from hil.plc_modbus import free_port
 from hil.plc_process import EmulatorProcess
 from node.app import Node
-from node.config import Config, LineGeometry
-from node.results import PartResult, percentiles
+from node.config import Config
+from node.line.geometry import LineGeometry
+from node.line.results import PartResult, percentiles
 from node.sim.line import SimLine, build_sim_line
 from node.wiring import build_components
 
@@ -55,9 +56,9 @@ class PlcRig:
 
 def program_for(cfg: Config, world: Any, **overrides: Any) -> PlcProgram:
     """The emulated PLC configured for ``cfg``'s line geometry."""
-    g = LineGeometry.from_config(cfg.line)
+    g = LineGeometry.from_config(cfg)
     pc = PlcProgramConfig(
-        fire_offset_counts=g.reject_counts - g.lead_counts,
+        fire_offset_counts=g.fire_offset_counts,
         part_length_counts=g.part_length_counts,
         **overrides,
     )

@@ -33,20 +33,20 @@ from drivers.errors import DriverError
 from drivers.plc.base import EncoderSource, RejectCommand, RejectOutput
 from models.backend import Backend
 from node.audit.store import AuditStore
-from node.config import Config, LineGeometry
+from node.config import Config
 from node.errors import CameraError, LinesideError, PlcError
-from node.inspector import Inspection, Inspector
-from node.judge import Judge, Reason, Verdict
+from node.line.inspector import Inspection, Inspector
+from node.line.judge import Judge, Reason, Verdict
+from node.line.pulse import PulseTimer, may_have_missed
+from node.line.results import Action, PartResult, ResultSink, Stats, percentiles
+from node.line.scheduler import CountScheduler
+from node.line.tracker import TrackedPart, Tracker, TrackerConfig
 from node.operation import Operation
 from node.plc import NodePlc
-from node.pulse import PulseTimer, may_have_missed
 from node.recorder import Recorder, model_identity
-from node.results import Action, PartResult, ResultSink, Stats, percentiles
-from node.scheduler import CountScheduler
 from node.service.sdnotify import SystemdNotifier
 from node.service.watchdog import ProgressWatchdog
 from node.state import VisionState
-from node.tracker import TrackedPart, Tracker, TrackerConfig
 
 if TYPE_CHECKING:
     from node.hmi.thread import HmiThread
@@ -120,24 +120,7 @@ class Node:
         watchdog_interval_s: float | None = None,
     ) -> None:
         self.cfg = cfg
-        self.geometry = LineGeometry.from_config(cfg.line)
-        g = self.geometry
-        self.tracker = Tracker(
-            TrackerConfig(
-                mode=cfg.line.tracking,
-                pitch_counts=g.pitch_counts,
-                first_part_count=g.first_part_count,
-                part_length_counts=g.part_length_counts,
-                camera_counts=g.camera_counts,
-                reject_counts=g.reject_counts,
-                lead_counts=g.lead_counts,
-                window_ns=int(cfg.line.speed_window_ms * 1e6),
-                max_speed_cps=g.max_speed_cps,
-                jitter_counts=g.jitter_counts,
-                time_jitter_ns=int(cfg.line.sample_time_jitter_ms * 1e6),
-            ),
-            bits=cfg.line.encoder_bits,
-        )
+        self.tracker = Tracker(TrackerConfig.from_config(cfg), bits=cfg.line.encoder_bits)
         self.scheduler = CountScheduler(self.tracker)
         self.judge = Judge(cfg.inspection.recipe)
         self.stats = Stats()
@@ -165,9 +148,6 @@ class Node:
         self._drained = asyncio.Event()
         self._triggers: asyncio.Queue[_Part] = asyncio.Queue()
         self._inspect_q: asyncio.Queue[Frame] = asyncio.Queue()
-        # The verdict is final this much belt travel (at the fastest allowed belt) before
-        # the pulse, so the pulse can be armed on the timing thread in time.
-        self._arm_counts = round(g.max_speed_cps * cfg.node.pulse_arm_ms / 1000)
         self._trigger_tolerance_counts = cfg.camera.trigger_tolerance_mm * cfg.line.counts_per_mm
         self._pulses: dict[int, tuple[RejectCommand, _Part]] = {}
         self._pulse_timer: PulseTimer | None = None
@@ -331,8 +311,9 @@ class Node:
         self._parts[part.part_id] = st
         self.summary.parts_tracked += 1
         self.scheduler.schedule(part.trigger_count, lambda: self._on_camera(st), label="trigger")
-        decide_at = max(part.trigger_count + 1, part.fire_count - self._arm_counts)
-        self.scheduler.schedule(decide_at, lambda: self._on_decision_point(st), label="decide")
+        self.scheduler.schedule(
+            part.decide_count, lambda: self._on_decision_point(st), label="decide"
+        )
 
     def _on_camera(self, st: _Part) -> None:
         if not self.operation.inspecting:
@@ -342,9 +323,7 @@ class Node:
             )
             return
         st.trigger_t_ns = time.monotonic_ns()
-        st.deadline_t_ns = self.tracker.eta_ns(
-            max(st.part.trigger_count + 1, st.part.fire_count - self._arm_counts)
-        )
+        st.deadline_t_ns = self.tracker.eta_ns(st.part.decide_count)
         self._triggers.put_nowait(st)
         timeout_s = self.cfg.camera.timeout_ms / 1000
         asyncio.get_running_loop().call_later(timeout_s, self._frame_timeout, st)
@@ -517,7 +496,7 @@ class Node:
         """Why a pulse may have missed its part (ms figures), or None when it cannot have.
 
         When the output may have acted farther from the planned instant than half a part
-        at the belt's speed (``node.pulse.may_have_missed``), the actuator may have struck
+        at the belt's speed (``node.line.pulse.may_have_missed``), the actuator may have struck
         the belt beside the part: the part is then ``not_fired``, never reported
         rejected on a guess.
         """

@@ -1,14 +1,13 @@
 """Node configuration: TOML validated once at startup into frozen typed objects.
 
 Geometry is written in millimetres and converted to encoder counts with
-``line.counts_per_mm`` (see :class:`LineGeometry`). Every problem in a file is
+``line.counts_per_mm`` (see ``node.line.geometry.LineGeometry``). Every problem in a file is
 reported at once, each with its key path, by :func:`load_config`.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -270,40 +269,6 @@ class Config(_Section):
         """The audit store folder: ``audit.directory``, relative to ``node.state_dir``."""
         directory = self.audit.directory
         return directory if directory.is_absolute() else self.node.state_dir / directory
-
-
-@dataclass(frozen=True, slots=True)
-class LineGeometry:
-    """The line's geometry converted to encoder counts."""
-
-    pitch_counts: int
-    part_length_counts: int
-    first_part_count: int
-    camera_counts: int
-    reject_counts: int
-    lead_counts: int
-    pulse_counts: int
-    jitter_counts: int
-    max_speed_cps: float
-
-    @classmethod
-    def from_config(cls, line: LineSection) -> LineGeometry:
-        """Convert millimetres to counts with ``line.counts_per_mm``."""
-
-        def c(mm: float) -> int:
-            return round(mm * line.counts_per_mm)
-
-        return cls(
-            pitch_counts=c(line.part_pitch_mm),
-            part_length_counts=c(line.part_length_mm),
-            first_part_count=c(line.first_part_mm),
-            camera_counts=c(line.camera_position_mm),
-            reject_counts=c(line.reject_position_mm),
-            lead_counts=c(line.actuator_lead_mm),
-            pulse_counts=max(1, c(line.pulse_width_mm)),
-            jitter_counts=c(line.jitter_mm),
-            max_speed_cps=line.max_speed_mm_s * line.counts_per_mm,
-        )
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

@@ -28,7 +28,7 @@ from drivers.plc.tracked import (
 )
 from node.config import Config
 from node.errors import PlcError
-from node.judge import Verdict
+from node.line.judge import Verdict
 
 log = structlog.get_logger(__name__)
 

@@ -24,7 +24,7 @@ from node.audit.record import AuditRecord
 from node.audit.store import AuditStore, record_from_result
 from node.config import Config
 from node.hmi.thumbnail import thumbnail_png
-from node.results import PartResult
+from node.line.results import PartResult
 
 log = structlog.get_logger(__name__)
 

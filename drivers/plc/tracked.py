@@ -29,7 +29,7 @@ REASON_CODES: Final[dict[str, int]] = {
     "trigger_late": 17,
     "not_inspecting": 18,
 }
-"""Verdict reason (``node.judge.Reason`` values) → code written to the PLC."""
+"""Verdict reason (``node.line.judge.Reason`` values) → code written to the PLC."""
 
 REASON_UNKNOWN: Final = 99
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from models.explain_text import LANGUAGES, render_all
 from node.audit.record import AuditRecord
-from node.results import PartResult
+from node.line.results import PartResult
 
 
 def _jsonable(obj: object) -> Any:

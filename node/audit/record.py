@@ -33,7 +33,7 @@ class AuditRecord:
 
     ``result_id`` is unique across node restarts (``<run_id>-<part_id>``).
     Counts are unwrapped encoder counts. ``wall_time_ns`` is UTC epoch time when
-    the result was published. ``reason`` is a ``node.judge.Reason`` value;
+    the result was published. ``reason`` is a ``node.line.judge.Reason`` value;
     ``action`` what the node did ("rejected", "passed", "not_fired");
     ``actuator_confirmed`` is None where the output gives no confirmation.
     ``explanations`` maps a language code ("en", "de", "ja") to the text;

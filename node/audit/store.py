@@ -55,7 +55,7 @@ from node.audit.schema import (
     record_to_row,
 )
 from node.audit.settings import AuditSettings
-from node.results import percentiles
+from node.line.results import percentiles
 
 __all__ = [
     "AuditError",

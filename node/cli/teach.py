@@ -12,7 +12,7 @@ import structlog
 from models.classical import TemplateModel
 from node.config import Config
 from node.errors import ModelError
-from node.roi import crop_part
+from node.line.roi import crop_part
 
 log = structlog.get_logger(__name__)
 

@@ -170,7 +170,7 @@ class PlainNamespace:
     ) -> None:
         """Publish one part: LastResult, then Counters and Stats from ``stats``.
 
-        ``stats`` is ``node.results.Stats.snapshot()``; missing keys leave values as they are.
+        ``stats`` is ``node.line.results.Stats.snapshot()``; missing keys leave values as they are.
         """
         ts = utc(record.wall_time_ns)
         ex = record.explanations

@@ -242,7 +242,7 @@ class HmiServer:
     ) -> None:
         """Queue one part's result: LastResult, Counters and Stats, and its ResultReadyEvent.
 
-        ``stats`` is ``node.results.Stats.snapshot()`` taken after this part.
+        ``stats`` is ``node.line.results.Stats.snapshot()`` taken after this part.
         """
         thumb = thumbnail_png if self.settings.publish_thumbnails else None
         self._put(_Result(record, thumb, dict(stats)))

@@ -17,7 +17,7 @@ from node.audit.images import file_stem
 from node.audit.reader import AuditReader
 from node.config import Config
 from node.hmi import hash_password
-from node.results import PartResult
+from node.line.results import PartResult
 
 NODESET = Path(__file__).resolve().parents[2] / "../shared/opcua/Opc.Ua.MachineVision.NodeSet2.xml"
 MV = "http://opcfoundation.org/UA/MachineVision"

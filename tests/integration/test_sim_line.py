@@ -12,7 +12,7 @@ from hil.line import run_line, sim_config
 from models.backend import Backend, Image
 from models.findings import Findings
 from node.config import Config
-from node.results import PartResult
+from node.line.results import PartResult
 
 pytestmark = pytest.mark.slow
 

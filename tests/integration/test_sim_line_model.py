@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hil.line import run_line, sim_config
 from node.config import DEFAULT_CONFIG, load_config
-from node.results import PartResult
+from node.line.results import PartResult
 
 MODEL_CONFIG = DEFAULT_CONFIG
 """configs/sim.toml: the default config judges with the shipped model."""

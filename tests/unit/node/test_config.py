@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import DEFAULT_CONFIG, LineGeometry, load_config, parse_config
+from node.config import DEFAULT_CONFIG, load_config, parse_config
 from node.errors import ConfigError
 
 BROKEN = """
@@ -88,24 +88,6 @@ def test_config_is_frozen() -> None:
     cfg = load_config(DEFAULT_CONFIG)
     with pytest.raises(ValueError, match="frozen"):
         cfg.line.counts_per_mm = 1.0  # type: ignore[misc]
-
-
-def test_geometry_converts_millimetres_to_counts() -> None:
-    """Positions in mm become counts with counts_per_mm, rounded."""
-    cfg = parse_config(
-        {
-            "line": {
-                "counts_per_mm": 4,
-                "part_pitch_mm": 30,
-                "part_length_mm": 28,
-                "camera_position_mm": 100,
-                "reject_position_mm": 400.1,
-                "actuator_lead_mm": 6,
-            }
-        }
-    )
-    g = LineGeometry.from_config(cfg.line)
-    assert (g.pitch_counts, g.camera_counts, g.reject_counts, g.lead_counts) == (120, 400, 1600, 24)
 
 
 def test_check_config_cli_lists_errors_and_exits_nonzero(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from models.findings import Explanation, ExplanationFacts, Findings, Region
 from node.audit.record import AuditRecord
 from node.audit.store import record_from_result
 from node.config import RecipeSection
-from node.judge import Judge, Reason
-from node.results import PartResult
+from node.line.judge import Judge, Reason
+from node.line.results import PartResult
 
 RECIPE = RecipeSection(min_region_area_mm2=0.5, reject_score=6.0)
 THRESHOLDS = RECIPE.model_dump()

@@ -18,7 +18,7 @@ from node.audit.export import CSV_COLUMNS
 from node.audit.settings import AuditSettings
 from node.audit.store import AuditError, AuditStore
 from node.config import DEFAULT_CONFIG, load_config
-from node.judge import Reason
+from node.line.judge import Reason
 from tests.unit.node.audit import factories as F
 
 H_NS = 3600 * 1_000_000_000

@@ -19,7 +19,7 @@ from node.audit.images import file_sha256, keep_image
 from node.audit.schema import DB_NAME, SCHEMA_VERSION
 from node.audit.settings import AuditSettings
 from node.audit.store import AuditError, AuditSchemaError, AuditStore
-from node.judge import Reason
+from node.line.judge import Reason
 from tests.unit.node.audit import factories as F
 
 DAY_NS = 86_400 * 1_000_000_000

@@ -1,11 +1,10 @@
-"""The tracker: counter unwrapping, speed estimation, part creation, bad-sample handling."""
+"""The tracker: speed estimation, part creation, sensor edges, bad-sample handling."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 from collections.abc import Iterable, Sequence
-from typing import Literal
 
 import pytest
 from hypothesis import given, settings
@@ -14,13 +13,13 @@ from structlog.testing import capture_logs
 
 from drivers.plc.base import EncoderSample
 from node.errors import ConfigError
-from node.tracker import CounterUnwrapper, TrackedPart, Tracker, TrackerConfig
+from node.line.geometry import LineGeometry
+from node.line.tracker import TrackedPart, Tracker, TrackerConfig
 
 DT_NS = 2_000_000  # one sample every 2 ms, as a 500 Hz PLC poll
 T0_NS = 1_000_000_000_000
 
-PITCH = TrackerConfig(
-    mode="pitch",
+PITCH_LINE = LineGeometry(
     pitch_counts=1000,
     first_part_count=0,
     camera_counts=300,
@@ -29,10 +28,13 @@ PITCH = TrackerConfig(
     max_speed_cps=20_000.0,
     jitter_counts=3,
 )
-SENSOR = dataclasses.replace(PITCH, mode="sensor", pitch_counts=0, part_length_counts=200)
-
-LATCHED = TrackerConfig(
+PITCH = TrackerConfig(mode="pitch", geometry=PITCH_LINE)
+SENSOR = TrackerConfig(
     mode="sensor",
+    geometry=dataclasses.replace(PITCH_LINE, pitch_counts=0, part_length_counts=200),
+)
+
+LATCHED_LINE = LineGeometry(
     part_length_counts=100,
     camera_counts=400,
     reject_counts=1600,
@@ -40,6 +42,7 @@ LATCHED = TrackerConfig(
     max_speed_cps=10_000,
     jitter_counts=2,
 )
+LATCHED = TrackerConfig(mode="sensor", geometry=LATCHED_LINE)
 """A sensor line whose PLC latches the part-present edges."""
 
 fast = settings(max_examples=60, deadline=None)
@@ -77,59 +80,6 @@ def ramp(start: int, speed_cps: float, n: int) -> list[int]:
     return [start + int(speed_cps * i * DT_NS / 1e9) for i in range(n)]
 
 
-# -- unwrapping ------------------------------------------------------------------
-
-
-@st.composite
-def counter_walks(draw: st.DrawFn) -> tuple[Literal[16, 32], int, list[int]]:
-    """A counter width, a start position and steps that each stay below half the range."""
-    bits: Literal[16, 32] = draw(st.sampled_from([16, 32]))
-    half = 1 << (bits - 1)
-    start = draw(st.integers(0, (1 << bits) - 1))
-    steps = draw(st.lists(st.integers(-(half - 1), half - 1), min_size=1, max_size=300))
-    return bits, start, steps
-
-
-@fast
-@given(counter_walks())
-def test_unwrap_equals_true_position_across_wraparounds(
-    walk: tuple[Literal[16, 32], int, list[int]],
-) -> None:
-    """Unwrapping any walk whose steps are below half the counter range gives the true position."""
-    bits, start, steps = walk
-    unwrapper = CounterUnwrapper(bits)
-    assert unwrapper.unwrap(start) == start
-    for true in itertools.accumulate(steps, initial=start):
-        assert unwrapper.unwrap(wrap(true, bits)) == true
-
-
-@pytest.mark.parametrize("bits", [16, 32])
-def test_unwrap_runs_forward_through_many_wraps(bits: Literal[16, 32]) -> None:
-    """A counter driven forward through 20 wraparounds unwraps to a steadily growing count."""
-    unwrapper = CounterUnwrapper(bits)
-    step = (1 << (bits - 1)) - 1
-    for true in range(0, 40 << bits >> 1, step):
-        assert unwrapper.unwrap(wrap(true, bits)) == true
-    assert unwrapper.position is not None and unwrapper.position > 19 << bits
-
-
-@pytest.mark.parametrize(("bits", "raw"), [(16, -1), (16, 1 << 16), (32, 1 << 32), (32, -5)])
-def test_unwrap_rejects_out_of_range_raw(bits: Literal[16, 32], raw: int) -> None:
-    """A raw value outside [0, 2**bits) raises ValueError and leaves the unwrapper as it was."""
-    unwrapper = CounterUnwrapper(bits)
-    unwrapper.unwrap(1234)
-    with pytest.raises(ValueError, match="outside"):
-        unwrapper.unwrap(raw)
-    assert unwrapper.position == 1234
-    assert unwrapper.unwrap(1240) == 1240
-
-
-def test_unwrapper_refuses_other_widths() -> None:
-    """Only 16- and 32-bit counters exist on our PLCs; anything else is a ValueError."""
-    with pytest.raises(ValueError, match="16 or 32"):
-        CounterUnwrapper(24)  # type: ignore[arg-type]
-
-
 # -- configuration and parts ----------------------------------------------------------
 
 
@@ -138,18 +88,14 @@ def test_config_reports_every_problem_at_once() -> None:
     with pytest.raises(ConfigError) as err:
         TrackerConfig(
             mode="pitch",
-            pitch_counts=0,
-            camera_counts=500,
-            reject_counts=400,
-            lead_counts=-1,
-            max_speed_cps=0.0,
-            jitter_counts=-2,
+            geometry=dataclasses.replace(PITCH_LINE, pitch_counts=0),
+            time_jitter_ns=-1,
+            debounce_counts=-2,
             window_ns=0,
         )
     joined = "\n".join(err.value.problems)
-    for key in ("pitch_counts", "reject_counts", "lead_counts", "max_speed_cps", "jitter_counts"):
+    for key in ("pitch_counts", "time_jitter_ns", "debounce_counts", "window_ns"):
         assert f"tracker.{key}" in joined
-    assert "tracker.window_ns" in joined
 
 
 def test_part_stations_follow_the_geometry() -> None:
@@ -160,6 +106,7 @@ def test_part_stations_follow_the_geometry() -> None:
         part_id=0,
         origin_count=0,
         trigger_count=300,
+        decide_count=1460,
         fire_count=1460,
         reject_count=1500,
         created_t_ns=T0_NS,
@@ -500,7 +447,10 @@ def test_a_run_of_bad_samples_logs_once_not_per_sample() -> None:
 
 def test_latched_edges_create_parts_at_their_exact_counts_however_late_the_poll() -> None:
     """Edges latched by the PLC make one part each at edge + half a length, even 2 per poll."""
-    tracker = Tracker(dataclasses.replace(LATCHED, max_speed_cps=1e6), 16)
+    tracker = Tracker(
+        dataclasses.replace(LATCHED, geometry=dataclasses.replace(LATCHED_LINE, max_speed_cps=1e6)),
+        16,
+    )
     start = 65_500  # the counter wraps between the edges
     assert tracker.update(EncoderSample(start, 0, False, ())) == []
     late = tracker.update(

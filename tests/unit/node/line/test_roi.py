@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.synth import PartSpec, RenderedPart, part_origin, render_part, render_scene
-from node.roi import crop_part
+from node.line.roi import crop_part
 
 MPP = 0.125  # 28 mm parts are 224 px
 FRAME = (320, 320)

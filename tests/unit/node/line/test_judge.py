@@ -6,7 +6,7 @@ import numpy as np
 
 from models.findings import Explanation, Findings, Region
 from node.config import RecipeSection
-from node.judge import Judge, Reason
+from node.line.judge import Judge, Reason
 
 
 def findings(score: float, area_mm2: float | None, dtype: str = "scratch") -> Findings:

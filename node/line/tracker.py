@@ -1,23 +1,28 @@
-"""Belt tracking: unwrap the encoder counter, estimate belt speed, create parts.
+"""Belt tracking: follow the belt from encoder samples and create a part as each arrives.
 
 Everything here is pure and synchronous: :meth:`Tracker.update` is called for
 every encoder sample (500–1000 Hz) and does O(1) work per sample. Positions
 are encoder counts as Python ints, unwrapped from the PLC's 16- or 32-bit
-counter; times are ``time.monotonic_ns()`` values carried by the samples.
+counter (``node.line.encoder``); times are ``time.monotonic_ns()`` values
+carried by the samples.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import structlog
 
 from drivers.plc.base import EncoderSample
 from node.errors import ConfigError
+from node.line.encoder import CounterUnwrapper, SpeedEstimator
+from node.line.geometry import LineGeometry
+
+if TYPE_CHECKING:
+    from node.config import Config
 
 _log: Final = structlog.get_logger(__name__)
 
@@ -29,161 +34,9 @@ RejectionReason = Literal[
 """Why :meth:`Tracker.update` refused a sample as bad data."""
 
 
-class CounterUnwrapper:
-    """Turns a wrapping ``bits``-wide hardware counter into a continuous count.
-
-    Each step is taken as the signed difference modulo ``2**bits``, so a small
-    backward move stays a small backward move; steps are therefore only
-    unambiguous while ``|step| < 2**(bits - 1)`` between two readings. The first
-    reading maps to itself.
-
-    Raises:
-        ValueError: ``bits`` is not 16 or 32.
-    """
-
-    __slots__ = ("_half", "_last_raw", "_modulus", "_position")
-
-    def __init__(self, bits: Literal[16, 32]) -> None:
-        if bits not in (16, 32):
-            raise ValueError(f"counter width must be 16 or 32 bits, got {bits!r}")
-        self._modulus: Final = 1 << bits
-        self._half: Final = 1 << (bits - 1)
-        self._last_raw: int | None = None
-        self._position = 0
-
-    @property
-    def modulus(self) -> int:
-        """``2**bits``: raw values lie in ``[0, modulus)``."""
-        return self._modulus
-
-    @property
-    def position(self) -> int | None:
-        """The last unwrapped count in counts, or None before the first reading."""
-        return None if self._last_raw is None else self._position
-
-    def signed_step(self, raw_from: int, raw_to: int) -> int:
-        """Return the signed step in counts from ``raw_from`` to ``raw_to``, in ±2**(bits-1)."""
-        step = (raw_to - raw_from) % self._modulus
-        return step - self._modulus if step >= self._half else step
-
-    def peek(self, raw: int) -> int:
-        """Return what :meth:`unwrap` would return for ``raw`` without changing state.
-
-        Raises:
-            ValueError: ``raw`` is outside ``[0, 2**bits)``.
-        """
-        if not 0 <= raw < self._modulus:
-            raise ValueError(f"raw count {raw} outside [0, {self._modulus})")
-        if self._last_raw is None:
-            return raw
-        return self._position + self.signed_step(self._last_raw, raw)
-
-    def unwrap(self, raw: int) -> int:
-        """Return the continuous count in counts for the raw counter value ``raw``.
-
-        Raises:
-            ValueError: ``raw`` is outside ``[0, 2**bits)``; state is unchanged.
-        """
-        self._position = self.peek(raw)
-        self._last_raw = raw
-        return self._position
-
-    def to_raw(self, count: int) -> int:
-        """The raw counter value that means unwrapped ``count`` now (after any ``rebase``)."""
-        if self._last_raw is None:
-            return count % self._modulus
-        return (self._last_raw + count - self._position) % self._modulus
-
-    def rebase(self, raw: int, position: int) -> None:
-        """Declare that the raw value ``raw`` now means unwrapped count ``position``.
-
-        Raises:
-            ValueError: ``raw`` is outside ``[0, 2**bits)``.
-        """
-        if not 0 <= raw < self._modulus:
-            raise ValueError(f"raw count {raw} outside [0, {self._modulus})")
-        self._last_raw = raw
-        self._position = position
-
-
-class SpeedEstimator:
-    """Least-squares slope of position over time across a short sliding window.
-
-    Keeps every sample not older than ``window_ns`` before the newest one plus
-    the newest sample at or before that boundary (so the fit spans the whole
-    window even after a gap in polling), and always at least the last two. Sums
-    are exact integers, so a window of equal positions gives exactly 0. Fed with
-    a non-decreasing position (the tracker feeds its high-water mark) the slope
-    is never negative; it is clamped at 0 regardless.
-    """
-
-    __slots__ = (
-        "_buf",
-        "_n",
-        "_speed_cps",
-        "_st",
-        "_stt",
-        "_stx",
-        "_sx",
-        "_t0",
-        "_window_ns",
-        "_x0",
-    )
-
-    def __init__(self, window_ns: int) -> None:
-        self._window_ns = window_ns
-        self._buf: deque[tuple[int, int]] = deque()
-        self._t0 = 0
-        self._x0 = 0
-        self._n = self._st = self._sx = self._stt = self._stx = 0
-        self._speed_cps = 0.0
-
-    @property
-    def speed_cps(self) -> float:
-        """The latest estimate in counts/s (>= 0; 0 until two samples are in)."""
-        return self._speed_cps
-
-    def reset(self) -> None:
-        """Forget all samples; the speed reads 0 until two new samples are in."""
-        self._buf.clear()
-        self._n = self._st = self._sx = self._stt = self._stx = 0
-        self._speed_cps = 0.0
-
-    def add(self, t_ns: int, position: int) -> float:
-        """Add a sample (time in ns, position in counts) and return the new speed in counts/s."""
-        buf = self._buf
-        if not buf:
-            self._t0, self._x0 = t_ns, position
-        t, x = t_ns - self._t0, position - self._x0
-        buf.append((t, x))
-        self._n += 1
-        self._st += t
-        self._sx += x
-        self._stt += t * t
-        self._stx += t * x
-        oldest_t = t - self._window_ns
-        # Keep one sample at or before the window's start, so the fit always spans the
-        # whole window: after a gap in polling, two samples a millisecond apart would
-        # otherwise set the speed from a difference of a count or two.
-        while self._n > 2 and buf[1][0] <= oldest_t:
-            ot, ox = buf.popleft()
-            self._n -= 1
-            self._st -= ot
-            self._sx -= ox
-            self._stt -= ot * ot
-            self._stx -= ot * ox
-        den = self._n * self._stt - self._st * self._st
-        if den <= 0:
-            self._speed_cps = 0.0
-        else:
-            num = self._n * self._stx - self._st * self._sx
-            self._speed_cps = max(0.0, num * _NS_PER_S / den)
-        return self._speed_cps
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrackerConfig:
-    """Belt geometry and tracking limits, all lengths in encoder counts.
+    """How the tracker follows the belt: the line's geometry plus tracking limits.
 
     Counts are measured along the belt from the *origin line*: in pitch mode a
     virtual line where part ``k``'s centre is at count
@@ -195,25 +48,11 @@ class TrackerConfig:
     """
 
     mode: Literal["pitch", "sensor"]
-    camera_counts: int
-    """Origin → camera."""
-    reject_counts: int
-    """Origin → reject station."""
-    lead_counts: int
-    """Actuator lead: the pulse starts this far before the part's centre reaches the station."""
-    max_speed_cps: float
-    """Fastest plausible belt in counts/s; a sample implying more is bad data."""
-    jitter_counts: int
-    """Backward moves up to this many counts are vibration, not a reversal."""
+    geometry: LineGeometry
+    """Stations, part size and the speed limit, in counts."""
     time_jitter_ns: int = 0
     """How far a sample's time may be off (a poll's round trip, a late wake-up): the
     plausibility check lets the belt move at ``max_speed_cps`` for this much longer."""
-    pitch_counts: int = 0
-    """Pitch mode: distance between part centres (> 0 in pitch mode)."""
-    first_part_count: int = 0
-    """Pitch mode: count at which part 0's centre is at the origin line."""
-    part_length_counts: int = 0
-    """Sensor mode: part length along the belt (> 0 in sensor mode)."""
     window_ns: int = 40_000_000
     """Speed estimation window."""
     debounce_counts: int = 0
@@ -227,22 +66,14 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         problems: list[str] = []
+        g = self.geometry
         if self.mode not in ("pitch", "sensor"):
             problems.append(f"tracker.mode: must be 'pitch' or 'sensor', got {self.mode!r}")
-        if self.mode == "pitch" and self.pitch_counts <= 0:
+        if self.mode == "pitch" and g.pitch_counts <= 0:
             problems.append("tracker.pitch_counts: must be > 0 in pitch mode")
-        if self.mode == "sensor" and self.part_length_counts <= 0:
+        if self.mode == "sensor" and g.part_length_counts <= 0:
             problems.append("tracker.part_length_counts: must be > 0 in sensor mode")
-        if self.lead_counts < 0:
-            problems.append("tracker.lead_counts: must be >= 0")
-        if self.reject_counts - self.lead_counts <= self.camera_counts:
-            problems.append(
-                "tracker.reject_counts: the fire point (reject_counts - lead_counts) must be"
-                " downstream of the camera (camera_counts)"
-            )
-        if not self.max_speed_cps > 0:
-            problems.append("tracker.max_speed_cps: must be > 0")
-        for name in ("jitter_counts", "time_jitter_ns", "debounce_counts", "resync_after_samples"):
+        for name in ("time_jitter_ns", "debounce_counts", "resync_after_samples"):
             if getattr(self, name) < 0:
                 problems.append(f"tracker.{name}: must be >= 0")
         for name in ("window_ns", "extrapolation_limit_ns"):
@@ -250,6 +81,17 @@ class TrackerConfig:
                 problems.append(f"tracker.{name}: must be > 0")
         if problems:
             raise ConfigError(problems)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> TrackerConfig:
+        """The tracker for ``cfg``'s ``[line]``. Raises ``ConfigError``."""
+        line = cfg.line
+        return cls(
+            mode=line.tracking,
+            geometry=LineGeometry.from_config(cfg),
+            window_ns=int(line.speed_window_ms * 1e6),
+            time_jitter_ns=int(line.sample_time_jitter_ms * 1e6),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +108,8 @@ class TrackedPart:
     """Count at which the part's centre is at the origin line."""
     trigger_count: int
     """``origin_count + camera_counts``: centre at the camera."""
+    decide_count: int
+    """The verdict is due (``LineGeometry.stations``): none by then is a fail-safe reject."""
     fire_count: int
     """``origin_count + reject_counts - lead_counts``: the reject pulse must start here."""
     reject_count: int
@@ -305,6 +149,7 @@ class Tracker:
             ValueError: ``bits`` is not 16 or 32.
         """
         self._cfg = cfg
+        self._geo = cfg.geometry
         self._unwrapper = CounterUnwrapper(bits)
         self._speed = SpeedEstimator(cfg.window_ns)
         self._hw = 0
@@ -435,24 +280,24 @@ class Tracker:
 
     def _allowance(self, dt_ns: int) -> float:
         cfg = self._cfg
-        return cfg.max_speed_cps * (dt_ns + cfg.time_jitter_ns) / _NS_PER_S + cfg.jitter_counts
+        g = self._geo
+        return g.max_speed_cps * (dt_ns + cfg.time_jitter_ns) / _NS_PER_S + g.jitter_counts
 
     def _start(self, sample: EncoderSample, unwrapped: int) -> list[TrackedPart]:
-        cfg = self._cfg
+        g = self._geo
         self._unwrapper.unwrap(sample.raw_count)
         self._hw = self._unwrapped = unwrapped
         self._last_t_ns = sample.t_ns
         self._speed.add(sample.t_ns, unwrapped)
-        if cfg.mode == "pitch":
+        if self._cfg.mode == "pitch":
             # Parts whose centre passed the origin before we started are unknown to us.
-            k = max(0, -((cfg.first_part_count - unwrapped) // cfg.pitch_counts))
-            self._next_origin = cfg.first_part_count + k * cfg.pitch_counts
+            k = max(0, -((g.first_part_count - unwrapped) // g.pitch_counts))
+            self._next_origin = g.first_part_count + k * g.pitch_counts
             return self._pitch_parts(sample.t_ns)
         self._sensor_state = bool(sample.part_present)
         return []
 
     def _accept(self, sample: EncoderSample, unwrapped: int) -> list[TrackedPart]:
-        cfg = self._cfg
         self._streak = self._bad_run = 0
         prev = self._unwrapped
         self._unwrapped = unwrapped
@@ -461,13 +306,13 @@ class Tracker:
         self._last_t_ns = sample.t_ns
         self._speed.add(sample.t_ns, self._hw)
         deficit = self._hw - unwrapped
-        if deficit > cfg.jitter_counts and not self._reversing:
+        if deficit > self._geo.jitter_counts and not self._reversing:
             self._reversing = True
             _log.info("belt_reversed", position=self._hw, behind_counts=deficit)
         elif deficit == 0 and self._reversing:
             self._reversing = False
             _log.info("belt_reversal_recovered", position=self._hw)
-        if cfg.mode == "pitch":
+        if self._cfg.mode == "pitch":
             return self._pitch_parts(sample.t_ns)
         return self._sensor_parts(sample, prev, unwrapped)
 
@@ -475,7 +320,7 @@ class Tracker:
         parts: list[TrackedPart] = []
         while self._next_origin <= self._hw:
             parts.append(self._make_part(self._next_origin, t_ns))
-            self._next_origin += self._cfg.pitch_counts
+            self._next_origin += self._geo.pitch_counts
         return parts
 
     def _sensor_parts(self, sample: EncoderSample, prev: int, cur: int) -> list[TrackedPart]:
@@ -500,11 +345,11 @@ class Tracker:
             return []
         edge = pending.edge_count
         last = self._last_edge
-        if last is not None and 2 * (edge - last) < self._cfg.part_length_counts:
+        if last is not None and 2 * (edge - last) < self._geo.part_length_counts:
             _log.debug("sensor_edge_ignored", edge_count=edge, previous_edge_count=last)
             return []
         self._last_edge = edge
-        return [self._make_part(edge + self._cfg.part_length_counts // 2, sample.t_ns)]
+        return [self._make_part(edge + self._geo.part_length_counts // 2, sample.t_ns)]
 
     def _latched_parts(self, sample: EncoderSample, cur: int) -> list[TrackedPart]:
         """Parts from edges the PLC latched: exact counts, none lost to a slow poll."""
@@ -523,7 +368,7 @@ class Tracker:
         if self._cfg.mode != "sensor" or not sample.edges or self._last_t_ns is None:
             return []
         dt_ns = max(0, sample.t_ns - self._last_t_ns)
-        reach = self._allowance(dt_ns) + self._cfg.part_length_counts
+        reach = self._allowance(dt_ns) + self._geo.part_length_counts
 
         def place(raw: int) -> int | None:
             edge = self._unwrapper.peek(raw)  # from the last accepted count
@@ -546,21 +391,22 @@ class Tracker:
             if edge is None:
                 continue
             last = self._last_edge
-            if last is not None and 2 * (edge - last) < self._cfg.part_length_counts:
+            if last is not None and 2 * (edge - last) < self._geo.part_length_counts:
                 _log.debug("sensor_edge_ignored", edge_count=edge, previous_edge_count=last)
                 continue
             self._last_edge = edge
-            parts.append(self._make_part(edge + self._cfg.part_length_counts // 2, sample.t_ns))
+            parts.append(self._make_part(edge + self._geo.part_length_counts // 2, sample.t_ns))
         return parts
 
     def _make_part(self, origin: int, t_ns: int) -> TrackedPart:
-        cfg = self._cfg
+        at = self._geo.stations(origin)
         part = TrackedPart(
             part_id=self._next_id,
             origin_count=origin,
-            trigger_count=origin + cfg.camera_counts,
-            fire_count=origin + cfg.reject_counts - cfg.lead_counts,
-            reject_count=origin + cfg.reject_counts,
+            trigger_count=at.trigger_count,
+            decide_count=at.decide_count,
+            fire_count=at.fire_count,
+            reject_count=at.reject_count,
             created_t_ns=t_ns,
         )
         self._next_id += 1

@@ -22,7 +22,7 @@ from typing import Final
 
 import structlog
 
-from node.tracker import Tracker
+from node.line.tracker import Tracker
 
 _log: Final = structlog.get_logger(__name__)
 

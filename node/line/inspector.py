@@ -11,7 +11,7 @@ import numpy.typing as npt
 from drivers.camera.base import Frame
 from models.backend import Backend
 from models.findings import Findings
-from node.roi import crop_part
+from node.line.roi import crop_part
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from node.judge import Verdict
+from node.line.judge import Verdict
 
 Action = Literal["rejected", "passed", "not_fired"]
 

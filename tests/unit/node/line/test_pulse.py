@@ -7,7 +7,7 @@ import threading
 import time
 
 from drivers.plc.base import RejectCommand
-from node.pulse import PulseTimer, may_have_missed
+from node.line.pulse import PulseTimer, may_have_missed
 
 
 class Recorder:

@@ -12,18 +12,21 @@ import pytest
 from structlog.testing import capture_logs
 
 from drivers.plc.base import EncoderSample
-from node.scheduler import CountScheduler
-from node.tracker import Tracker, TrackerConfig
+from node.line.geometry import LineGeometry
+from node.line.scheduler import CountScheduler
+from node.line.tracker import Tracker, TrackerConfig
 
 SAMPLE_PERIOD_S = 0.002
 CFG = TrackerConfig(
     mode="pitch",
-    pitch_counts=1_000_000,  # parts are not what these tests are about
-    camera_counts=100,
-    reject_counts=500,
-    lead_counts=10,
-    max_speed_cps=50_000.0,
-    jitter_counts=2,
+    geometry=LineGeometry(
+        pitch_counts=1_000_000,  # parts are not what these tests are about
+        camera_counts=100,
+        reject_counts=500,
+        lead_counts=10,
+        max_speed_cps=50_000.0,
+        jitter_counts=2,
+    ),
 )
 # How far from its count the true belt may be when a callback runs. Firing is
 # never early by design (floored counts make the estimate lag the truth);
