@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import numpy as np
 from drivers.plc.base import RejectOutput
 from models.backend import Backend
 from models.synth import render_part
-from node.app import Components, Node
+from node.app import Node
 from node.config import Config, parse_config
 from node.line.results import PartResult, percentiles
 from node.sim.line import SimLine, teach_images_from_sim
@@ -173,11 +174,10 @@ async def run_line(
     sim.world.max_parts = parts
     if backend_wrapper is not None or reject_wrapper is not None:
         load, reject = components.backend, components.reject
-        components = Components(
-            components.encoder,
-            components.camera,
-            _wrapped_reject(reject, reject_wrapper) if reject_wrapper else reject,
-            (lambda: backend_wrapper(load())) if backend_wrapper else load,
+        components = dataclasses.replace(
+            components,
+            reject=_wrapped_reject(reject, reject_wrapper) if reject_wrapper else reject,
+            backend=(lambda: backend_wrapper(load())) if backend_wrapper else load,
         )
     stop = asyncio.Event()
     collector = Collector(parts, stop, on_result)

@@ -25,6 +25,10 @@ from models.backend import Backend
 from node.app import Components
 from node.config import Config
 from node.errors import CameraError, ModelError
+from node.line.actuation import Acted, ActuationFactory
+from node.line.actuation.node_timed import NodeTimedActuation
+from node.line.actuation.plc_tracked import PlcTrackedActuation
+from node.line.tracker import Tracker
 from node.plc import NodePlc
 from node.sim.line import SimLine, build_sim_line
 
@@ -171,10 +175,38 @@ def build_components(cfg: Config, sim: SimLine | None = None) -> tuple[Component
             camera=camera,
             reject=reject,
             backend=lambda: load_backend(cfg),
+            actuation=actuation_for(cfg, plc),
             plc=plc,
         ),
         sim,
     )
+
+
+def actuation_for(cfg: Config, plc: NodePlc | None) -> ActuationFactory:
+    """How rejects are struck: by the PLC's shift register when ``[plc]`` says
+    ``reject_mode = "plc_tracked"`` and the PLC is the reject edge, else by the node's
+    own pulse timer on the reject output."""
+    if plc is not None and cfg.reject.driver == "plc" and plc.reject_mode == "plc_tracked":
+        timeout_s = cfg.reject.timeout_ms / 1000 * 4  # the whole ResultValid/Ack handshake
+        tracked_by: NodePlc = plc
+
+        def plc_tracked(
+            output: RejectOutput, tracker: Tracker, on_acted: Acted
+        ) -> PlcTrackedActuation:
+            return PlcTrackedActuation(tracked_by, tracker, on_acted, timeout_s=timeout_s)
+
+        return plc_tracked
+
+    def node_timed(output: RejectOutput, tracker: Tracker, on_acted: Acted) -> NodeTimedActuation:
+        return NodeTimedActuation(
+            output,
+            tracker,
+            on_acted,
+            counts_per_mm=cfg.line.counts_per_mm,
+            part_length_mm=cfg.line.part_length_mm,
+        )
+
+    return node_timed
 
 
 @contextlib.asynccontextmanager

@@ -21,9 +21,11 @@ from typing import Any
 import structlog
 
 from node.audit.record import AuditRecord
+from node.config import Config
 from node.hmi.interfaces import NodeControl, ResultQuery
 from node.hmi.server import HmiServer
 from node.hmi.settings import HmiSettings
+from node.operation import Operation
 from node.state import VisionState
 
 log = structlog.get_logger(__name__)
@@ -87,13 +89,27 @@ class HmiThread:
         control: NodeControl,
         results: ResultQuery,
         node_name: str,
+        recipe: str | None = None,
     ) -> None:
         self._args = (settings, state_dir, control, results, node_name)
+        self._recipe = recipe
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: HmiServer | None = None
         self._thread: threading.Thread | None = None
         self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._stop: asyncio.Event | None = None
+
+    @classmethod
+    def for_node(cls, cfg: Config, control: Operation, results: ResultQuery) -> HmiThread:
+        """The HMI of the node ``cfg`` describes, showing its recipe; enter it to serve."""
+        return cls(
+            cfg.hmi,
+            state_dir=cfg.node.state_dir,
+            control=control,
+            results=results,
+            node_name=cfg.node.name,
+            recipe=cfg.inspection.recipe.name,
+        )
 
     @property
     def server(self) -> HmiServer:
@@ -108,6 +124,8 @@ class HmiThread:
         )
         self._thread.start()
         await asyncio.wait_for(asyncio.wrap_future(self._started), _START_TIMEOUT_S)
+        if self._recipe is not None:
+            self.set_recipe(self._recipe)
         return self
 
     async def __aexit__(
@@ -173,6 +191,14 @@ class HmiThread:
     def set_health(self, *, camera: str, plc: str, model: str) -> None:
         """Queue the resources' health."""
         self._call(lambda: self.server.set_health(camera=camera, plc=plc, model=model))
+
+    def show_health(self, operation: Operation, status: Mapping[str, Any], model: str) -> None:
+        """Queue the health of camera, PLC link and model from the node's ``status()``."""
+        camera = f"error: {operation.machine.detail}" if operation.fault == "camera" else "ok"
+        plc = status.get("plc")
+        self.set_health(
+            camera=camera, plc="not used" if plc is None else str(plc["state"]), model=model
+        )
 
     def set_recipe(self, name: str) -> None:
         """Queue the recipe now in force."""

@@ -1,8 +1,15 @@
-"""The inspector: frames in, findings out, on the single inference worker thread."""
+"""The inspector: frames in, findings out, on the single inference worker thread.
+
+:class:`InspectionQueue` is the stage as the line sees it: frames wait in it and
+go to the worker in batches of up to ``inspection.batch_size``; the progress
+watchdog's ``inference`` stage is busy while any frame is waiting or running.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +19,7 @@ from drivers.camera.base import Frame
 from models.backend import Backend
 from models.findings import Findings
 from node.line.roi import crop_part
+from node.service.watchdog import ProgressWatchdog
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,3 +82,51 @@ class Inspector:
                 for pid, crop, findings in zip(cropped_ids, crops, results, strict=True):
                     out[pid] = Inspection(pid, findings, image=crop)
         return [out[f.part_id] for f in frames]
+
+
+class InspectionQueue:
+    """Frames waiting for the model, run in batches on the inference ``executor``.
+
+    ``on_result`` gets each ``Inspection`` on the event loop, in frame order.
+    """
+
+    STAGE = "inference"
+    """The watchdog stage that must see progress while frames are waiting."""
+
+    def __init__(
+        self,
+        inspector: Inspector,
+        executor: Executor,
+        batch_size: int,
+        watchdog: ProgressWatchdog,
+        on_result: Callable[[Inspection], None],
+    ) -> None:
+        self._inspector = inspector
+        self._executor = executor
+        self._batch_size = batch_size
+        self._watchdog = watchdog
+        self._on_result = on_result
+        self._queue: asyncio.Queue[Frame] = asyncio.Queue()
+        self._pending = 0
+
+    def put(self, frame: Frame) -> None:
+        """Queue one complete frame."""
+        self._pending += 1
+        self._watchdog.idle(self.STAGE, False)
+        self._queue.put_nowait(frame)
+
+    async def run(self) -> None:
+        """Inspect what is queued, batch by batch, until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                results = await loop.run_in_executor(self._executor, self._inspector.run, batch)
+            finally:
+                self._pending -= len(batch)
+                self._watchdog.idle(self.STAGE, self._pending == 0)
+            self._watchdog.beat(self.STAGE)
+            for ins in results:
+                self._on_result(ins)

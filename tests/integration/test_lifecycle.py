@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from drivers.camera.base import Camera
 from drivers.sim.plc import SimEncoder
 from models.backend import Backend, Image
 from models.findings import Findings
-from node.app import Components, Node
+from node.app import Node
 from node.config import Config
 from node.errors import CameraError, ModelError
 from node.service.sdnotify import SystemdNotifier
@@ -57,7 +58,7 @@ async def test_failing_resource_at_startup_unwinds_the_open_ones(taught_config: 
     components, sim = build_components(taught_config)
     assert sim is not None
     enc = TrackedEncoder(sim.world, 0.002)
-    broken = Components(enc, BrokenCamera(), components.reject, components.backend)
+    broken = dataclasses.replace(components, encoder=enc, camera=BrokenCamera())
     node = Node(taught_config, broken)
     with pytest.raises(CameraError, match="serial 1234"):
         await node.run(asyncio.Event())
@@ -182,9 +183,7 @@ async def test_watchdog_starves_while_the_pipeline_stalls(
     sock, sock_path = _bind_notify_socket(tmp_path)
     components, _ = build_components(taught_config)
     hanging = HangingBackend(load_backend(taught_config), hang_after=5)
-    components = Components(
-        components.encoder, components.camera, components.reject, lambda: hanging
-    )
+    components = dataclasses.replace(components, backend=lambda: hanging)
     notifier = SystemdNotifier({"NOTIFY_SOCKET": sock_path})
     node = Node(taught_config, components, notifier=notifier, watchdog_interval_s=0.4)
     stop = asyncio.Event()

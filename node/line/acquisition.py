@@ -1,0 +1,116 @@
+"""The camera stage: trigger each part as it reaches the camera, and match its frame.
+
+A part at the camera is queued for a software trigger; the trigger is refused
+(fail-safe ``trigger_late``) once the belt has carried the part further past the
+camera than ``camera.trigger_tolerance_mm``, since the frame would show the wrong
+place. Frames come back in their own stream and are matched to their part by
+``part_id``: a complete frame goes on to inspection, a bad one is a fail-safe
+reject with its reason, and no frame within ``camera.timeout_ms`` is
+``frame_missing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from drivers.camera.base import Camera, Frame, FrameStatus
+from drivers.errors import DriverError
+from node.config import Config
+from node.errors import CameraError
+from node.line.judge import Judge, Reason, Verdict
+from node.line.parts import InFlightPart, PartBook
+from node.line.tracker import Tracker
+
+log = structlog.get_logger(__name__)
+
+Decide = Callable[[InFlightPart, Verdict], None]
+
+_FRAME_REASONS = {
+    FrameStatus.INCOMPLETE: Reason.FAILSAFE_FRAME_INCOMPLETE,
+    FrameStatus.MISSING: Reason.FAILSAFE_FRAME_MISSING,
+}
+
+
+class Acquisition:
+    """Triggers the camera for each part and hands each good frame on.
+
+    ``decide(part, verdict)`` takes the fail-safe verdicts made here;
+    ``inspect(frame)`` takes complete frames; ``camera_error(detail)`` is
+    told when a trigger fails (the node goes to Error).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        camera: Camera,
+        tracker: Tracker,
+        book: PartBook,
+        *,
+        decide: Decide,
+        inspect: Callable[[Frame], None],
+        camera_error: Callable[[str], None],
+    ) -> None:
+        self._camera = camera
+        self._tracker = tracker
+        self._book = book
+        self._decide = decide
+        self._inspect = inspect
+        self._camera_error = camera_error
+        self._counts_per_mm = cfg.line.counts_per_mm
+        self._timeout_s = cfg.camera.timeout_ms / 1000
+        self._tolerance_counts = cfg.camera.trigger_tolerance_mm * cfg.line.counts_per_mm
+        self._triggers: asyncio.Queue[InFlightPart] = asyncio.Queue()
+        self.late_frames = 0
+        """Frames that came for a part already decided or gone."""
+
+    def trigger(self, st: InFlightPart) -> None:
+        """``st`` is at the camera now: queue its trigger and start waiting for its frame."""
+        st.trigger_t_ns = time.monotonic_ns()
+        st.deadline_t_ns = self._tracker.eta_ns(st.part.decide_count)
+        self._triggers.put_nowait(st)
+        asyncio.get_running_loop().call_later(self._timeout_s, self._frame_timeout, st)
+
+    def _frame_timeout(self, st: InFlightPart) -> None:
+        if not st.frame_seen and st.verdict is None:
+            self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_FRAME_MISSING))
+
+    async def trigger_loop(self) -> None:
+        """Send the queued triggers, one at a time, each within ``camera.timeout_ms``."""
+        while True:
+            st = await self._triggers.get()
+            # A trigger sent after the part has moved on would photograph the wrong place
+            # (or the next part): such a part is rejected, never judged on that frame.
+            late = self._tracker.estimate_position(time.monotonic_ns()) - st.part.trigger_count
+            if late > self._tolerance_counts:
+                late_mm = late / self._counts_per_mm
+                verdict = Judge.fail_safe(
+                    st.part_id, Reason.FAILSAFE_TRIGGER_LATE, f"{late_mm:.1f} mm past the camera"
+                )
+                self._decide(st, verdict)
+                continue
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._camera.trigger(st.part_id, st.part.trigger_count)
+            except (TimeoutError, CameraError, DriverError) as exc:
+                log.error("camera_trigger_failed", part_id=st.part_id, error=str(exc))
+                self._camera_error(str(exc))
+                self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_CAMERA, str(exc)))
+
+    async def frame_loop(self) -> None:
+        """Match every frame the camera delivers to its part."""
+        async for frame in self._camera.frames():
+            st = self._book.undecided(frame.part_id)
+            if st is None:
+                self.late_frames += 1
+                log.warning("frame_late", part_id=frame.part_id, status=frame.status.value)
+                continue
+            st.frame_seen = True
+            if frame.status is FrameStatus.COMPLETE:
+                self._inspect(frame)
+                continue
+            reason = _FRAME_REASONS.get(frame.status, Reason.FAILSAFE_CAMERA)
+            self._decide(st, Judge.fail_safe(frame.part_id, reason, frame.detail))
