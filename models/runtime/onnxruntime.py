@@ -15,7 +15,7 @@ import onnxruntime as ort
 import structlog
 
 from models.explain_text import Language
-from models.export import DETECT_OUTPUTS, EXPLAIN_INPUTS
+from models.graphs import DETECT_OUTPUTS, EXPLAIN_INPUTS
 from models.package import ModelPackage, PackageError
 from models.runtime.pipeline import F32, I32, Pipeline, PipelineBackend
 
