@@ -2,7 +2,9 @@
 
 Each returns a JSON-ready result, logs with structlog and raises typed errors:
 ``FileNotFoundError``/``ValueError`` for bad data sets or images,
-``models.package.PackageError`` for a bad package.
+``models.package.PackageError`` for a bad package and another
+``models.backend.BackendError`` for a runtime that cannot start (see
+``models.runtime.open_runtime``).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from models.backend import BackendError
 from models.captions import SPECIALS
 from models.net.config import NetConfig
 from models.sizing import SizeCalibration
@@ -39,7 +40,7 @@ MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.pt"
 
 
-class PackageError(ValueError):
+class PackageError(BackendError, ValueError):
     """A model package that cannot be used; the message lists every problem."""
 
 
