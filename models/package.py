@@ -41,7 +41,10 @@ WEIGHTS_FILE = "weights.pt"
 
 
 class PackageError(BackendError, ValueError):
-    """A model package that cannot be used; the message lists every problem."""
+    """A model package that cannot be used; the message lists every problem.
+
+    A ``BackendError`` (no backend opens such a package) and a ``ValueError``.
+    """
 
 
 class _Strict(BaseModel):

@@ -4,9 +4,10 @@
 - ``tensorrt``: ``models.runtime.tensorrt.TensorRTBackend`` (a GPU; tensorrt, cuda-python)
 - ``torch``: ``models.runtime.torch.TorchBackend`` (the reference; torch)
 
-``open_runtime`` imports only the chosen runtime's module, so torch or
-TensorRT load only when asked for; everything that opens a package on a
-runtime (the node, ``lineside eval|explain``, the benchmark) goes through it.
+``open_runtime`` is the one factory: it imports only the chosen runtime's
+module, so torch or TensorRT load only when asked for, and its failures are
+``models.backend.BackendError``. The node, ``lineside eval|explain`` and the
+model benchmark open packages with it.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 shared two-core machine a second thread spins more than it helps; the node
 runs one inference worker, so inter-op parallelism stays at 1). Blocking:
 call ``infer`` from the inference worker thread, never the event loop.
+
+It imports no torch (the graphs' names come from ``models.graphs``), so a CPU
+node never loads it.
 """
 
 from __future__ import annotations
