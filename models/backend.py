@@ -1,4 +1,4 @@
-"""The Backend contract every defect model implementation satisfies."""
+"""The Backend contract every defect model implementation satisfies, and its error."""
 
 from __future__ import annotations
 
@@ -28,3 +28,13 @@ class Backend(Protocol):
     def infer(self, images: Sequence[Image]) -> list[Findings]:
         """Inspect a batch of part images and return one ``Findings`` each."""
         ...
+
+
+class BackendError(Exception):
+    """A model backend cannot be opened or its runtime failed; the message says why.
+
+    Raised by ``models.runtime.open_runtime`` for a bad package
+    (``models.package.PackageError``), a runtime whose libraries are missing
+    (the ``ImportError`` is the cause) and a missing GPU or failed engine build
+    (``models.runtime.tensorrt.TensorRTError``).
+    """

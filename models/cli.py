@@ -2,7 +2,9 @@
 
 Each returns a JSON-ready result, logs with structlog and raises typed errors:
 ``FileNotFoundError``/``ValueError`` for bad data sets or images,
-``models.package.PackageError`` for a bad package.
+``models.package.PackageError`` for a bad package and another
+``models.backend.BackendError`` for a runtime that cannot start (see
+``models.runtime.open_runtime``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from models.data.mvtec import load_gray, read_mvtec
-from models.data.synthset import DEFAULT_FAMILIES, write_synth
+from models.data.synthset import write_synth
 from models.explain_text import render_all
 from models.package import load_package
 from models.runtime import RuntimeName, open_runtime
+from models.synth import FAMILY_NAMES
 from models.train.build import train_package
 from models.train.loop import TrainConfig
 
@@ -25,7 +28,7 @@ from models.train.loop import TrainConfig
 def synth(
     out: str | Path,
     seed: int,
-    families: Sequence[str] = DEFAULT_FAMILIES,
+    families: Sequence[str] = FAMILY_NAMES,
     n_train_good: int = 300,
     n_test_good: int = 100,
     n_test_per_kind: int = 100,

@@ -1,19 +1,7 @@
 """Export a trained ``DefectNet`` to the two ONNX graphs of a model package.
 
-- ``detect.onnx``: ``image`` float32 ``(N, 1, S, S)`` (normalized, see the
-  manifest) -> ``anomaly_map`` float32 ``(N, S, S)`` pixel probabilities,
-  ``score`` float32 ``(N,)`` image score in 0..1, ``type_probs`` float32
-  ``(N, T)``, ``memory`` float32 ``(N, L, d)`` for the explanation,
-  ``length_px`` float32 ``(N,)`` the size head's length of the main defect (pixels).
-- ``explain.onnx``: one decoder step over a fixed window, ``memory``,
-  ``tokens`` int32 ``(N, max_len)`` and ``facts`` int32 ``(N, 3)`` (the heads'
-  type, the region's grid cell and size class; see ``models.net.decoder``)
-  -> ``logits`` float32 ``(N, max_len, V)``;
-  the logits at position ``t`` give token ``t + 1``. Greedy decoding calls it
-  up to ``max_len - 1`` times (the window is fixed so TensorRT can build one
-  static-length engine).
-
-The batch axis is dynamic in both.
+The graphs' inputs, outputs and file names are the package format's and are
+described in ``models.graphs``; the batch axis is dynamic in both.
 
 The detect graph is exported from a folded copy of the encoder: a convolution
 over ``[features, coordinate channels]`` is the convolution over the features
@@ -34,14 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.net import DefectNet
+from models.graphs import (
+    DETECT_FILE,
+    DETECT_INPUTS,
+    DETECT_OUTPUTS,
+    EXPLAIN_FILE,
+    EXPLAIN_INPUTS,
+    EXPLAIN_OUTPUTS,
+)
 from models.net.encoder import Encoder
+from models.net.model import DefectNet
 
-DETECT_FILE = "detect.onnx"
-EXPLAIN_FILE = "explain.onnx"
 OPSET = 17
-DETECT_OUTPUTS = ("anomaly_map", "score", "type_probs", "memory", "length_px")
-EXPLAIN_INPUTS = ("memory", "tokens", "facts")
 
 
 class _ConvPlusMap(nn.Module):
@@ -108,7 +100,7 @@ class DetectGraph(nn.Module):
         self.net = net
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """See the module docstring."""
+        """The detect graph's outputs (see ``models.graphs``)."""
         out = self.net.detect(image)
         size = (self.net.cfg.input_size_px, self.net.cfg.input_size_px)
         amap = torch.sigmoid(
@@ -157,9 +149,9 @@ def export_onnx(net: DefectNet, out_dir: str | Path) -> dict[str, Path]:
             DetectGraph(net),
             (image,),
             str(paths["detect"]),
-            input_names=["image"],
+            input_names=list(DETECT_INPUTS),
             output_names=list(DETECT_OUTPUTS),
-            dynamic_axes={"image": {0: "batch"}, **{k: {0: "batch"} for k in DETECT_OUTPUTS}},
+            dynamic_axes={k: {0: "batch"} for k in DETECT_INPUTS + DETECT_OUTPUTS},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -168,8 +160,8 @@ def export_onnx(net: DefectNet, out_dir: str | Path) -> dict[str, Path]:
             (memory, tokens, facts),
             str(paths["explain"]),
             input_names=list(EXPLAIN_INPUTS),
-            output_names=["logits"],
-            dynamic_axes={**{k: {0: "batch"} for k in EXPLAIN_INPUTS}, "logits": {0: "batch"}},
+            output_names=list(EXPLAIN_OUTPUTS),
+            dynamic_axes={k: {0: "batch"} for k in EXPLAIN_INPUTS + EXPLAIN_OUTPUTS},
             opset_version=OPSET,
             dynamo=False,
         )

@@ -3,7 +3,7 @@
 ::
 
     <package>/manifest.json     what the model is and how to feed it (below)
-    <package>/detect.onnx       the in-cycle graph (see models.export)
+    <package>/detect.onnx       the in-cycle graph
     <package>/explain.onnx      one decoder step
     <package>/weights.pt        the DefectNet state dict (float16) for the torch reference
 
@@ -12,7 +12,8 @@ pixel, the gray level separating part from belt, normalization), the defect
 types, the vocabulary, the network's shape, thresholds calibrated on
 validation data, metrics, the training data set's hash, the sha256 of
 every other file and (optional) the size calibration fitted on validation
-data. ``load_package`` verifies all of it and refuses a corrupt or mismatched
+data. The graphs' inputs and outputs are described in ``models.graphs``.
+``load_package`` verifies all of it and refuses a corrupt or mismatched
 package with a ``PackageError`` that lists every problem.
 """
 
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from models.backend import BackendError
 from models.captions import SPECIALS
 from models.net.config import NetConfig
 from models.sizing import SizeCalibration
@@ -33,13 +35,16 @@ from models.sizing import SizeCalibration
 FORMAT = "lineside-model"
 FORMAT_VERSION = 2
 """2: the detect graph also gives ``length_px`` and the explain graph takes ``facts``
-(see ``models.export``); a version-1 package must be retrained."""
+(see ``models.graphs``); a version-1 package must be retrained."""
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.pt"
 
 
-class PackageError(ValueError):
-    """A model package that cannot be used; the message lists every problem."""
+class PackageError(BackendError, ValueError):
+    """A model package that cannot be used; the message lists every problem.
+
+    A ``BackendError`` (no backend opens such a package) and a ``ValueError``.
+    """
 
 
 class _Strict(BaseModel):

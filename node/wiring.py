@@ -12,7 +12,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +20,7 @@ from drivers.camera.base import Camera
 from drivers.errors import CameraDriverError
 from drivers.plc.base import EncoderSource, RejectOutput
 from drivers.sim.plc import SimEncoder
-from models.backend import Backend
+from models.backend import Backend, BackendError
 from node.app import Components
 from node.config import Config
 from node.errors import CameraError, ModelError
@@ -31,10 +30,6 @@ from node.line.actuation.plc_tracked import PlcTrackedActuation
 from node.line.tracker import Tracker
 from node.plc import NodePlc
 from node.sim.line import SimLine, build_sim_line
-
-if TYPE_CHECKING:
-    from models.runtime.onnxruntime import OnnxRuntimeBackend
-    from models.runtime.torch import TorchBackend
 
 _MM_PER_PX_TOLERANCE = 0.1
 """A model runs at a scale within 10 % of the one it was trained at, or not at all."""
@@ -71,15 +66,16 @@ def load_backend(cfg: Config) -> Backend:
 
 
 def load_model_backend(cfg: Config) -> Backend:
-    """Load ``[inspection.model]`` on the configured runtime (only its libraries import).
+    """Load ``[inspection.model]`` on the configured runtime (``models.runtime.open_runtime``).
 
     Checks that the package was trained for this ROI size and scale. Raises
-    ``ModelError`` for a missing, corrupt or mismatched package and for a
-    runtime that cannot start (e.g. TensorRT without a GPU).
+    ``ModelError`` naming the config key for a missing, corrupt or mismatched
+    package and for a runtime that cannot start (e.g. TensorRT without a GPU).
     """
     insp = cfg.inspection
     m = insp.model
     from models.package import PackageError, load_package
+    from models.runtime import RUNTIMES, open_runtime
 
     key = "inspection.model.package"
     try:
@@ -98,40 +94,24 @@ def load_model_backend(cfg: Config) -> Backend:
             f"{key}: {m.package} was trained at {trained} mm/px, "
             f"but inspection.mm_per_px is {insp.mm_per_px}; retrain it at this scale"
         )
-    area = insp.recipe.min_region_area_mm2
+    if insp.backend not in RUNTIMES:
+        raise ModelError(f"inspection.backend: unknown backend {insp.backend!r}")
+    cache = m.engine_cache
+    if not cache.is_absolute():
+        cache = cfg.node.state_dir / cache
     try:
-        if insp.backend in ("onnxruntime", "torch"):
-            cpu_backend: type[OnnxRuntimeBackend] | type[TorchBackend]
-            if insp.backend == "onnxruntime":
-                from models.runtime.onnxruntime import OnnxRuntimeBackend as cpu_backend
-            else:
-                from models.runtime.torch import TorchBackend as cpu_backend
-            return cpu_backend(
-                package,
-                m.threads,
-                explain=m.explain,
-                mm_per_px=insp.mm_per_px,
-                min_region_area_mm2=area,
-            )
-        if insp.backend == "tensorrt":
-            from models.runtime.tensorrt import TensorRTBackend
-
-            cache = m.engine_cache
-            if not cache.is_absolute():
-                cache = cfg.node.state_dir / cache
-            return TensorRTBackend(
-                package,
-                m.max_batch,
-                cache_dir=cache,
-                explain=m.explain,
-                mm_per_px=insp.mm_per_px,
-                min_region_area_mm2=area,
-            )
-    except ImportError as exc:
+        return open_runtime(
+            insp.backend,
+            package,
+            m.threads,
+            m.max_batch,
+            engine_cache=cache,
+            explain=m.explain,
+            mm_per_px=insp.mm_per_px,
+            min_region_area_mm2=insp.recipe.min_region_area_mm2,
+        )
+    except (BackendError, ValueError) as exc:
         raise ModelError(f"inspection.backend = {insp.backend!r}: {exc}") from exc
-    except (PackageError, RuntimeError, ValueError, OSError) as exc:
-        raise ModelError(f"inspection.backend = {insp.backend!r}: {exc}") from exc
-    raise ModelError(f"inspection.backend: unknown backend {insp.backend!r}")
 
 
 def build_components(cfg: Config, sim: SimLine | None = None) -> tuple[Components, SimLine | None]:

@@ -1,6 +1,6 @@
-"""The learned defect network (pure ``nn.Module``s): ``DefectNet`` built from a ``NetConfig``."""
+"""The learned defect network (pure ``nn.Module``s): ``model.DefectNet`` built from a
+``config.NetConfig``.
 
-from models.net.config import NetConfig
-from models.net.model import DefectNet, DetectOutput
-
-__all__ = ["DefectNet", "DetectOutput", "NetConfig"]
+Import from the modules themselves: this package imports nothing, so reading a
+``NetConfig`` (as ``models.package`` does) does not load torch.
+"""

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.graphs import NO_LOCATION, NO_SIZE
+
 
 class Attention(nn.Module):
     """Multi-head attention of ``(N, Tq, d)`` queries over ``(N, Tk, d)`` keys/values."""
@@ -65,10 +67,6 @@ class DecoderLayer(nn.Module):
         x = x + self.cross_attn(self.n2(x), memory)
         out: torch.Tensor = x + self.ff(self.n3(x))
         return out
-
-
-NO_LOCATION, NO_SIZE = 9, 3
-"""The fact ids meaning "no region": after the 9 grid cells and the 3 size classes."""
 
 
 class ExplainDecoder(nn.Module):

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.graphs import NO_LOCATION, NO_SIZE
 from models.net.config import NetConfig
-from models.net.decoder import NO_LOCATION, NO_SIZE, ExplainDecoder
+from models.net.decoder import ExplainDecoder
 from models.net.encoder import Encoder, SegHead
 
 FACT_LOCATIONS, FACT_SIZES = NO_LOCATION, NO_SIZE

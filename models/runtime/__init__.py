@@ -1,16 +1,24 @@
-"""Runtimes for a model package, each a ``models.backend.Backend``, imported lazily by name.
+"""Runtimes for a model package, each a ``models.backend.Backend``, and the factory that opens them.
 
 - ``onnxruntime``: ``models.runtime.onnxruntime.OnnxRuntimeBackend`` (CPU; onnxruntime)
 - ``tensorrt``: ``models.runtime.tensorrt.TensorRTBackend`` (a GPU; tensorrt, cuda-python)
 - ``torch``: ``models.runtime.torch.TorchBackend`` (the reference; torch)
+
+``open_runtime`` is the one factory: it imports only the chosen runtime's
+module, so torch or TensorRT load only when asked for, and its failures are
+``models.backend.BackendError``. The node, ``lineside eval|explain`` and the
+model benchmark open packages with it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from models.backend import Backend
+from models.backend import Backend, BackendError
+
+if TYPE_CHECKING:
+    from models.package import ModelPackage
 
 RuntimeName = Literal["onnxruntime", "tensorrt", "torch"]
 RUNTIMES: tuple[RuntimeName, ...] = ("onnxruntime", "tensorrt", "torch")
@@ -18,28 +26,67 @@ RUNTIMES: tuple[RuntimeName, ...] = ("onnxruntime", "tensorrt", "torch")
 
 def open_runtime(
     name: RuntimeName,
-    package: str | Path,
+    package: ModelPackage | str | Path,
     threads: int = 1,
     max_batch: int = 8,
+    *,
+    engine_cache: str | Path | None = None,
     explain: bool = True,
+    mm_per_px: float | None = None,
+    min_region_area_mm2: float | None = None,
 ) -> Backend:
-    """Load ``package`` on the runtime ``name`` (only that runtime's libraries are imported).
+    """Open ``package`` (a verified ``ModelPackage`` or a package folder) on the runtime ``name``.
 
     ``threads`` is the CPU thread count (ONNX Runtime, torch); ``max_batch``
-    the TensorRT engines' largest batch. Raises ``ValueError`` for an unknown
-    name, ``models.package.PackageError`` for a bad package, and the runtime's
-    own error (e.g. ``TensorRTError``) when it cannot start.
+    the TensorRT engines' largest batch and ``engine_cache`` the folder of their
+    plans (default: ``<package>/.engines``); ``explain=False`` skips the
+    explanation decoder; ``mm_per_px`` (mm per pixel) and
+    ``min_region_area_mm2`` (mm²) default to the package's.
+
+    Raises ``BackendError`` when the backend cannot be opened: a
+    ``PackageError`` for a bad package, a ``TensorRTError`` when TensorRT,
+    CUDA or a GPU is missing or an engine build fails, and a plain
+    ``BackendError`` (caused by the ``ImportError``, ``OSError`` or
+    ``RuntimeError``) when the runtime's libraries are missing or its files
+    cannot be written. Raises ``ValueError`` for an unknown ``name`` or an
+    argument out of range (``threads`` or ``max_batch`` below 1, ``mm_per_px``
+    not above 0).
     """
-    if name == "onnxruntime":
-        from models.runtime.onnxruntime import OnnxRuntimeBackend
+    if name not in RUNTIMES:
+        raise ValueError(f"unknown runtime {name!r}; expected one of {RUNTIMES}")
+    try:
+        if name == "onnxruntime":
+            from models.runtime.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(package, threads, explain=explain)
-    if name == "torch":
-        from models.runtime.torch import TorchBackend
+            return OnnxRuntimeBackend(
+                package,
+                threads,
+                explain=explain,
+                mm_per_px=mm_per_px,
+                min_region_area_mm2=min_region_area_mm2,
+            )
+        if name == "torch":
+            from models.runtime.torch import TorchBackend
 
-        return TorchBackend(package, threads, explain=explain)
-    if name == "tensorrt":
+            return TorchBackend(
+                package,
+                threads,
+                explain=explain,
+                mm_per_px=mm_per_px,
+                min_region_area_mm2=min_region_area_mm2,
+            )
         from models.runtime.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(package, max_batch, explain=explain)
-    raise ValueError(f"unknown runtime {name!r}; expected one of {RUNTIMES}")
+        return TensorRTBackend(
+            package,
+            max_batch,
+            cache_dir=engine_cache,
+            explain=explain,
+            mm_per_px=mm_per_px,
+            min_region_area_mm2=min_region_area_mm2,
+        )
+    except BackendError:
+        raise
+    except (ImportError, OSError, RuntimeError) as exc:
+        # One error type for callers; the cause keeps the runtime's own exception.
+        raise BackendError(str(exc)) from exc

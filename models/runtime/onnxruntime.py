@@ -4,6 +4,9 @@
 shared two-core machine a second thread spins more than it helps; the node
 runs one inference worker, so inter-op parallelism stays at 1). Blocking:
 call ``infer`` from the inference worker thread, never the event loop.
+
+It imports no torch (the graphs' names come from ``models.graphs``), so a CPU
+node never loads it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import onnxruntime as ort
 import structlog
 
 from models.explain_text import Language
-from models.export import DETECT_OUTPUTS, EXPLAIN_INPUTS
+from models.graphs import DETECT_OUTPUTS, EXPLAIN_INPUTS
 from models.package import ModelPackage, PackageError
 from models.runtime.pipeline import F32, I32, Pipeline, PipelineBackend
 

@@ -1,7 +1,7 @@
 """What every runtime shares: input checks, post-processing into ``Findings``, greedy decoding.
 
 A runtime supplies two functions over arrays, ``detect`` and ``step`` (see
-``models.export`` for their inputs and outputs); ``Pipeline`` does the rest,
+``models.graphs`` for their inputs and outputs); ``Pipeline`` does the rest,
 so ONNX Runtime, TensorRT and torch differ only in how they run the graphs.
 
 Units of the returned ``Findings``: ``anomaly_score`` is the image score
@@ -40,8 +40,8 @@ from models.data.geometry import (
 )
 from models.explain_text import NO_DEFECT_TYPE, Language, render_explanation
 from models.findings import Explanation, ExplanationFacts, Findings, Region
+from models.graphs import NO_LOCATION
 from models.guard import GroundingGuard, grounding_for
-from models.net.decoder import NO_LOCATION
 from models.package import ModelPackage, load_package
 
 F32 = npt.NDArray[np.float32]

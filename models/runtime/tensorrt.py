@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from models.backend import Image
+from models.backend import BackendError, Image
 from models.explain_text import Language
 from models.findings import Explanation, Findings
 from models.package import ModelPackage, PackageError, load_package
@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 WORKSPACE_BYTES = 1 << 30
 
 
-class TensorRTError(RuntimeError):
+class TensorRTError(BackendError, RuntimeError):
     """TensorRT or CUDA failed (no GPU, engine build failure, CUDA error)."""
 
 

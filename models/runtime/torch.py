@@ -13,7 +13,7 @@ import torch
 
 from models.explain_text import Language
 from models.export import DetectGraph
-from models.net import DefectNet
+from models.net.model import DefectNet
 from models.package import ModelPackage, PackageError
 from models.runtime.pipeline import F32, I32, Pipeline, PipelineBackend
 

@@ -3,21 +3,20 @@
 The API, in the order a user meets it:
 
 - ``PartSpec(family, seed, defect=None, part_size_mm=28.0)``: one part.
-- ``sample_part_spec(rng, family, defect_rate, kinds=None) -> PartSpec``.
+- ``sample_part_spec(rng, family, defect_rate, kinds=None, part_size_mm=28.0) -> PartSpec``.
 - ``render_part(spec, mm_per_px) -> RenderedPart``: ``image`` uint8 ``(S, S)``,
   ``mask`` (defect pixels), ``part_mask``, ``truth: DefectTruth | None``;
   deterministic and cached.
 - ``render_scene(part, frame_hw, center_px, belt_level=30, noise_seed=None)``
   ``-> (frame uint8 (H, W), defect mask (H, W))``: the part on the belt.
-- ``write_dataset(out_dir, seed, families, n_train_good, n_test_good,
-  n_test_per_kind, mm_per_px, size_px)``: an MVTec AD style data set.
 
 Families are listed in ``FAMILIES`` (see ``models.synth.families``), defect
 kinds in ``DEFECT_KINDS`` (see ``models.synth.defects``). Only numpy and
-scipy.ndimage are used, so the simulator runs anywhere the node does.
+scipy.ndimage are used, so the simulator runs anywhere the node does. Data
+sets of these parts in the MVTec AD layout are written by
+``models.data.synthset.write_synth``.
 """
 
-from models.synth.dataset import DatasetSummary, write_dataset
 from models.synth.defects import DEFECT_KINDS, DefectKind
 from models.synth.families import FAMILIES
 from models.synth.parts import (
@@ -40,7 +39,6 @@ __all__ = [
     "FAMILY_NAMES",
     "VISIBLE_MIN_AREA_MM2",
     "VISIBLE_MIN_CONTRAST_GRAY",
-    "DatasetSummary",
     "DefectKind",
     "DefectTruth",
     "PartSpec",
@@ -49,5 +47,4 @@ __all__ = [
     "render_part",
     "render_scene",
     "sample_part_spec",
-    "write_dataset",
 ]

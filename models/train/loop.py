@@ -23,8 +23,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from models.captions import Vocabulary
 from models.data.geometry import PartGeometry, hysteresis, measure_regions, size_class
 from models.data.mvtec import MvtecDataset
-from models.net import DefectNet, DetectOutput, NetConfig
-from models.net.decoder import NO_LOCATION, NO_SIZE
+from models.graphs import NO_LOCATION, NO_SIZE
+from models.net.config import NetConfig
+from models.net.model import DefectNet, DetectOutput
 from models.train.metrics import PixelAuroc, auroc, best_threshold
 from models.train.samples import Batch, TrainingData
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.data.synthset import write_synth
-from models.net import NetConfig
+from models.net.config import NetConfig
 from models.package import ModelPackage
 from models.train.build import train_package
 from models.train.loop import TrainConfig

@@ -14,9 +14,9 @@ import torch
 
 from models.data.geometry import ALL_LOCATIONS, SIZE_CLASSES, PartGeometry
 from models.findings import ExplanationFacts, Region
+from models.graphs import NO_LOCATION, NO_SIZE
 from models.guard import grounding_for
-from models.net import DefectNet
-from models.net.decoder import NO_LOCATION, NO_SIZE
+from models.net.model import DefectNet
 from models.package import ModelPackage, PackageError, load_package
 from models.runtime.onnxruntime import OnnxRuntimeBackend
 from models.train.loop import fact_ids, perturb_facts

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 from scipy import ndimage
 
 from models.synth import (
@@ -20,7 +16,6 @@ from models.synth import (
     render_part,
     render_scene,
     sample_part_spec,
-    write_dataset,
 )
 from models.synth import parts as parts_module
 
@@ -169,40 +164,3 @@ def test_render_scene_noise_seed_is_deterministic() -> None:
     b, _ = render_scene(part, (256, 256), (128.0, 128.0), noise_seed=42)
     c, _ = render_scene(part, (256, 256), (128.0, 128.0), noise_seed=43)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-
-
-def test_write_dataset_produces_the_mvtec_layout(tmp_path: Path) -> None:
-    """Folders, names and masks follow MVTec AD, and each mask matches its re-rendered image."""
-    families = ["moulded_plastic", "brushed_metal"]
-    summary = write_dataset(tmp_path, 7, families, 2, 1, 1, mm_per_px=0.25, size_px=128)
-    for family in families:
-        assert len(list((tmp_path / family / "train" / "good").glob("*.png"))) == 2
-        assert len(list((tmp_path / family / "test" / "good").glob("*.png"))) == 1
-        for kind in DEFECT_KINDS:
-            image = tmp_path / family / "test" / kind / "000.png"
-            mask_png = tmp_path / family / "ground_truth" / kind / "000_mask.png"
-            assert image.is_file() and mask_png.is_file()
-            m = np.asarray(Image.open(mask_png))
-            assert m.shape == (128, 128) and set(np.unique(m)) == {0, 255}
-        assert not (tmp_path / family / "ground_truth" / "good").exists()
-    assert summary.counts["brushed_metal"]["test/crack"] == 1
-
-    records = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
-    assert len(records) == 2 * (2 + 1 + len(DEFECT_KINDS))
-    for rec in (r for r in records if "mask" in r):
-        spec = PartSpec(**rec["spec"])
-        frame, mask = render_scene(
-            render_part(spec, 0.25), (128, 128), (63.5, 63.5), noise_seed=spec.seed
-        )
-        assert np.array_equal(np.asarray(Image.open(tmp_path / rec["image"])), frame)
-        assert np.array_equal(np.asarray(Image.open(tmp_path / rec["mask"])) == 255, mask)
-        ys, xs = np.nonzero(mask)
-        assert rec["truth"]["bbox_px"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-
-
-def test_write_dataset_is_reproducible(tmp_path: Path) -> None:
-    """The same arguments write byte-identical images."""
-    write_dataset(tmp_path / "a", 3, ["textile"], 1, 0, 1, mm_per_px=0.25, size_px=120)
-    write_dataset(tmp_path / "b", 3, ["textile"], 1, 0, 1, mm_per_px=0.25, size_px=120)
-    for rel in ["textile/train/good/000.png", "textile/test/scratch/000.png"]:
-        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()

@@ -14,7 +14,7 @@ import torch
 from models.captions import Vocabulary
 from models.data.mvtec import load_gray, read_mvtec
 from models.findings import Findings
-from models.net import DefectNet
+from models.net.model import DefectNet
 from models.package import ModelPackage, PackageError, load_package, sha256_file
 from models.runtime.onnxruntime import OnnxRuntimeBackend
 from models.runtime.torch import TorchBackend

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,17 @@ def test_model_backend_checks_the_package_against_the_config(tmp_path: Path) -> 
     )
     with pytest.raises(ModelError, match="roi_size_px"):
         load_backend(other_size)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here"
+)
+def test_model_backend_names_the_key_of_a_runtime_that_cannot_start() -> None:
+    """A runtime that cannot start (TensorRT not installed) is a ModelError naming the backend."""
+    cfg = sim_config(
+        load_config(DEFAULT_CONFIG),
+        inspection={"backend": "tensorrt", "model": {"package": DEMO}},
+    )
+    want = "inspection.backend = 'tensorrt': the TensorRT backend needs the tensorrt package"
+    with pytest.raises(ModelError, match=re.escape(want)):
+        load_backend(cfg)
