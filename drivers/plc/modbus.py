@@ -44,7 +44,7 @@ from drivers.plc.errors import (
     PlcWriteRefused,
 )
 from drivers.plc.iomap import ModbusBit, ModbusWord
-from drivers.plc.link import EdgeLatchReader, LinkCounters, Reconnect, wait_event
+from drivers.plc.link import Reconnect
 from drivers.plc.modbus_map import (
     Cell,
     Image,
@@ -58,6 +58,7 @@ from drivers.plc.modbus_map import (
 )
 from drivers.plc.settings import ModbusSettings
 from drivers.plc.tracked import PlcResult, reason_code
+from drivers.plc.transport import EdgeLatchReader, LinkCounters, wait_event
 
 log = structlog.get_logger(__name__)
 

@@ -51,9 +51,10 @@ from drivers.plc.errors import (
     PlcWriteRefused,
 )
 from drivers.plc.iomap import OUTPUT_GROUPS, UaNode
-from drivers.plc.link import EdgeLatchReader, LinkCounters, Reconnect, wait_event
+from drivers.plc.link import Reconnect
 from drivers.plc.settings import OpcUaSettings
 from drivers.plc.tracked import PlcResult, reason_code
+from drivers.plc.transport import EdgeLatchReader, LinkCounters, wait_event
 
 log = structlog.get_logger(__name__)
 

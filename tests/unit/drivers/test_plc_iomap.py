@@ -6,9 +6,9 @@ import pydantic
 import pytest
 
 from drivers.plc.iomap import ModbusIoMap, ModbusWord, OpcUaIoMap, UaNode
-from drivers.plc.link import EdgeLatchReader
 from drivers.plc.modbus_map import OutputImage, plan_reads
 from drivers.plc.settings import BackoffSettings, OpcUaSettings
+from drivers.plc.transport import EdgeLatchReader
 
 
 def test_default_maps_are_valid() -> None:
