@@ -17,6 +17,7 @@ import structlog
 
 from drivers.plc.base import EncoderSample, RejectCommand
 from drivers.plc.errors import PlcDriverError
+from drivers.plc.iomap import next_result_counter
 from drivers.plc.settings import ModbusSettings, OpcUaSettings, RejectMode
 from drivers.plc.tracked import (
     VERDICT_FAILSAFE_REJECT,
@@ -138,7 +139,7 @@ class NodePlc:
             code = VERDICT_FAILSAFE_REJECT
         else:
             code = VERDICT_REJECT if verdict.reject else VERDICT_PASS
-        self._result_counter = (self._result_counter + 1) % 65536
+        self._result_counter = next_result_counter(self._result_counter)
         try:
             await self.driver.publish_verdict(
                 code, defect_code(verdict.defect_type), self._result_counter

@@ -43,7 +43,7 @@ from drivers.plc.errors import (
     PlcReadbackMismatch,
     PlcWriteRefused,
 )
-from drivers.plc.iomap import ModbusBit, ModbusWord
+from drivers.plc.iomap import ModbusBit, ModbusWord, next_seq, wire_part_id
 from drivers.plc.link import Reconnect
 from drivers.plc.modbus_map import (
     Cell,
@@ -132,11 +132,11 @@ class _PulseChannel:
         with self._lock:
             self._connect_locked()
             assert self._client is not None
-            seq = (self._seq + 1) & 0xFFFF
+            seq = next_seq(self._seq)
             img = self._image
             img.set("fire_seq", seq)
             if "fire_part_id" in self._s.io.output_signals():
-                img.set("fire_part_id", command.part_id)
+                img.set("fire_part_id", wire_part_id(command.part_id))
             if "fire_reason" in self._s.io.output_signals():
                 img.set("fire_reason", reason_code(command.reason))
             (run,) = img.runs(self._cells)
@@ -637,11 +637,11 @@ class ModbusPlc:
         loop = asyncio.get_running_loop()
         async with self._report_lock:
             await self._wait_ack(False, loop.time() + timeout, "ready")
-            seq = (self._result_seq + 1) & 0xFFFF
+            seq = next_seq(self._result_seq)
             img = self._image
             signals = self._io.output_signals()
             values: dict[str, int | bool] = {
-                "result_part_id": result.part_id,
+                "result_part_id": wire_part_id(result.part_id),
                 "result_origin_count": result.origin_raw_count,
                 "result_reject": result.reject,
                 "result_reason": result.reason_code,

@@ -50,7 +50,7 @@ from drivers.plc.errors import (
     PlcReadbackMismatch,
     PlcWriteRefused,
 )
-from drivers.plc.iomap import OUTPUT_GROUPS, UaNode
+from drivers.plc.iomap import OUTPUT_GROUPS, UaNode, next_seq, wire_part_id
 from drivers.plc.link import Reconnect
 from drivers.plc.settings import OpcUaSettings
 from drivers.plc.tracked import PlcResult, reason_code
@@ -258,9 +258,9 @@ class _PulseLoop:
     async def _write(self, command: RejectCommand) -> None:
         await self._connect()
         assert self._session is not None
-        seq = (self._seq + 1) & 0xFFFF
+        seq = next_seq(self._seq)
         values: dict[str, Any] = {
-            "fire_part_id": command.part_id & 0xFFFFFFFF,
+            "fire_part_id": wire_part_id(command.part_id),
             "fire_reason": reason_code(command.reason),
             "fire_seq": seq,
         }
@@ -687,9 +687,7 @@ class OpcUaPlc:
 
     async def publish_verdict(self, verdict: int, defect: int, result_counter: int) -> None:
         """Write the last verdict code, defect code and result counter (one request)."""
-        self._status.update(
-            last_verdict=verdict, defect_code=defect, result_counter=result_counter & 0xFFFFFFFF
-        )
+        self._status.update(last_verdict=verdict, defect_code=defect, result_counter=result_counter)
         await self._write_group("verdict")
 
     # -- PLC-tracked handshake ---------------------------------------------------------
@@ -718,9 +716,9 @@ class OpcUaPlc:
         loop = asyncio.get_running_loop()
         async with self._report_lock:
             await self._wait_ack(False, loop.time() + timeout, "ready")
-            seq = (self._result_seq + 1) & 0xFFFF
+            seq = next_seq(self._result_seq)
             values: dict[str, Any] = {
-                "result_part_id": result.part_id & 0xFFFFFFFF,
+                "result_part_id": wire_part_id(result.part_id),
                 "result_origin_count": result.origin_raw_count,
                 "result_reject": result.reject,
                 "result_reason": result.reason_code,
