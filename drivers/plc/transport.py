@@ -1,4 +1,13 @@
-"""What both PLC transports share: link state and counters, round trips, the edge latch."""
+"""What a PLC transport is to :class:`drivers.plc.link.PlcLink`, and the pieces transports share.
+
+A transport (``drivers/plc/modbus.py``, ``drivers/plc/opcua.py``) knows its
+wire protocol and its I/O map: how to open the main channel, how inputs
+arrive, how an output group goes out in one request, and how the pulse goes
+out on a channel of its own. Everything that is the same for every PLC — the
+lifecycle, reconnecting with backoff, link state, heartbeat, node state,
+verdicts, the ResultValid/Ack handshake and the widths of what is sent — is
+the link's.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +15,132 @@ import asyncio
 import collections
 import contextlib
 import threading
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+
+from drivers.plc.base import EncoderSample
 
 LinkState = Literal["connecting", "up", "down", "closed"]
 """``connecting``: never connected yet; ``up``: requests go through; ``down``: lost,
-reconnecting with backoff; ``closed``: the driver was closed."""
+reconnecting with backoff; ``closed``: the link was closed."""
+
+OutputValue = int | bool
+
+
+class PulseChannel(Protocol):
+    """The node-timed pulse's own connection, used from the node's pulse-timing thread.
+
+    It never waits behind the main channel or the node's event loop, so the
+    deadline and the output are not separated by a poll or a loop wake-up.
+    """
+
+    @property
+    def connected(self) -> bool:
+        """Whether the channel is open (``pulse`` may still reconnect on its own)."""
+        ...
+
+    async def open(self) -> None:
+        """Open the channel and continue the PLC's ``fire_seq``. Raises ``PlcDriverError``."""
+        ...
+
+    def pulse(self, values: Mapping[str, OutputValue]) -> None:
+        """Write the fire group now: ``values`` plus the next ``fire_seq``, in one request.
+
+        Blocking and thread-safe; reconnects first when the channel was lost.
+        ``fire_seq`` advances only when the PLC took the write. Raises
+        ``PlcLinkError`` (no connection, no answer within ``fire_timeout_ms``)
+        or ``PlcWriteRefused``.
+        """
+        ...
+
+    def close(self) -> None:
+        """Close the channel (blocking; the link calls it from a worker thread)."""
+        ...
+
+
+class PlcTransport(Protocol):
+    """One PLC's wire protocol and I/O map, driven by a ``PlcLink``.
+
+    The transport never reconnects by itself: a failed request marks the main
+    channel lost (``lost``) and raises ``PlcLinkError``; the link records the
+    loss, disconnects and reconnects with backoff.
+    """
+
+    @property
+    def name(self) -> str:
+        """``"modbus"`` or ``"opcua"``: the ``transport`` field of the link's log events."""
+        ...
+
+    @property
+    def counters(self) -> LinkCounters:
+        """The link's counters. The transport adds its I/O to them (round trips, timeouts,
+        refused writes, bad samples, edges lost); the link keeps the rest."""
+        ...
+
+    @property
+    def pulse_channel(self) -> PulseChannel:
+        """The node-timed pulse's own connection."""
+        ...
+
+    @property
+    def endpoint(self) -> Mapping[str, object]:
+        """Where the PLC is, as fields of the ``plc_link_up`` event (host and port, or url)."""
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether the main channel is open and not lost."""
+        ...
+
+    @property
+    def lost(self) -> str | None:
+        """Why the open main channel was lost, until ``disconnect``; None while it works."""
+        ...
+
+    async def connect(self) -> int | None:
+        """Open the main channel and clear a ResultValid left from before (PLC-tracked).
+
+        Returns the ``result_seq`` the PLC holds (None where it is not mapped),
+        so results continue from it. Raises ``PlcLinkError`` (``PlcConnectError``
+        says why in its ``reason``), ``PlcConfigError`` when the I/O map does not
+        fit the PLC, or ``PlcWriteRefused``.
+        """
+        ...
+
+    async def disconnect(self) -> None:
+        """Close the main channel (idempotent; never raises)."""
+        ...
+
+    def samples(self, closed: asyncio.Event) -> AsyncIterator[EncoderSample]:
+        """Samples from the open main channel, in time order.
+
+        Ends when the channel is lost or ``closed`` is set. Bad readings are
+        logged, counted and skipped.
+        """
+        ...
+
+    async def probe_read(self) -> None:
+        """Read the inputs once for a round trip (into ``counters.read_rtt``).
+
+        Raises ``PlcLinkError``.
+        """
+        ...
+
+    async def write(self, what: str, values: Mapping[str, OutputValue]) -> None:
+        """Write ``values`` (output name → value, trigger last) in one request per group.
+
+        ``what`` is a group of ``drivers.plc.iomap.OUTPUT_GROUPS`` or a single
+        output's name; it names the write in errors and logs. Outputs the I/O
+        map leaves out are skipped. Raises ``PlcLinkError``, ``PlcWriteRefused``
+        or ``PlcReadbackMismatch`` (``verify_writes``).
+        """
+        ...
+
+    async def wait_input(self, name: str, value: bool, timeout_s: float) -> bool:
+        """Whether boolean input ``name`` reads ``value`` within ``timeout_s`` (checked at least
+        once). Raises ``PlcLinkError``."""
+        ...
 
 
 class RttWindow:
@@ -49,7 +178,7 @@ class RttWindow:
 
 @dataclass
 class LinkCounters:
-    """Counters a driver keeps about its link; shown in the node's status."""
+    """Counters a link keeps about itself; shown in the node's status."""
 
     state: LinkState = "connecting"
     connects: int = 0

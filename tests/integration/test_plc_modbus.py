@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from drivers.plc.base import EncoderSample, RejectCommand
 from drivers.plc.errors import PlcLinkError, PlcWriteRefused
-from drivers.plc.modbus import ModbusPlc
+from drivers.plc.link import PlcLink, open_link
 from drivers.plc.settings import BackoffSettings, ModbusSettings
 from drivers.plc.tracked import PlcResult
 from drivers.simworld import SimWorld
@@ -50,7 +50,7 @@ def _settings(emu: ModbusPlcEmulator, **kw: object) -> ModbusSettings:
     return ModbusSettings(port=emu.port, backoff=BackoffSettings(initial_s=0.05, max_s=0.2), **kw)  # type: ignore[arg-type]
 
 
-async def _take(drv: ModbusPlc, n: int) -> list[EncoderSample]:
+async def _take(drv: PlcLink, n: int) -> list[EncoderSample]:
     out = []
     async for s in drv.samples():
         out.append(s)
@@ -65,7 +65,7 @@ async def test_samples_follow_the_counter_and_latch_every_edge(
     """Polled counts rise with the belt and every part-present edge arrives latched, once:
     exactly the belt's edges between the first read (the baseline) and the last."""
     emu, prog = plc
-    async with ModbusPlc(_settings(emu)) as drv:
+    async with open_link(_settings(emu)) as drv:
         samples = await _take(drv, 150)
     counts = [s.raw_count for s in samples]
     assert counts == sorted(counts) and counts[-1] > counts[0]
@@ -84,7 +84,7 @@ async def test_samples_follow_the_counter_and_latch_every_edge(
 async def test_fire_strikes_on_the_write(plc: tuple[ModbusPlcEmulator, PlcProgram]) -> None:
     """Each node-timed fire is one pulse in the PLC, and the lead is half a measured round trip."""
     emu, prog = plc
-    async with ModbusPlc(_settings(emu)) as drv:
+    async with open_link(_settings(emu)) as drv:
         for i in range(10):
             await asyncio.to_thread(drv.fire, RejectCommand(i, 0, "defect"))
         assert prog.stats.fires_node_timed == 10
@@ -97,7 +97,7 @@ async def test_result_handshake_loads_the_shift_register(
 ) -> None:
     """report() completes ResultValid/Ack and the PLC fires at origin + its offset, exactly."""
     emu, prog = plc
-    async with ModbusPlc(_settings(emu, reject_mode="plc_tracked")) as drv:
+    async with open_link(_settings(emu, reject_mode="plc_tracked")) as drv:
         origin = prog.raw_count(time.monotonic_ns()) + 400  # 0.1 s ahead of the fire point
         await drv.report(PlcResult(7, True, origin, 1, 2))
         assert prog.stats.results == 1 and not prog.result_ack
@@ -114,7 +114,7 @@ async def test_refused_write_is_an_error_not_a_crash(
     """A write the PLC refuses raises PlcWriteRefused, is counted, and polling goes on."""
     emu, _ = plc
     emu.refuse = {"heartbeat"}
-    async with ModbusPlc(_settings(emu)) as drv:
+    async with open_link(_settings(emu)) as drv:
         with capture_logs() as logs, pytest.raises(PlcWriteRefused):
             await drv.heartbeat(True)
         assert drv.counters.refused_writes == 1
@@ -127,7 +127,7 @@ async def test_out_of_range_count_is_dropped(plc: tuple[ModbusPlcEmulator, PlcPr
     with it, which are passed on (the tracker refuses the count and keeps the edges)."""
     emu, prog = plc
     prog.count_override = 70_000  # impossible for a 16-bit counter
-    async with ModbusPlc(_settings(emu), encoder_bits=16) as drv:
+    async with open_link(_settings(emu), encoder_bits=16) as drv:
         with capture_logs() as logs:
             task = asyncio.ensure_future(_take(drv, 3))
             await asyncio.sleep(0.05)
@@ -144,14 +144,14 @@ async def test_link_loss_reconnects_and_plc_sees_heartbeat_loss(
     """Emulator restarted: link goes down (state and count visible), comes back, polls again;
     the PLC sees the node's heartbeat stop meanwhile."""
     emu, prog = plc
-    async with ModbusPlc(_settings(emu)) as drv:
+    async with open_link(_settings(emu)) as drv:
         await drv.heartbeat(True)
         await drv.heartbeat(False)
         await _take(drv, 3)
         await emu.stop()
         for _ in range(20):  # a dead peer is a timeout or a reset: a few requests at most
             with pytest.raises(PlcLinkError):
-                await drv.read_inputs()
+                await drv.probe_read()
             if drv.link_state == "down":
                 break
         assert drv.link_state == "down"
@@ -172,5 +172,5 @@ async def test_unreachable_plc_fails_at_open() -> None:
     from hil.plc_modbus import free_port
 
     with pytest.raises(PlcLinkError):
-        async with ModbusPlc(ModbusSettings(port=free_port(), connect_timeout_ms=200)):
+        async with open_link(ModbusSettings(port=free_port(), connect_timeout_ms=200)):
             pass

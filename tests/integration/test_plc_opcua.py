@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from drivers.plc.base import EncoderSample, RejectCommand
 from drivers.plc.errors import PlcConfigError, PlcLinkError, PlcWriteRefused
 from drivers.plc.iomap import OpcUaIoMap
-from drivers.plc.opcua import OpcUaPlc
+from drivers.plc.link import PlcLink, open_link
 from drivers.plc.settings import BackoffSettings, OpcUaSettings
 from drivers.plc.tracked import PlcResult
 from drivers.simworld import SimWorld
@@ -48,7 +48,7 @@ def _settings(emu: OpcUaPlcEmulator, **kw: object) -> OpcUaSettings:
     return OpcUaSettings(url=emu.url, backoff=BackoffSettings(initial_s=0.1, max_s=0.3), **kw)  # type: ignore[arg-type]
 
 
-async def _take(drv: OpcUaPlc, n: int) -> list[EncoderSample]:
+async def _take(drv: PlcLink, n: int) -> list[EncoderSample]:
     out = []
     async for s in drv.samples():
         out.append(s)
@@ -62,7 +62,7 @@ async def test_subscription_follows_the_counter_with_plc_timestamps(
 ) -> None:
     """Counts arrive in order, dated close to when the PLC sampled them, edges latched once."""
     emu, prog = plc
-    async with OpcUaPlc(_settings(emu)) as drv:
+    async with open_link(_settings(emu)) as drv:
         samples = await _take(drv, 300)
     counts = [s.raw_count for s in samples]
     assert counts == sorted(counts) and counts[-1] > counts[0]
@@ -85,7 +85,7 @@ async def test_late_notifications_never_make_the_belt_look_parked(
     (Batching delays even the freshest notification, so the mapped clock runs some ms
     late and converges slowly; the step from sample to sample is what the node checks.)"""
     emu, _ = plc
-    async with OpcUaPlc(_settings(emu, publishing_interval_ms=300.0)) as drv:
+    async with open_link(_settings(emu, publishing_interval_ms=300.0)) as drv:
         samples = await _take(drv, 400)
     assert samples[-1].t_ns - samples[0].t_ns > 0.6e9  # several batches, several waits
     for a, b in itertools.pairwise(samples[1:]):  # the first may be a stale initial value
@@ -99,7 +99,7 @@ async def test_browse_path_and_fire(plc: tuple[OpcUaPlcEmulator, PlcProgram]) ->
     io = OpcUaIoMap.model_validate(
         {"outputs": {"fire_seq": {"browse_path": ["2:PLC", "2:FireSeq"]}}}
     )
-    async with OpcUaPlc(_settings(emu, io=io)) as drv:
+    async with open_link(_settings(emu, io=io)) as drv:
         for i in range(5):
             await asyncio.to_thread(drv.fire, RejectCommand(i, 0, "defect"))
         assert prog.stats.fires_node_timed == 5
@@ -109,7 +109,7 @@ async def test_browse_path_and_fire(plc: tuple[OpcUaPlcEmulator, PlcProgram]) ->
 async def test_result_handshake(plc: tuple[OpcUaPlcEmulator, PlcProgram]) -> None:
     """report() completes ResultValid/Ack over subscriptions; the PLC fires exactly on count."""
     emu, prog = plc
-    async with OpcUaPlc(_settings(emu, reject_mode="plc_tracked")) as drv:
+    async with open_link(_settings(emu, reject_mode="plc_tracked")) as drv:
         task = asyncio.ensure_future(_take(drv, 10**6))
         try:
             origin = prog.raw_count(time.monotonic_ns()) + 400
@@ -128,7 +128,7 @@ async def test_refused_write(plc: tuple[OpcUaPlcEmulator, PlcProgram]) -> None:
     """A write the server refuses (read-only node) raises PlcWriteRefused and is logged."""
     emu, _ = plc
     await emu.refuse_writes("heartbeat")
-    async with OpcUaPlc(_settings(emu)) as drv:
+    async with open_link(_settings(emu)) as drv:
         with capture_logs() as logs, pytest.raises(PlcWriteRefused):
             await drv.heartbeat(True)
     assert any(e["event"] == "plc_write_refused" for e in logs)
@@ -139,7 +139,7 @@ async def test_unknown_node_is_a_config_error(plc: tuple[OpcUaPlcEmulator, PlcPr
     emu, _ = plc
     io = OpcUaIoMap.model_validate({"outputs": {"heartbeat": {"node_id": "ns=2;s=PLC.Nope"}}})
     with pytest.raises(PlcConfigError, match="heartbeat"):
-        async with OpcUaPlc(_settings(emu, io=io)):
+        async with open_link(_settings(emu, io=io)):
             pass
 
 
@@ -148,7 +148,7 @@ async def test_link_loss_resubscribes(plc: tuple[OpcUaPlcEmulator, PlcProgram]) 
     """Server restarted: the link is seen down, then reconnected and resubscribed; the PLC
     saw the heartbeat stop meanwhile."""
     emu, prog = plc
-    async with OpcUaPlc(_settings(emu)) as drv:
+    async with open_link(_settings(emu)) as drv:
         await drv.heartbeat(True)
         await drv.heartbeat(False)
         seen: list[str] = []
