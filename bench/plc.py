@@ -46,7 +46,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from drivers.plc.base import RejectCommand
 from drivers.plc.errors import PlcDriverError
-from drivers.plc.modbus import ModbusPlc
 from drivers.plc.settings import RejectMode
 from hil.line import CLASSICAL_CONFIG, sim_config
 from hil.plc_modbus import free_port
@@ -79,10 +78,7 @@ async def round_trips(cfg: Config, transport: Transport, n: int, tick: Tick) -> 
 
         async with drv:
             for i in range(n):
-                if isinstance(drv, ModbusPlc):
-                    await attempt("read", drv.read_inputs())
-                else:
-                    await attempt("read", drv.probe_read())
+                await attempt("read", drv.probe_read())
                 await attempt("write", drv.heartbeat(bool(i % 2)))
                 cmd = RejectCommand(i, 0, "defect")
                 await attempt("fire", asyncio.to_thread(drv.fire, cmd))

@@ -18,8 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import structlog
 
-from drivers.plc.modbus import ModbusPlc
-from drivers.plc.opcua import OpcUaPlc
+from drivers.plc.link import PlcLink, open_link
 from drivers.plc.settings import ModbusSettings, OpcUaSettings, RejectMode
 from hil.line import Collector, ensure_template, score, sim_config
 from hil.plc_logic import PlcProgram, PlcProgramConfig
@@ -36,7 +35,6 @@ log = structlog.get_logger(__name__)
 
 Transport = Literal["modbus", "opcua"]
 _BELT_START_NS = 200_000_000
-PlcDriver = ModbusPlc | OpcUaPlc
 
 
 @dataclass
@@ -46,7 +44,8 @@ class PlcRig:
     cfg: Config
     sim: SimLine
     emulator: EmulatorProcess
-    driver: PlcDriver
+    driver: PlcLink
+    """The node's PLC link."""
     node: Node
     stop: asyncio.Event
     """Set it to end the run (the node drains and stops)."""
@@ -77,12 +76,11 @@ def plc_settings(
 
 def driver_for(
     transport: Transport, mode: RejectMode, port: int, cfg: Config, **settings: Any
-) -> PlcDriver:
-    """A driver for the emulator on ``port``, in reject mode ``mode``."""
-    s = plc_settings(transport, mode, port, **settings)
-    if isinstance(s, ModbusSettings):
-        return ModbusPlc(s, encoder_bits=cfg.line.encoder_bits)
-    return OpcUaPlc(s, encoder_bits=cfg.line.encoder_bits)
+) -> PlcLink:
+    """A PLC link to the emulator on ``port``, in reject mode ``mode``."""
+    return open_link(
+        plc_settings(transport, mode, port, **settings), encoder_bits=cfg.line.encoder_bits
+    )
 
 
 def plc_config(
@@ -116,7 +114,7 @@ async def run_plc_line(
     the node's ``[plc]`` section is made for it (``plc_config``). ``during(rig)``
     runs beside the node once the belt moves (fault injection); ``on_result`` sees
     every part's result as it is published (progress). The report is
-    ``hil.line.score``'s plus ``plc`` (driver counters), ``plc_program`` (what
+    ``hil.line.score``'s plus ``plc`` (link counters), ``plc_program`` (what
     the emulated PLC did) and ``strike_error`` (actuator error over every
     strike of a commanded part, in mm, counts and ms).
     """
@@ -171,10 +169,10 @@ async def run_on_emulator(
     async with emulator:
         components, _ = build_components(node_cfg, sim)
         assert components.plc is not None
-        driver = components.plc.driver
+        link = components.plc.link
         collector = Collector(parts if parts is not None else 2**62, stop, on_result)
         node = Node(node_cfg, components, sinks=[collector], on_status=on_status)
-        rig = PlcRig(node_cfg, sim, emulator, driver, node, stop, collector.results)
+        rig = PlcRig(node_cfg, sim, emulator, link, node, stop, collector.results)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(timeout_s, stop.set) if timeout_s is not None else None
 
@@ -204,7 +202,7 @@ async def run_on_emulator(
                 timer.cancel()
     emulator.merge_hits(sim.world)
     report = score(sim, collector.results, node_cfg.camera.sim.mm_per_px)
-    report["plc"] = driver.counters.snapshot()
+    report["plc"] = link.counters.snapshot()
     report["plc_program"] = {
         k: v for k, v in emulator.stats.items() if k not in ("fire_t_ns", "result_origins")
     }

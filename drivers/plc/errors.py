@@ -17,6 +17,15 @@ class PlcLinkError(PlcDriverError):
     """The link to the PLC is down, or a request did not complete within its timeout."""
 
 
+class PlcConnectError(PlcLinkError):
+    """A connection attempt failed; ``reason`` is the short cause the link records as its
+    last error."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
 class PlcHandshakeTimeout(PlcLinkError):
     """The PLC did not acknowledge a result (ResultValid/Ack) within the handshake timeout."""
 

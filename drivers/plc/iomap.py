@@ -21,7 +21,7 @@ the data and the trigger together.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -220,6 +220,31 @@ OUTPUT_GROUPS: dict[str, tuple[str, ...]] = {
     ),
 }
 """Output signals written together, by group name."""
+
+# -- widths of what the node sends: one rule for every transport ---------------------
+
+PART_ID_MODULUS: Final = 1 << 32
+"""Part ids (``fire_part_id``, ``result_part_id``: u32) are sent modulo 2**32."""
+RESULT_COUNTER_MODULUS: Final = 1 << 16
+"""``result_counter`` counts published verdicts modulo 2**16 (in its u32 register)."""
+SEQ_MODULUS: Final = 1 << 16
+"""``fire_seq`` and ``result_seq`` are 16-bit sequence numbers."""
+
+
+def wire_part_id(part_id: int) -> int:
+    """``part_id`` as the PLC receives it: modulo :data:`PART_ID_MODULUS`."""
+    return part_id % PART_ID_MODULUS
+
+
+def next_result_counter(counter: int) -> int:
+    """The result counter after one more published verdict (modulo 2**16)."""
+    return (counter + 1) % RESULT_COUNTER_MODULUS
+
+
+def next_seq(seq: int) -> int:
+    """The sequence number after ``seq`` (``fire_seq``, ``result_seq``; modulo 2**16)."""
+    return (seq + 1) % SEQ_MODULUS
+
 
 ModbusSignal = ModbusBit | ModbusWord | ModbusEdgeLatch
 

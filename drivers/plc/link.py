@@ -1,91 +1,48 @@
-"""What both PLC drivers share: link state, round-trip statistics, reconnect backoff."""
+"""The PLC link: one object that is the node's encoder source, reject output and PLC reporter.
+
+:class:`PlcLink` drives one :class:`drivers.plc.transport.PlcTransport`
+(Modbus TCP or OPC UA) and owns everything that is the same for every PLC:
+
+- the lifecycle: an async context manager entered once (the node's two PLC
+  edges share it through ``node.plc.NodePlc``, which counts them);
+- connecting and reconnecting with backoff, the link state and its counters;
+- the heartbeat (which also reopens a lost pulse channel), node ready/error,
+  the last verdict with its result counter;
+- the node-timed pulse (``fire`` on the node's pulse-timing thread, straight
+  onto the transport's pulse channel) and ``fire_lead_ns``;
+- the PLC-tracked ResultValid/Ack handshake (``report``);
+- the widths of what it sends, one rule for every transport
+  (``drivers.plc.iomap``: part ids modulo 2**32, the result counter and the
+  sequence numbers modulo 2**16).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Literal, TypeVar
 
-from drivers.plc.settings import BackoffSettings
+import structlog
 
-LinkState = Literal["connecting", "up", "down", "closed"]
-"""``connecting``: never connected yet; ``up``: requests go through; ``down``: lost,
-reconnecting with backoff; ``closed``: the driver was closed."""
+from drivers.plc.base import EncoderSample, RejectCommand
+from drivers.plc.errors import (
+    PlcConfigError,
+    PlcConnectError,
+    PlcDriverError,
+    PlcHandshakeTimeout,
+    PlcLinkError,
+)
+from drivers.plc.iomap import OUTPUT_GROUPS, next_result_counter, next_seq, wire_part_id
+from drivers.plc.settings import BackoffSettings, ModbusSettings, OpcUaSettings
+from drivers.plc.tracked import PlcResult, reason_code
+from drivers.plc.transport import LinkState, OutputValue, PlcTransport, wait_event
 
+log = structlog.get_logger(__name__)
 
-class RttWindow:
-    """The last ``size`` round trips in nanoseconds; thread-safe, O(1) to add."""
-
-    def __init__(self, size: int = 512) -> None:
-        self._values: collections.deque[int] = collections.deque(maxlen=size)
-        self._lock = threading.Lock()
-
-    def add(self, ns: int) -> None:
-        """Record one round trip (ns)."""
-        with self._lock:
-            self._values.append(ns)
-
-    def percentile_ns(self, q: float) -> int | None:
-        """The ``q`` quantile (0..1) in ns, or None before the first sample."""
-        with self._lock:
-            values = sorted(self._values)
-        if not values:
-            return None
-        return values[min(len(values) - 1, int(q * len(values)))]
-
-    def summary_ms(self) -> dict[str, float | int | None]:
-        """``{"n", "p50", "p99", "max"}`` in milliseconds."""
-        with self._lock:
-            values = sorted(self._values)
-        if not values:
-            return {"n": 0, "p50": None, "p99": None, "max": None}
-
-        def q(p: float) -> float:
-            return round(values[min(len(values) - 1, int(p * len(values)))] / 1e6, 3)
-
-        return {"n": len(values), "p50": q(0.5), "p99": q(0.99), "max": round(values[-1] / 1e6, 3)}
-
-
-@dataclass
-class LinkCounters:
-    """Counters a driver keeps about its link; shown in the node's status."""
-
-    state: LinkState = "connecting"
-    connects: int = 0
-    """Successful (re)connects, the first one included."""
-    losses: int = 0
-    timeouts: int = 0
-    refused_writes: int = 0
-    bad_samples: int = 0
-    """Input readings dropped as bad data (value out of range)."""
-    edges_lost: int = 0
-    """Latched part-present edges overwritten in the PLC before the node read them."""
-    handshake_timeouts: int = 0
-    last_error: str = ""
-    read_rtt: RttWindow = field(default_factory=RttWindow)
-    write_rtt: RttWindow = field(default_factory=RttWindow)
-    fire_rtt: RttWindow = field(default_factory=RttWindow)
-
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-friendly copy."""
-        return {
-            "state": self.state,
-            "connects": self.connects,
-            "losses": self.losses,
-            "timeouts": self.timeouts,
-            "refused_writes": self.refused_writes,
-            "bad_samples": self.bad_samples,
-            "edges_lost": self.edges_lost,
-            "handshake_timeouts": self.handshake_timeouts,
-            "last_error": self.last_error,
-            "read_rtt_ms": self.read_rtt.summary_ms(),
-            "write_rtt_ms": self.write_rtt.summary_ms(),
-            "fire_rtt_ms": self.fire_rtt.summary_ms(),
-        }
+T = TypeVar("T")
 
 
 class Reconnect:
@@ -113,50 +70,307 @@ class Reconnect:
         return max(0.0, (self._due_ns - time.monotonic_ns()) / 1e9)
 
 
-class EdgeLatchReader:
-    """Turns the PLC's latch counter and slots into the edges new since the last reading.
+def open_link(
+    settings: ModbusSettings | OpcUaSettings, *, encoder_bits: Literal[16, 32] = 32
+) -> PlcLink:
+    """The link ``settings`` describe (only that transport's library is imported).
 
-    ``slots`` slots hold the last edges; edge ``n`` (1-based, counted by the
-    PLC modulo 2**16) is in slot ``(n - 1) % slots``. More new edges than
-    slots means some were overwritten (counted in ``lost``); a counter that
-    went backwards (the PLC restarted) re-baselines without edges.
+    ``encoder_bits`` is the width of the PLC's counter: counts and latched
+    edges outside ``[0, 2**encoder_bits)`` are bad data, dropped and logged.
+    """
+    transport: PlcTransport
+    if isinstance(settings, ModbusSettings):
+        from drivers.plc.modbus import ModbusTransport
+
+        transport = ModbusTransport(settings, encoder_bits=encoder_bits)
+    else:
+        from drivers.plc.opcua import OpcUaTransport
+
+        transport = OpcUaTransport(settings, encoder_bits=encoder_bits)
+    return PlcLink(settings, transport)
+
+
+class PlcLink:
+    """A PLC reached over ``transport``; see the module docstring.
+
+    At once an ``EncoderSource`` (``samples``), a ``RejectOutput`` (``fire``,
+    ``fire_lead_ns``, ``heartbeat``) and a ``PlcReporter`` (``report``).
+    ``settings`` are the ones ``transport`` was made from.
     """
 
-    def __init__(self, slots: int) -> None:
-        self.slots = slots
-        self._slots = slots
-        self._last: int | None = None
-        self.lost = 0
+    def __init__(self, settings: ModbusSettings | OpcUaSettings, transport: PlcTransport) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.counters = transport.counters
+        self._reconnect = Reconnect(settings.backoff)
+        self._connect_lock = asyncio.Lock()
+        self._report_lock = asyncio.Lock()
+        self._closed = asyncio.Event()
+        self._open = False
+        self._channel_up = False
+        """The open main channel's loss is not yet recorded."""
+        self._outputs: dict[str, OutputValue] = {}
+        """The status and verdict outputs as last set (written whole, by group)."""
+        self._result_seq = 0
+        self._result_counter = 0
 
-    def reset(self) -> None:
-        """Forget the last counter (the next reading is a new baseline)."""
-        self._last = None
+    # -- lifecycle ---------------------------------------------------------------
+    async def __aenter__(self) -> PlcLink:
+        """Connect the main channel and, node-timed, the pulse channel.
 
-    def new_edges(self, seq: int, slot_values: list[int]) -> tuple[tuple[int, ...], int, bool]:
-        """Return ``(edges, lost, restarted)`` for a reading of the counter and all slots."""
-        last = self._last
-        self._last = seq
-        if last is None:
-            return (), 0, False
-        diff = (seq - last) & 0xFFFF
-        if diff == 0:
-            return (), 0, False
-        if diff >= 0x8000:  # went backwards: the PLC's counter restarted
-            return (), 0, True
-        lost = max(0, diff - self._slots)
-        self.lost += lost
-        first = last + 1 + lost
-        edges = tuple(slot_values[(n - 1) % self._slots] for n in range(first, last + diff + 1))
-        return edges, lost, False
+        Raises ``PlcLinkError`` when the PLC cannot be reached, ``PlcConfigError``
+        when the I/O map does not fit it, and ``RuntimeError`` when the link is
+        already open (it is entered once).
+        """
+        if self._open:
+            raise RuntimeError("the PLC link is already open; enter it once")
+        self._open = True
+        self._closed.clear()
+        try:
+            await self._up()
+            if self.settings.reject_mode == "node_timed":
+                await self.transport.pulse_channel.open()
+        except BaseException:
+            await self._shutdown()
+            raise
+        return self
 
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Tell the PLC the node is no longer ready (best effort), then disconnect."""
+        await self._check_lost()
+        if self.transport.connected and self.settings.io.outputs.node_ready is not None:
+            self._outputs["node_ready"] = False
+            with contextlib.suppress(PlcDriverError):
+                await self._write_group("status")
+        await self._shutdown()
 
-async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
-    """Wait for ``event`` at most ``timeout_s``; return whether it is set.
+    async def _shutdown(self) -> None:
+        self._closed.set()
+        self.counters.state = "closed"
+        self._channel_up = False
+        await self.transport.disconnect()
+        await asyncio.to_thread(self.transport.pulse_channel.close)
+        self._open = False
 
-    ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11,
-    ``wait_for`` can swallow a cancellation that arrives as the wait completes.
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(max(0.0, timeout_s)):
-            await event.wait()
-    return event.is_set()
+    @property
+    def link_state(self) -> LinkState:
+        """``connecting`` | ``up`` | ``down`` | ``closed``."""
+        return self.counters.state
+
+    # -- connection ----------------------------------------------------------------
+    async def _up(self) -> None:
+        """Make sure the main channel is open: reconnect when due.
+
+        Raises ``PlcLinkError`` (closed, backoff running, connect failed),
+        ``PlcConfigError`` or ``PlcWriteRefused`` (from the transport's connect).
+        """
+        if self.transport.connected:
+            return
+        await self._check_lost()
+        async with self._connect_lock:
+            if self.transport.connected:
+                return
+            if self._closed.is_set():
+                raise PlcLinkError("the PLC link is closed")
+            wait = self._reconnect.wait_s()
+            if wait > 0:
+                raise PlcLinkError(f"link down; next connection attempt in {wait:.2f} s")
+            try:
+                result_seq = await self.transport.connect()
+            except PlcConfigError:
+                raise  # the I/O map does not fit this PLC: no retry helps
+            except PlcDriverError as exc:
+                self._connect_failed(exc.reason if isinstance(exc, PlcConnectError) else str(exc))
+                raise
+            if result_seq is not None:
+                self._result_seq = result_seq
+            self._reconnect.succeeded()
+            self._channel_up = True
+            first = self.counters.connects == 0
+            self.counters.connects += 1
+            self.counters.state = "up"
+            log.info(
+                "plc_link_up", transport=self.transport.name, **self.transport.endpoint, first=first
+            )
+
+    def _connect_failed(self, reason: str) -> None:
+        delay = self._reconnect.failed()
+        self.counters.last_error = reason
+        if self.counters.state == "up":
+            self.counters.state = "down"
+        log.warning(
+            "plc_connect_failed",
+            transport=self.transport.name,
+            reason=reason,
+            retry_in_s=round(delay, 3),
+            failures=self._reconnect.failures,
+        )
+
+    async def _check_lost(self) -> None:
+        """Record a loss the transport saw (once per channel) and close what is left of it."""
+        reason = self.transport.lost
+        if reason is None:
+            return
+        if self._channel_up:
+            self._channel_up = False
+            self.counters.last_error = reason
+            if self.counters.state == "up":
+                self.counters.state = "down"
+                self.counters.losses += 1
+                log.error("plc_link_lost", transport=self.transport.name, reason=reason)
+            self._reconnect.failed()
+        await self.transport.disconnect()
+
+    async def _io(self, request: Callable[[], Awaitable[T]]) -> T:
+        """Run one request on the main channel, (re)connecting first when due.
+
+        A request that failed because the channel was lost records the loss.
+        """
+        await self._up()
+        try:
+            return await request()
+        except PlcDriverError:
+            await self._check_lost()
+            raise
+
+    # -- inputs --------------------------------------------------------------------
+    async def samples(self) -> AsyncIterator[EncoderSample]:
+        """Yield the PLC's encoder samples until the link is closed.
+
+        While the link is down nothing is yielded; it is reopened with the
+        backoff (each failed attempt is logged as ``plc_connect_failed``).
+        """
+        while not self._closed.is_set():
+            wait = self._reconnect.wait_s()
+            if wait > 0 and not self.transport.connected:
+                await wait_event(self._closed, wait)
+                continue
+            try:
+                await self._up()
+            except PlcLinkError:
+                continue  # already logged; the backoff says when to try again
+            async for sample in self.transport.samples(self._closed):
+                yield sample
+            await self._check_lost()
+
+    async def probe_read(self) -> None:
+        """Read the inputs once (Modbus: the polled input block; OPC UA: a Read of the
+        counter), for a round trip in ``counters.read_rtt``. Raises ``PlcLinkError``."""
+        await self._io(self.transport.probe_read)
+
+    # -- outputs -------------------------------------------------------------------
+    async def _write_group(self, group: str) -> None:
+        values = {n: self._outputs[n] for n in OUTPUT_GROUPS[group] if n in self._outputs}
+        await self._io(lambda: self.transport.write(group, values))
+
+    @property
+    def fire_lead_ns(self) -> int:
+        """Half the median pulse-write round trip (≈ node → PLC) plus ``output_delay_ms``."""
+        rtt = self.counters.fire_rtt.percentile_ns(0.5) or 0
+        return rtt // 2 + int(self.settings.output_delay_ms * 1e6)
+
+    def fire(self, command: RejectCommand) -> None:
+        """Start the reject pulse for ``command.part_id`` now, on the calling thread.
+
+        Blocking and thread-safe; the write goes out on the pulse channel
+        without touching the event loop. Raises ``PlcLinkError`` (no
+        connection, no answer within ``fire_timeout_ms``) or ``PlcWriteRefused``.
+        """
+        self.transport.pulse_channel.pulse(
+            {
+                "fire_part_id": wire_part_id(command.part_id),
+                "fire_reason": reason_code(command.reason),
+            }
+        )
+
+    async def heartbeat(self, alive: bool) -> None:
+        """Write the node heartbeat (the node toggles it while healthy).
+
+        Node-timed, also reopens the pulse channel if it was lost. Raises
+        ``PlcLinkError`` or ``PlcWriteRefused``.
+        """
+        self._outputs["heartbeat"] = bool(alive)
+        await self._write_group("status")
+        if self.settings.reject_mode == "node_timed" and not self.transport.pulse_channel.connected:
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_ms / 1000):
+                    await self.transport.pulse_channel.open()
+            except (TimeoutError, PlcDriverError) as exc:
+                log.warning("plc_pulse_connect_failed", error=str(exc))
+
+    async def set_node_state(self, *, ready: bool, error: bool, error_code: int = 0) -> None:
+        """Write node ready/error and the error code (one request).
+
+        Raises ``PlcLinkError`` or ``PlcWriteRefused``.
+        """
+        self._outputs.update(node_ready=ready, node_error=error, error_code=error_code)
+        await self._write_group("status")
+
+    async def publish_verdict(self, verdict: int, defect: int) -> None:
+        """Write the last verdict code, defect code and the result counter (one request).
+
+        Codes: ``drivers.plc.tracked.VERDICT_*`` and ``DEFECT_CODES``. The
+        result counter counts every call, modulo 2**16
+        (a call whose write fails is counted too: the PLC sees the gap). Raises
+        ``PlcLinkError`` or ``PlcWriteRefused``.
+        """
+        self._result_counter = next_result_counter(self._result_counter)
+        self._outputs.update(
+            last_verdict=verdict, defect_code=defect, result_counter=self._result_counter
+        )
+        await self._write_group("verdict")
+
+    # -- PLC-tracked handshake -----------------------------------------------------
+    async def _wait_ack(self, want: bool, deadline: float, phase: str) -> None:
+        loop = asyncio.get_running_loop()
+        if await self._io(
+            lambda: self.transport.wait_input("result_ack", want, deadline - loop.time())
+        ):
+            return
+        self.counters.handshake_timeouts += 1
+        raise PlcHandshakeTimeout(
+            f"result handshake: Ack did not become {int(want)} ({phase}) within "
+            f"{self.settings.handshake_timeout_ms:.0f} ms"
+        )
+
+    async def report(self, result: PlcResult) -> None:
+        """Hand one result to the PLC's shift register (ResultValid/Ack, see ``docs/plc.md``).
+
+        1. wait for Ack = 0 (the PLC finished the previous result);
+        2. write the result block with ResultValid = 1 (one request);
+        3. wait for Ack = 1, then write ResultValid = 0.
+
+        Over OPC UA the Ack arrives by subscription, so ``samples()`` must be
+        running. Raises ``PlcHandshakeTimeout`` (a ``PlcLinkError``),
+        ``PlcLinkError`` or ``PlcWriteRefused``; ResultValid is cleared (best
+        effort) on failure.
+        """
+        if self.settings.io.inputs.result_ack is None:
+            raise PlcDriverError("io.inputs.result_ack is not configured: no PLC-tracked mode")
+        timeout = self.settings.handshake_timeout_ms / 1000
+        loop = asyncio.get_running_loop()
+        async with self._report_lock:
+            await self._wait_ack(False, loop.time() + timeout, "ready")
+            seq = next_seq(self._result_seq)
+            values: dict[str, OutputValue] = {
+                "result_part_id": wire_part_id(result.part_id),
+                "result_origin_count": result.origin_raw_count,
+                "result_reject": result.reject,
+                "result_reason": result.reason_code,
+                "result_defect": result.defect_code,
+                "result_seq": seq,
+                "result_valid": True,
+            }
+            try:
+                await self._io(lambda: self.transport.write("result", values))
+                self._result_seq = seq
+                await self._wait_ack(True, loop.time() + timeout, "accepted")
+            finally:
+                try:
+                    await self._io(
+                        lambda: self.transport.write("result_valid", {"result_valid": False})
+                    )
+                except PlcDriverError as exc:
+                    log.warning("result_valid_not_cleared", error=str(exc))

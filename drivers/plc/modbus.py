@@ -1,167 +1,75 @@
-"""Modbus TCP PLC driver: encoder input, reject output, heartbeat and result handshake.
+"""Modbus TCP transport of the PLC link: batched polling, an output image, FC16 writes.
 
-:class:`ModbusPlc` is at once an ``EncoderSource`` (``samples()``), a
-``RejectOutput`` (``fire``, ``fire_lead_ns``, ``heartbeat``) and a
-``PlcReporter`` (``report``). It is an async context manager that may be
-entered more than once (the node enters it as its encoder and as its reject
-output): the first entry connects, the last exit closes.
-
-Two TCP connections:
+:class:`ModbusTransport` is driven by ``drivers.plc.link.PlcLink``. Two TCP
+connections:
 
 - the *main* connection (pymodbus async client) carries polling, heartbeat,
   node state, verdicts and the result handshake — one request at a time under
   one lock, each with ``request_timeout_ms``; after
   ``timeouts_before_reconnect`` timeouts in a row, or any transport error, it is
-  dropped and reopened with backoff;
-- the *pulse* connection (pymodbus sync client) is used only by ``fire``, called
-  on the node's pulse-timing thread: one pre-planned FC16 write, so no
-  event-loop wake-up and no queueing behind a poll sits between the deadline
-  and the PLC. Its measured round trip gives ``fire_lead_ns``.
+  dropped (the link reopens it with backoff). Inputs, the Ack included, are
+  polled: one batched read per table and device every ``poll_interval_ms``;
+- the *pulse* connection (pymodbus sync client, :class:`ModbusPulse`) is used
+  only by the node-timed ``fire``, called on the node's pulse-timing thread:
+  one pre-planned FC16 write, so no event-loop wake-up and no queueing behind
+  a poll sits between the deadline and the PLC. Its measured round trip gives
+  the link's ``fire_lead_ns``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from types import TracebackType
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Literal
 
 import structlog
-from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient
+from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.plc.base import EncoderSample, RejectCommand
+from drivers.plc.base import EncoderSample
 from drivers.plc.errors import (
+    PlcConnectError,
     PlcDriverError,
-    PlcHandshakeTimeout,
     PlcLinkError,
     PlcReadbackMismatch,
     PlcWriteRefused,
 )
-from drivers.plc.iomap import ModbusBit, ModbusWord
-from drivers.plc.link import EdgeLatchReader, LinkCounters, Reconnect, wait_event
+from drivers.plc.iomap import OUTPUT_GROUPS, ModbusBit
+from drivers.plc.modbus_inputs import InputDecoder
 from drivers.plc.modbus_map import (
     Cell,
     Image,
     OutputImage,
     Span,
     WriteRun,
-    plan_reads,
     read_bit,
-    read_word,
     signal_cells,
 )
+from drivers.plc.modbus_pulse import ModbusPulse, set_nodelay
 from drivers.plc.settings import ModbusSettings
-from drivers.plc.tracked import PlcResult, reason_code
+from drivers.plc.transport import (
+    LinkCounters,
+    OutputValue,
+    RttWindow,
+    wait_event,
+)
 
 log = structlog.get_logger(__name__)
 
 _Request = Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
 
 
-def _nodelay(sock: object) -> None:
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class _PulseChannel:
-    """The pulse connection: a blocking client used from the pulse thread only.
-
-    ``fire`` writes the fire group (part id, reason, sequence) in one FC16
-    request; the PLC pulses its output when the sequence changes.
-    """
-
-    def __init__(self, settings: ModbusSettings, image: OutputImage, counters: LinkCounters):
-        self._s = settings
-        self._image = image
-        self._counters = counters
-        self._lock = threading.Lock()
-        self._client: ModbusTcpClient | None = None
-        io = settings.io.outputs
-        self._seq_cells = signal_cells(io.fire_seq, settings.device_id)
-        self._cells = image.cells_of(("fire_part_id", "fire_reason", "fire_seq"))
-        self._seq = 0
-
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
-
-    def connect(self) -> None:
-        """Open the connection and continue the PLC's fire sequence. Raises ``PlcLinkError``."""
-        with self._lock:
-            self._connect_locked()
-
-    def _connect_locked(self) -> None:
-        if self._client is not None:
-            return
-        s = self._s
-        client = ModbusTcpClient(
-            s.host, port=s.port, timeout=s.fire_timeout_ms / 1000, retries=0, name="lineside-pulse"
-        )
-        if not client.connect():  # type: ignore[no-untyped-call]  # pymodbus leaves it untyped
-            raise PlcLinkError(f"pulse connection to {s.host}:{s.port} failed")
-        _nodelay(client.socket)
-        dev, _, addr = self._seq_cells[0]
-        t0 = time.monotonic_ns()
-        try:
-            rr = client.read_holding_registers(addr, count=1, device_id=dev)
-        except (ModbusException, OSError) as exc:
-            client.close()  # type: ignore[no-untyped-call]
-            raise PlcLinkError(f"pulse connection: reading fire_seq failed: {exc}") from exc
-        if rr.isError():
-            client.close()  # type: ignore[no-untyped-call]
-            raise PlcLinkError(f"pulse connection: PLC refused reading fire_seq ({rr})")
-        self._counters.fire_rtt.add(time.monotonic_ns() - t0)
-        self._seq = rr.registers[0]
-        self._client = client
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()  # type: ignore[no-untyped-call]
-                self._client = None
-
-    def fire(self, command: RejectCommand) -> None:
-        """Write the fire group now. Raises ``PlcLinkError`` or ``PlcWriteRefused``."""
-        with self._lock:
-            self._connect_locked()
-            assert self._client is not None
-            seq = (self._seq + 1) & 0xFFFF
-            img = self._image
-            img.set("fire_seq", seq)
-            if "fire_part_id" in self._s.io.output_signals():
-                img.set("fire_part_id", command.part_id)
-            if "fire_reason" in self._s.io.output_signals():
-                img.set("fire_reason", reason_code(command.reason))
-            (run,) = img.runs(self._cells)
-            t0 = time.monotonic_ns()
-            try:
-                rr = self._client.write_registers(
-                    run.start, list(run.values), device_id=run.device_id
-                )
-            except (ModbusException, OSError) as exc:
-                self._client.close()  # type: ignore[no-untyped-call]
-                self._client = None
-                raise PlcLinkError(f"fire write failed: {exc}") from exc
-            self._counters.fire_rtt.add(time.monotonic_ns() - t0)
-            if rr.isError():
-                self._counters.refused_writes += 1
-                raise PlcWriteRefused("fire", f"exception code {rr.exception_code}")
-            self._seq = seq
-
-
-class ModbusPlc:
-    """A PLC on Modbus TCP; see the module docstring.
+class ModbusTransport:
+    """A PLC's Modbus TCP server as a ``PlcTransport``; see the module docstring.
 
     ``encoder_bits`` is the width of the PLC's counter (``line.encoder_bits``):
     a count or latched edge outside ``[0, 2**encoder_bits)`` is bad data and
     dropped with a logged reason.
     """
+
+    name = "modbus"
 
     def __init__(self, settings: ModbusSettings, *, encoder_bits: Literal[16, 32] = 32) -> None:
         self.settings = settings
@@ -169,137 +77,76 @@ class ModbusPlc:
         self._bits = encoder_bits
         self._dev = settings.device_id
         self._io = settings.io
-        self._spans: list[Span] = plan_reads(
-            self._io.input_signals().values(), self._dev, settings.max_read_gap
-        )
-        count_cell = signal_cells(self._io.inputs.encoder_count, self._dev)[0]
-        self._count_span = next(
-            i
-            for i, sp in enumerate(self._spans)
-            if sp.device_id == count_cell[0]
-            and sp.table == count_cell[1]
-            and sp.start <= count_cell[2] < sp.start + sp.count
-        )
+        self._decoder = InputDecoder(settings, self.counters, encoder_bits)
         self._image = OutputImage(self._io, self._dev)
-        self._pulse = _PulseChannel(settings, self._image, self.counters)
-        latch = self._io.inputs.edge_latch
-        self._latch = EdgeLatchReader(latch.slots) if latch is not None else None
+        self._mapped = frozenset(self._io.output_signals())
+        self.pulse_channel = ModbusPulse(settings, self._image, self.counters)
         self._client: AsyncModbusTcpClient | None = None
+        self._lost: str | None = None
         self._lock = asyncio.Lock()
-        self._connect_lock = asyncio.Lock()
-        self._report_lock = asyncio.Lock()
-        self._reconnect = Reconnect(settings.backoff)
         self._consecutive_timeouts = 0
-        self._entered = 0
-        self._closed = asyncio.Event()
         self._polled = asyncio.Event()
-        self._result_seq = 0
-        self.inputs: dict[str, int | bool] = {}
-        """The latest decoded inputs (``line_running``, ``plc_heartbeat``, ``result_ack``...)."""
-
-    # -- lifecycle ---------------------------------------------------------
-    async def __aenter__(self) -> ModbusPlc:
-        """Connect (first entry only). Raises ``PlcLinkError`` when the PLC cannot be reached."""
-        self._entered += 1
-        if self._entered == 1:
-            self._closed.clear()
-            try:
-                await self._connect()
-                if self.settings.reject_mode == "node_timed":
-                    await asyncio.to_thread(self._pulse.connect)
-            except BaseException:
-                self._entered = 0
-                await self._shutdown()
-                raise
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """Close (last exit only): tell the PLC the node is no longer ready, then disconnect."""
-        self._entered = max(0, self._entered - 1)
-        if self._entered:
-            return
-        if self._client is not None and "node_ready" in self._io.output_signals():
-            self._image.set("node_ready", False)
-            with contextlib.suppress(PlcDriverError):
-                await self._write_group("status")
-        await self._shutdown()
-
-    async def _shutdown(self) -> None:
-        self._closed.set()
-        self.counters.state = "closed"
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        await asyncio.to_thread(self._pulse.close)
 
     @property
-    def link_state(self) -> str:
-        """``connecting`` | ``up`` | ``down`` | ``closed``."""
-        return self.counters.state
+    def inputs(self) -> dict[str, int | bool]:
+        """The latest decoded inputs (``line_running``, ``plc_heartbeat``, ``result_ack``...)."""
+        return self._decoder.inputs
 
-    # -- connection ---------------------------------------------------------
-    async def _connect(self) -> AsyncModbusTcpClient:
-        async with self._connect_lock:
-            if self._client is not None:
-                return self._client
-            if self._closed.is_set() and self._entered == 0:
-                raise PlcLinkError("driver is closed")
-            wait = self._reconnect.wait_s()
-            if wait > 0:
-                raise PlcLinkError(f"link down; next connection attempt in {wait:.2f} s")
-            s = self.settings
-            client = AsyncModbusTcpClient(
-                s.host,
-                port=s.port,
-                timeout=s.connect_timeout_ms / 1000,
-                retries=0,
-                reconnect_delay=0,
-                name="lineside",
-            )
-            try:
-                async with asyncio.timeout(s.connect_timeout_ms / 1000):
-                    ok = await client.connect()
-                if ok:
-                    _nodelay(
-                        client.ctx.transport.get_extra_info("socket")
-                        if client.ctx.transport
-                        else None
-                    )
-                    await self._resume(client)
-            except (TimeoutError, ModbusException, OSError, PlcDriverError) as exc:
-                client.close()
-                self._connect_failed(f"{type(exc).__name__}: {exc}")
-                raise PlcLinkError(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
-            if not ok:
-                client.close()
-                self._connect_failed("connection refused")
-                raise PlcLinkError(f"cannot connect to {s.host}:{s.port}")
-            self._client = client
-            self._reconnect.succeeded()
-            self._consecutive_timeouts = 0
-            first = self.counters.connects == 0
-            self.counters.connects += 1
-            self.counters.state = "up"
-            log.info("plc_link_up", transport="modbus", host=s.host, port=s.port, first=first)
-            return client
+    @property
+    def endpoint(self) -> dict[str, object]:
+        """``host`` and ``port`` of the PLC."""
+        return {"host": self.settings.host, "port": self.settings.port}
 
-    def _connect_failed(self, reason: str) -> None:
-        delay = self._reconnect.failed()
-        self.counters.last_error = reason
-        if self.counters.state == "up":
-            self.counters.state = "down"
-        log.warning(
-            "plc_connect_failed",
-            transport="modbus",
-            reason=reason,
-            retry_in_s=round(delay, 3),
-            failures=self._reconnect.failures,
+    @property
+    def connected(self) -> bool:
+        """Whether the main connection is open."""
+        return self._client is not None
+
+    @property
+    def lost(self) -> str | None:
+        """Why the main connection was dropped, until ``disconnect``."""
+        return self._lost
+
+    # -- connection ---------------------------------------------------------------
+    async def connect(self) -> int | None:
+        """Open the main connection and continue the PLC's sequence counters.
+
+        Returns the PLC's ``result_seq`` (None where unmapped). Raises ``PlcConnectError``.
+        """
+        s = self.settings
+        client = AsyncModbusTcpClient(
+            s.host,
+            port=s.port,
+            timeout=s.connect_timeout_ms / 1000,
+            retries=0,
+            reconnect_delay=0,
+            name="lineside",
         )
+        result_seq: int | None = None
+        try:
+            async with asyncio.timeout(s.connect_timeout_ms / 1000):
+                ok = await client.connect()
+            if ok:
+                set_nodelay(
+                    client.ctx.transport.get_extra_info("socket") if client.ctx.transport else None
+                )
+                result_seq = await self._resume(client)
+        except (TimeoutError, ModbusException, OSError, PlcDriverError) as exc:
+            client.close()
+            raise PlcConnectError(
+                f"cannot connect to {s.host}:{s.port}: {exc}", f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not ok:
+            client.close()
+            raise PlcConnectError(f"cannot connect to {s.host}:{s.port}", "connection refused")
+        self._client = client
+        self._lost = None
+        self._consecutive_timeouts = 0
+        return result_seq
 
-    async def _resume(self, client: AsyncModbusTcpClient) -> None:
+    async def _resume(self, client: AsyncModbusTcpClient) -> int | None:
         """Continue the PLC's sequence counters and clear a ResultValid left from before."""
+        result_seq: int | None = None
         out = self._io.outputs
         for name in ("fire_seq", "result_seq"):
             sig = getattr(out, name)
@@ -312,7 +159,7 @@ class ModbusPlc:
                 raise PlcLinkError(f"PLC refused reading {name} ({rr})")
             self._image.load((dev, "holding_register", addr), rr.registers[0])
             if name == "result_seq":
-                self._result_seq = rr.registers[0]
+                result_seq = rr.registers[0]
         if self.settings.reject_mode == "plc_tracked":
             self._image.set("result_valid", False)
             for run in self._image.runs(self._image.cells_of(("result_valid",))):
@@ -320,28 +167,29 @@ class ModbusPlc:
                     rr = await self._send_write(client, run)
                 if rr.isError():
                     raise PlcLinkError(f"PLC refused clearing result_valid ({rr})")
-        if self._latch is not None:
-            self._latch.reset()
+        self._decoder.reset()
+        return result_seq
 
-    def _drop(self, reason: str) -> None:
-        """Close the main connection after a transport failure; the next call reconnects."""
+    async def disconnect(self) -> None:
+        """Close the main connection."""
+        self._drop(None)
+
+    def _drop(self, reason: str | None) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
-        self.counters.last_error = reason
-        if self.counters.state == "up":
-            self.counters.state = "down"
-            self.counters.losses += 1
-            log.error("plc_link_lost", transport="modbus", reason=reason)
-        self._reconnect.failed()
+        self._lost = reason
 
-    async def _call(self, what: str, request: _Request, rtt: Any) -> ModbusPDU:
+    async def _call(self, what: str, request: _Request, rtt: RttWindow) -> ModbusPDU:
         """Run one request under the lock with the request timeout.
 
-        Raises ``PlcLinkError`` (link down, timeout, transport error); returns
-        the response, which may be an exception response.
+        Raises ``PlcLinkError`` (not connected, timeout, transport error; the
+        last and ``timeouts_before_reconnect`` timeouts in a row drop the
+        connection); returns the response, which may be an exception response.
         """
-        client = self._client or await self._connect()
+        client = self._client
+        if client is None:
+            raise PlcLinkError(f"{what}: not connected")
         timeout_s = self.settings.request_timeout_ms / 1000
         try:
             async with asyncio.timeout(timeout_s):
@@ -363,7 +211,7 @@ class ModbusPlc:
         self._consecutive_timeouts = 0
         return rr
 
-    # -- inputs ---------------------------------------------------------------
+    # -- inputs -------------------------------------------------------------------
     async def _read_span(self, span: Span) -> tuple[list[int], int]:
         """Read one span; return its values and the request's midpoint time (ns)."""
         t_start = time.monotonic_ns()
@@ -402,64 +250,30 @@ class ModbusPlc:
         """
         image: Image = {}
         t_count = 0
-        for i, span in enumerate(self._spans):
+        for i, span in enumerate(self._decoder.spans):
             values, t_mid = await self._read_span(span)
-            if i == self._count_span:
+            if i == self._decoder.count_span:
                 t_count = t_mid
             for k, v in enumerate(values):
                 image[(span.device_id, span.table, span.start + k)] = v
         return image, t_count
 
-    def _decode(self, image: Image, t_ns: int) -> EncoderSample | None:
-        io = self._io.inputs
-        dev = self._dev
-        modulus = 1 << self._bits
-        inputs: dict[str, int | bool] = {}
-        for name, sig in self._io.input_signals().items():
-            if isinstance(sig, ModbusBit):
-                inputs[name] = read_bit(image, sig, dev)
-            elif isinstance(sig, ModbusWord):
-                inputs[name] = read_word(image, sig, dev)
-        self.inputs = inputs
-        count = int(inputs["encoder_count"])
-        edges: tuple[int, ...] | None = None
-        if io.edge_latch is not None and self._latch is not None:
-            latch = io.edge_latch
-            seq = read_word(image, latch.seq, dev)
-            slots = [read_word(image, latch.slot(i), dev) for i in range(latch.slots)]
-            new, lost, restarted = self._latch.new_edges(seq, slots)
-            if lost:
-                self.counters.edges_lost += lost
-                log.warning("latched_edges_lost", lost=lost, latch_seq=seq)
-            if restarted:
-                log.warning("edge_latch_restarted", latch_seq=seq)
-            good = tuple(e for e in new if 0 <= e < modulus)
-            if len(good) != len(new):
-                self.counters.bad_samples += 1
-                log.warning("latched_edge_out_of_range", edges=new, counter_bits=self._bits)
-            edges = good
-        if not 0 <= count < modulus:
-            self.counters.bad_samples += 1
-            log.warning("encoder_count_out_of_range", raw_count=count, counter_bits=self._bits)
-            if not edges:
-                return None
-            # the latched edges are read now or never: pass them on with the bad count,
-            # which the tracker refuses while it still places the edges
-        present = inputs.get("part_present")
-        return EncoderSample(count, t_ns, None if present is None else bool(present), edges)
+    async def probe_read(self) -> None:
+        """Read the input block once (round trips into ``read_rtt``). Raises ``PlcLinkError``."""
+        await self.read_inputs()
 
-    async def samples(self) -> AsyncIterator[EncoderSample]:
+    async def samples(self, closed: asyncio.Event) -> AsyncIterator[EncoderSample]:
         """Poll the inputs every ``poll_interval_ms`` and yield one sample per poll.
 
-        Runs until the driver is closed. While the link is down nothing is
-        yielded; reconnection follows the backoff. Bad readings are logged and
-        skipped. ``t_ns`` is the midpoint of the request that read the count.
+        Ends when the connection is dropped or ``closed`` is set. A poll that
+        failed without dropping it is retried after an interval. ``t_ns`` is the
+        midpoint of the request that read the count.
         """
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         interval = self.settings.poll_interval_ms / 1000
         next_t = loop.time()
-        while not self._closed.is_set():
+        while not closed.is_set():
             # pymodbus's own wait_for can swallow a cancellation that races a response
             # (Python 3.11); a cancelled poller must stop, or the node cannot.
             if task is not None and task.cancelling():
@@ -468,10 +282,12 @@ class ModbusPlc:
                 image, t_ns = await self.read_inputs()
             except PlcLinkError as exc:
                 log.debug("plc_poll_failed", error=str(exc))
-                await self._sleep(max(interval, self._reconnect.wait_s()))
+                if not self.connected:
+                    return
+                await wait_event(closed, interval)
                 next_t = loop.time()
                 continue
-            sample = self._decode(image, t_ns)
+            sample = self._decoder.decode(image, t_ns)
             self._polled.set()
             if sample is not None:
                 yield sample
@@ -480,15 +296,30 @@ class ModbusPlc:
             if delay < -interval:  # fell behind (loop busy, slow PLC): resync
                 next_t = loop.time()
                 delay = 0.0
-            await self._sleep(delay)
+            if delay <= 0:
+                await asyncio.sleep(0)
+            else:
+                await wait_event(closed, delay)
 
-    async def _sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        await wait_event(self._closed, seconds)
+    async def wait_input(self, name: str, value: bool, timeout_s: float) -> bool:
+        """Read bit input ``name`` until it is ``value``: at once, then after each poll
+        (or a poll interval). Raises ``PlcLinkError``."""
+        sig = self._io.input_signals()[name]
+        assert isinstance(sig, ModbusBit)
+        dev, table, addr = signal_cells(sig, self._dev)[0]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            values, _ = await self._read_span(Span(dev, table, addr, 1))
+            if read_bit({(dev, table, addr): values[0]}, sig, self._dev) == value:
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            self._polled.clear()
+            await wait_event(self._polled, min(left, self.settings.poll_interval_ms / 1000))
 
-    # -- outputs ---------------------------------------------------------------
+    # -- outputs ------------------------------------------------------------------
     @staticmethod
     def _send_write(client: AsyncModbusTcpClient, run: WriteRun) -> Awaitable[ModbusPDU]:
         if run.table == "coil":
@@ -498,6 +329,19 @@ class ModbusPlc:
         if len(run.values) == 1:
             return client.write_register(run.start, run.values[0], device_id=run.device_id)
         return client.write_registers(run.start, list(run.values), device_id=run.device_id)
+
+    async def write(self, what: str, values: Mapping[str, OutputValue]) -> None:
+        """Set ``values`` in the output image and write every register of ``what`` from it.
+
+        ``what`` is an output group (all its registers go out, in one FC16 request
+        per contiguous run) or one output's name. Raises ``PlcLinkError``,
+        ``PlcWriteRefused`` or ``PlcReadbackMismatch``.
+        """
+        for name, value in values.items():
+            if name in self._mapped:
+                self._image.set(name, value)
+        cells = self._image.cells_of(OUTPUT_GROUPS.get(what, (what,)))
+        await self._write_cells(what, cells)
 
     async def _write_cells(self, what: str, cells: list[Cell]) -> None:
         for run in self._image.runs(cells):
@@ -531,133 +375,3 @@ class ModbusPlc:
             self.counters.refused_writes += 1
             log.warning("plc_readback_mismatch", signal=what, wrote=run.values, read=values)
             raise PlcReadbackMismatch(what, f"wrote {list(run.values)}, read back {values}")
-
-    async def _write_group(self, group: str) -> None:
-        from drivers.plc.iomap import OUTPUT_GROUPS
-
-        await self._write_cells(group, self._image.cells_of(OUTPUT_GROUPS[group]))
-
-    @property
-    def fire_lead_ns(self) -> int:
-        """Half the median pulse-write round trip (≈ node → PLC) plus ``output_delay_ms``."""
-        rtt = self.counters.fire_rtt.percentile_ns(0.5) or 0
-        return rtt // 2 + int(self.settings.output_delay_ms * 1e6)
-
-    def fire(self, command: RejectCommand) -> None:
-        """Start the reject pulse for ``command.part_id`` now (thread-safe, blocking).
-
-        Raises ``PlcLinkError`` (no connection, timeout) or ``PlcWriteRefused``.
-        """
-        self._pulse.fire(command)
-
-    async def heartbeat(self, alive: bool) -> None:
-        """Write the node heartbeat bit (the node toggles it while healthy).
-
-        Also reopens the pulse connection if it was lost. Raises ``PlcLinkError``
-        or ``PlcWriteRefused``.
-        """
-        self._image.set("heartbeat", alive)
-        await self._write_group("status")
-        if self.settings.reject_mode == "node_timed" and not self._pulse.connected:
-            try:
-                async with asyncio.timeout(self.settings.connect_timeout_ms / 1000):
-                    await asyncio.to_thread(self._pulse.connect)
-            except (TimeoutError, PlcLinkError) as exc:
-                log.warning("plc_pulse_connect_failed", error=str(exc))
-
-    async def set_node_state(self, *, ready: bool, error: bool, error_code: int = 0) -> None:
-        """Write node ready/error and the error code.
-
-        Raises ``PlcLinkError`` or ``PlcWriteRefused``.
-        """
-        signals = self._io.output_signals()
-        for name, value in (
-            ("node_ready", ready),
-            ("node_error", error),
-            ("error_code", error_code),
-        ):
-            if name in signals:
-                self._image.set(name, value)
-        await self._write_group("status")
-
-    async def publish_verdict(self, verdict: int, defect: int, result_counter: int) -> None:
-        """Write the last verdict code, defect code and result counter (one request).
-
-        Codes: ``drivers.plc.tracked.VERDICT_*`` and ``DEFECT_CODES``. Raises
-        ``PlcLinkError``/``PlcWriteRefused``.
-        """
-        signals = self._io.output_signals()
-        for name, value in (
-            ("last_verdict", verdict),
-            ("defect_code", defect),
-            ("result_counter", result_counter),
-        ):
-            if name in signals:
-                self._image.set(name, value)
-        await self._write_group("verdict")
-
-    # -- PLC-tracked handshake ----------------------------------------------------
-    async def _ack(self) -> bool:
-        sig = self._io.inputs.result_ack
-        assert sig is not None
-        dev, table, addr = signal_cells(sig, self._dev)[0]
-        values, _ = await self._read_span(Span(dev, table, addr, 1))
-        return read_bit({(dev, table, addr): values[0]}, sig, self._dev)
-
-    async def _wait_ack(self, want: bool, deadline: float, phase: str) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if await self._ack() == want:
-                return
-            left = deadline - loop.time()
-            if left <= 0:
-                self.counters.handshake_timeouts += 1
-                raise PlcHandshakeTimeout(
-                    f"result handshake: Ack did not become {int(want)} ({phase}) within "
-                    f"{self.settings.handshake_timeout_ms:.0f} ms"
-                )
-            # the next poll (or a poll interval) before asking again
-            self._polled.clear()
-            await wait_event(self._polled, min(left, self.settings.poll_interval_ms / 1000))
-
-    async def report(self, result: PlcResult) -> None:
-        """Hand one result to the PLC's shift register (ResultValid/Ack, see ``docs/plc.md``).
-
-        1. wait for Ack = 0 (the PLC finished the previous result);
-        2. write the result block with ResultValid = 1 (one request);
-        3. wait for Ack = 1, then write ResultValid = 0.
-
-        Raises ``PlcHandshakeTimeout`` (a ``PlcLinkError``), ``PlcLinkError`` or
-        ``PlcWriteRefused``; ResultValid is cleared (best effort) on failure.
-        """
-        if self._io.inputs.result_ack is None:
-            raise PlcDriverError("io.inputs.result_ack is not configured: no PLC-tracked mode")
-        timeout = self.settings.handshake_timeout_ms / 1000
-        loop = asyncio.get_running_loop()
-        async with self._report_lock:
-            await self._wait_ack(False, loop.time() + timeout, "ready")
-            seq = (self._result_seq + 1) & 0xFFFF
-            img = self._image
-            signals = self._io.output_signals()
-            values: dict[str, int | bool] = {
-                "result_part_id": result.part_id,
-                "result_origin_count": result.origin_raw_count,
-                "result_reject": result.reject,
-                "result_reason": result.reason_code,
-                "result_defect": result.defect_code,
-                "result_seq": seq,
-                "result_valid": True,
-            }
-            for name, value in values.items():
-                if name in signals:
-                    img.set(name, value)
-            try:
-                await self._write_group("result")
-                self._result_seq = seq
-                await self._wait_ack(True, loop.time() + timeout, "accepted")
-            finally:
-                img.set("result_valid", False)
-                try:
-                    await self._write_cells("result_valid", img.cells_of(("result_valid",)))
-                except PlcDriverError as exc:
-                    log.warning("result_valid_not_cleared", error=str(exc))

@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from drivers.plc.modbus import ModbusPlc
+from drivers.plc.base import RejectCommand
+from drivers.plc.link import open_link
 from drivers.plc.settings import ModbusSettings
 from drivers.sim.world import SimWorld
 from hil.plc_logic import PlcProgram, PlcProgramConfig
@@ -49,8 +50,9 @@ async def _mbpoll(port: int, table: int, ref: int, count: int) -> dict[int, int]
 
 
 async def test_mbpoll_reads_node_outputs_and_plc_inputs() -> None:
-    """mbpoll sees the heartbeat/ready bits, verdict, defect code and result counter the driver
-    wrote, and the 32-bit counter in input registers 0–1."""
+    """mbpoll sees the heartbeat/ready bits, verdict, defect code, result counter and a
+    32-bit part id (high word first) the link wrote, and the 32-bit counter in input
+    registers 0–1."""
     world = SimWorld(
         counts_per_mm=4,
         encoder_bits=32,
@@ -63,13 +65,15 @@ async def test_mbpoll_reads_node_outputs_and_plc_inputs() -> None:
     world.start()
     prog = PlcProgram(world, PlcProgramConfig(fire_offset_counts=100, part_length_counts=96), 32)
     emu = ModbusPlcEmulator(prog, ModbusSettings().io)
-    async with emu, ModbusPlc(ModbusSettings(port=emu.port)) as drv:
-        await drv.set_node_state(ready=True, error=False, error_code=0)
-        await drv.heartbeat(True)
-        await drv.publish_verdict(2, 3, 70_000)
-        holding = await _mbpoll(emu.port, 4, 0, 6)
+    async with emu, open_link(ModbusSettings(port=emu.port)) as link:
+        await link.set_node_state(ready=True, error=False, error_code=0)
+        await link.heartbeat(True)
+        await link.publish_verdict(2, 3)
+        await asyncio.to_thread(link.fire, RejectCommand(70_000, 0, "defect"))
+        holding = await _mbpoll(emu.port, 4, 0, 12)
         inputs = await _mbpoll(emu.port, 3, 0, 2)
     assert holding[0] == 0b011  # heartbeat (bit 0) and ready (bit 1), no error (bit 2)
     assert holding[2] == 2 and holding[3] == 3  # last verdict: reject; defect: spot
-    assert (holding[4] << 16 | holding[5]) == 70_000  # result counter, high word first
+    assert (holding[4] << 16 | holding[5]) == 1  # result counter: one verdict published
+    assert (holding[10] << 16 | holding[11]) == 70_000  # fire part id, high word first
     assert (inputs[0] << 16 | inputs[1]) == 0x12345

@@ -5,10 +5,20 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from drivers.plc.iomap import ModbusIoMap, ModbusWord, OpcUaIoMap, UaNode
-from drivers.plc.link import EdgeLatchReader
+from drivers.plc.iomap import (
+    PART_ID_MODULUS,
+    RESULT_COUNTER_MODULUS,
+    ModbusIoMap,
+    ModbusWord,
+    OpcUaIoMap,
+    UaNode,
+    next_result_counter,
+    next_seq,
+    wire_part_id,
+)
 from drivers.plc.modbus_map import OutputImage, plan_reads
 from drivers.plc.settings import BackoffSettings, OpcUaSettings
+from drivers.plc.transport import EdgeLatchReader
 
 
 def test_default_maps_are_valid() -> None:
@@ -109,3 +119,11 @@ def test_backoff_grows_to_its_cap() -> None:
     """Reconnect waits double from the first wait up to the cap."""
     b = BackoffSettings(initial_s=0.1, max_s=0.5)
     assert [b.delay_s(n) for n in (1, 2, 3, 4)] == [0.1, 0.2, 0.4, 0.5]
+
+
+def test_width_rule() -> None:
+    """Part ids go out modulo 2**32; the result counter and sequence numbers wrap at 2**16."""
+    assert PART_ID_MODULUS == 2**32 and RESULT_COUNTER_MODULUS == 2**16
+    assert wire_part_id(2**32 - 1) == 2**32 - 1 and wire_part_id(2**32 + 5) == 5
+    assert next_result_counter(0) == 1 and next_result_counter(65535) == 0
+    assert next_seq(65534) == 65535 and next_seq(65535) == 0
