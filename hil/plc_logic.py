@@ -35,11 +35,13 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
 from drivers.sim.world import SimWorld
+from node.config import Config
+from node.line.geometry import LineGeometry
 
 log = structlog.get_logger(__name__)
 
@@ -286,3 +288,14 @@ class PlcProgram:
     def init_fire_seq(self, value: int) -> None:
         """The fire sequence register's value at PLC start (no pulse for the first write)."""
         self._fire_seq = value
+
+
+def program_for(cfg: Config, world: SimWorld, **overrides: Any) -> PlcProgram:
+    """The emulated PLC configured for ``cfg``'s line geometry."""
+    g = LineGeometry.from_config(cfg)
+    pc = PlcProgramConfig(
+        fire_offset_counts=g.fire_offset_counts,
+        part_length_counts=g.part_length_counts,
+        **overrides,
+    )
+    return PlcProgram(world, pc, cfg.line.encoder_bits)

@@ -72,9 +72,9 @@ async def _child_main(
     port: int,
     max_parts: int | None,
 ) -> None:
+    from hil.plc_logic import program_for
     from hil.plc_modbus import ModbusPlcEmulator
     from hil.plc_opcua import OpcUaPlcEmulator
-    from hil.plc_rig import program_for
     from node.config import parse_config
     from node.sim.line import build_sim_line
 

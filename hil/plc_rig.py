@@ -21,12 +21,10 @@ import structlog
 from drivers.plc.link import PlcLink, open_link
 from drivers.plc.settings import ModbusSettings, OpcUaSettings, RejectMode
 from hil.line import Collector, ensure_template, score, sim_config
-from hil.plc_logic import PlcProgram, PlcProgramConfig
 from hil.plc_modbus import free_port
 from hil.plc_process import EmulatorProcess
 from node.app import Node
 from node.config import Config
-from node.line.geometry import LineGeometry
 from node.line.results import PartResult, percentiles
 from node.sim.line import SimLine, build_sim_line
 from node.wiring import build_components
@@ -51,17 +49,6 @@ class PlcRig:
     """Set it to end the run (the node drains and stops)."""
     results: dict[int, PartResult] = field(default_factory=dict)
     """part_id → the node's published result (filled as the run goes)."""
-
-
-def program_for(cfg: Config, world: Any, **overrides: Any) -> PlcProgram:
-    """The emulated PLC configured for ``cfg``'s line geometry."""
-    g = LineGeometry.from_config(cfg)
-    pc = PlcProgramConfig(
-        fire_offset_counts=g.fire_offset_counts,
-        part_length_counts=g.part_length_counts,
-        **overrides,
-    )
-    return PlcProgram(world, pc, cfg.line.encoder_bits)
 
 
 def plc_settings(
