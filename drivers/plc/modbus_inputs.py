@@ -42,7 +42,7 @@ class InputDecoder:
             and sp.start <= count_cell[2] < sp.start + sp.count
         )
         latch = self._io.inputs.edge_latch
-        self._latch = EdgeLatchReader(latch.slots) if latch is not None else None
+        self._latch = EdgeLatchReader(latch.slots, counters) if latch is not None else None
         self.inputs: dict[str, int | bool] = {}
         """The latest decoded inputs by name."""
 
@@ -73,12 +73,7 @@ class InputDecoder:
             latch = io.edge_latch
             seq = read_word(image, latch.seq, dev)
             slots = [read_word(image, latch.slot(i), dev) for i in range(latch.slots)]
-            new, lost, restarted = self._latch.new_edges(seq, slots)
-            if lost:
-                self.counters.edges_lost += lost
-                log.warning("latched_edges_lost", lost=lost, latch_seq=seq)
-            if restarted:
-                log.warning("edge_latch_restarted", latch_seq=seq)
+            new = self._latch.new_edges(seq, slots)
             good = tuple(e for e in new if 0 <= e < modulus)
             if len(good) != len(new):
                 self.counters.bad_samples += 1

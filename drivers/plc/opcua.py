@@ -280,14 +280,8 @@ class OpcUaTransport:
             log.warning("edge_latch_malformed", value=repr(value)[:80])
             return
         if self._latch is None:
-            self._latch = EdgeLatchReader(n)
-        new, lost, restarted = self._latch.new_edges(seq, slots)
-        if lost:
-            self.counters.edges_lost += lost
-            log.warning("latched_edges_lost", lost=lost, latch_seq=seq)
-        if restarted:
-            log.warning("edge_latch_restarted", latch_seq=seq)
-        for e in new:
+            self._latch = EdgeLatchReader(n, self.counters)
+        for e in self._latch.new_edges(seq, slots):
             if 0 <= e < modulus:
                 self._pending_edges.append(e)
             else:

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import structlog
+
 from drivers.plc.base import EncoderSample
 
 LinkState = Literal["connecting", "up", "down", "closed"]
@@ -26,6 +28,8 @@ LinkState = Literal["connecting", "up", "down", "closed"]
 reconnecting with backoff; ``closed``: the link was closed."""
 
 OutputValue = int | bool
+
+log = structlog.get_logger(__name__)
 
 
 class PulseChannel(Protocol):
@@ -219,36 +223,38 @@ class EdgeLatchReader:
 
     ``slots`` slots hold the last edges; edge ``n`` (1-based, counted by the
     PLC modulo 2**16) is in slot ``(n - 1) % slots``. More new edges than
-    slots means some were overwritten (counted in ``lost``); a counter that
-    went backwards (the PLC restarted) re-baselines without edges.
+    slots means some were overwritten (logged and counted in
+    ``counters.edges_lost``); a counter that went backwards (the PLC
+    restarted) re-baselines without edges (logged).
     """
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, counters: LinkCounters) -> None:
         self.slots = slots
-        self._slots = slots
+        self._counters = counters
         self._last: int | None = None
-        self.lost = 0
 
     def reset(self) -> None:
         """Forget the last counter (the next reading is a new baseline)."""
         self._last = None
 
-    def new_edges(self, seq: int, slot_values: list[int]) -> tuple[tuple[int, ...], int, bool]:
-        """Return ``(edges, lost, restarted)`` for a reading of the counter and all slots."""
+    def new_edges(self, seq: int, slot_values: list[int]) -> tuple[int, ...]:
+        """The edges new in a reading of the counter ``seq`` and all slots, oldest first."""
         last = self._last
         self._last = seq
         if last is None:
-            return (), 0, False
+            return ()
         diff = (seq - last) & 0xFFFF
         if diff == 0:
-            return (), 0, False
+            return ()
         if diff >= 0x8000:  # went backwards: the PLC's counter restarted
-            return (), 0, True
-        lost = max(0, diff - self._slots)
-        self.lost += lost
+            log.warning("edge_latch_restarted", latch_seq=seq)
+            return ()
+        lost = max(0, diff - self.slots)
+        if lost:
+            self._counters.edges_lost += lost
+            log.warning("latched_edges_lost", lost=lost, latch_seq=seq)
         first = last + 1 + lost
-        edges = tuple(slot_values[(n - 1) % self._slots] for n in range(first, last + diff + 1))
-        return edges, lost, False
+        return tuple(slot_values[(n - 1) % self.slots] for n in range(first, last + diff + 1))
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pydantic
 import pytest
+from structlog.testing import capture_logs
 
 from drivers.plc.iomap import (
     PART_ID_MODULUS,
@@ -18,7 +19,7 @@ from drivers.plc.iomap import (
 )
 from drivers.plc.modbus_map import OutputImage, plan_reads
 from drivers.plc.settings import BackoffSettings, OpcUaSettings
-from drivers.plc.transport import EdgeLatchReader
+from drivers.plc.transport import EdgeLatchReader, LinkCounters
 
 
 def test_default_maps_are_valid() -> None:
@@ -90,14 +91,18 @@ def test_output_bits_share_a_register() -> None:
 
 
 def test_edge_latch_reader_counts_lost_and_restart() -> None:
-    """New edges come out in order; overwritten ones are counted; a reset re-baselines."""
-    r = EdgeLatchReader(4)
-    assert r.new_edges(10, [0, 0, 0, 0]) == ((), 0, False)
+    """New edges come out in order; overwritten ones are counted and logged; a PLC restart
+    re-baselines without edges."""
+    counters = LinkCounters()
+    r = EdgeLatchReader(4, counters)
+    assert r.new_edges(10, [0, 0, 0, 0]) == ()
     slots = [100, 101, 102, 103]  # edge n sits in slot (n - 1) % 4
-    assert r.new_edges(12, slots) == ((slots[2], slots[3]), 0, False)
-    edges, lost, _ = r.new_edges(18, slots)
-    assert lost == 2 and len(edges) == 4
-    assert r.new_edges(1, slots) == ((), 0, True)
+    assert r.new_edges(12, slots) == (slots[2], slots[3])
+    with capture_logs() as logs:
+        assert len(r.new_edges(18, slots)) == 4
+        assert r.new_edges(1, slots) == ()
+    assert counters.edges_lost == 2
+    assert [e["event"] for e in logs] == ["latched_edges_lost", "edge_latch_restarted"]
 
 
 def test_ua_node_needs_exactly_one_address() -> None:
