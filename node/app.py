@@ -1,7 +1,7 @@
 """The node's lifecycle: one TaskGroup owns every long-running task.
 
 Resources open in an ``AsyncExitStack`` and close in reverse. The path every
-part takes (DESIGN.md), stage by stage in ``node/line/``:
+part takes, stage by stage in ``node/line/``:
 
 encoder sample → Tracker (part created, stations from LineGeometry) →
 CountScheduler at the camera → Acquisition (trigger, frame) → InspectionQueue

@@ -1,7 +1,7 @@
 """What the node tells the PLC: a heartbeat while it makes progress, ready/error, verdicts.
 
-The heartbeat toggles only while the progress watchdog says the pipeline moves
-(DESIGN rule 4), so a PLC that sees it stop can fail safe. With a PLC link
+The heartbeat toggles only while the progress watchdog says the pipeline moves,
+so a PLC that sees it stop can fail safe. With a PLC link
 (``[plc]``) the node's operating state is mirrored to its ready/error outputs —
 ready while inspecting, error while in Error — and each part's verdict, defect
 code and the result counter are written (``plc.publish_verdicts``), latest first:

@@ -33,7 +33,7 @@ async def supervise(
         try:
             await run()
             return
-        except Exception:  # the one supervisor per task (STYLE): log, then restart
+        except Exception:  # the one place a task's crash is caught: log, then restart
             on_restart()
             log.exception("task_crashed", task=name, restart_in_s=backoff_s)
         with contextlib.suppress(TimeoutError):

@@ -1,4 +1,4 @@
-"""Feed the systemd watchdog only while the pipeline makes progress (DESIGN rule 4).
+"""Feed the systemd watchdog only while the pipeline makes progress.
 
 A process that is alive but stuck (a hung camera call, a deadlocked inference worker, a
 lost encoder link) must look dead to systemd and to the PLC, so both can fail safe.
