@@ -20,9 +20,10 @@ import structlog
 
 from drivers.plc.link import PlcLink, open_link
 from drivers.plc.settings import ModbusSettings, OpcUaSettings, RejectMode
-from hil.line import Collector, ensure_template, score, sim_config
+from hil.line import Collector, ensure_template, sim_config, until_line_clear
 from hil.plc_modbus import free_port
 from hil.plc_process import EmulatorProcess
+from hil.score import score
 from node.app import Node
 from node.config import Config
 from node.line.results import PartResult, percentiles
@@ -157,7 +158,7 @@ async def run_on_emulator(
         components, _ = build_components(node_cfg, sim)
         assert components.plc is not None
         link = components.plc.link
-        collector = Collector(parts if parts is not None else 2**62, stop, on_result)
+        collector = Collector(None, stop, on_result)
         node = Node(node_cfg, components, sinks=[collector], on_status=on_status)
         rig = PlcRig(node_cfg, sim, emulator, link, node, stop, collector.results)
         loop = asyncio.get_running_loop()
@@ -175,6 +176,7 @@ async def run_on_emulator(
         try:
             async with asyncio.TaskGroup() as tg:
                 side = tg.create_task(scenario(), name="scenario")
+                clear = tg.create_task(until_line_clear(sim.world, node_cfg, stop), name="clear")
                 rescue = tg.create_task(
                     _recancel_stuck(stop, node_cfg.node.drain_grace_s + 5.0, recancelled),
                     name="recancel",
@@ -183,12 +185,19 @@ async def run_on_emulator(
                     await node.run(stop)
                 finally:
                     side.cancel()
+                    clear.cancel()
                     rescue.cancel()
         finally:
             if timer is not None:
                 timer.cancel()
     emulator.merge_hits(sim.world)
-    report = score(sim, collector.results, node_cfg.camera.sim.mm_per_px)
+    report = score(
+        sim,
+        collector.results,
+        node_cfg,
+        end_t_ns=time.monotonic_ns(),
+        parts_tracked=node.summary.parts_tracked,
+    )
     report["plc"] = link.counters.snapshot()
     report["plc_program"] = {
         k: v for k, v in emulator.stats.items() if k not in ("fire_t_ns", "result_origins")

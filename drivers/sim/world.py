@@ -157,6 +157,15 @@ class SimWorld:
             parts = list(self._parts)
         return [p for p in parts if abs(d - p.cross_mm - position_mm) <= radius_mm]
 
+    def parts_beyond(self, position_mm: float, t_ns: int) -> list[SimPart]:
+        """Every part whose centre is downstream of ``position_mm`` at ``t_ns``, in belt
+        order — made first if nothing has asked for them yet (the belt carried them anyway)."""
+        d = self.displacement_mm(t_ns)
+        self._ensure_parts(d - position_mm)
+        with self._lock:
+            parts = list(self._parts)
+        return [p for p in parts if d - p.cross_mm > position_mm]
+
     def part_position_mm(self, part: SimPart, t_ns: int) -> float:
         """Where ``part``'s centre is at ``t_ns``."""
         return self.displacement_mm(t_ns) - part.cross_mm

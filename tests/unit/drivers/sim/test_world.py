@@ -42,6 +42,14 @@ def test_speed_changes_at_run_time_keep_the_travel_before() -> None:
     assert w.speed_mm_s(3_000_000_000) == 0.0
 
 
+def test_parts_beyond_a_station_are_made_even_if_never_seen() -> None:
+    """Parts carried past a station count whether or not anything looked at them."""
+    w = make_world()
+    beyond = w.parts_beyond(400.0, 1_000_000_000)  # 500 mm travelled: centres at 500, 470, …
+    assert [p.index for p in beyond] == [0, 1, 2, 3]
+    assert [p.index for p in w.parts_beyond(400.0, 1_000_000_000)] == [0, 1, 2, 3]  # made once
+
+
 def test_counter_wraps_at_its_bit_width() -> None:
     """A 16-bit counter started near its top wraps to small values."""
     w = make_world(count_offset=65_000)

@@ -1,0 +1,193 @@
+"""Scoring a run against the simulated line's ground truth: every physical part counts.
+
+The simulated world knows every part the belt carried past the reject station,
+whether it was really defective and whether the actuator struck it. A node only
+knows the parts it tracked, so a part it never saw is invisible to its own
+counters; here it is counted (``untracked_parts``), and an unstruck defective
+one is an escape whether the node saw it or not.
+
+A node result is matched to its physical part by what the rig saw: the part the
+camera rendered for it, else the part its strike hit, else the part whose centre
+was nearest its origin count (within half a pitch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from models.synth import render_part
+from node.config import Config
+from node.line.results import PartResult, percentiles
+from node.sim.line import SimLine
+
+
+def _defective(sim: SimLine, index: int, mm_per_px: float) -> bool:
+    spec = sim.specs.get(index)
+    if spec is None or spec.defect is None:
+        return False
+    truth = render_part(spec, mm_per_px).truth
+    return truth is not None and truth.visible
+
+
+def physical_index(
+    sim: SimLine, cfg: Config, result: PartResult, hits_by_cmd: dict[int, int]
+) -> int | None:
+    """The world index of the part ``result`` is about, or None (an empty pitch slot)."""
+    index = sim.camera.rendered.get(result.part_id)
+    if index is not None:
+        return index
+    struck = hits_by_cmd.get(result.part_id)
+    if struck is not None:
+        return struck
+    # The tracker's counts are the world's raw counts unwrapped from the first reading.
+    cross_mm = (result.origin_count - cfg.encoder.sim.count_offset) / cfg.line.counts_per_mm
+    best = min(sim.world.parts, key=lambda p: abs(p.cross_mm - cross_mm), default=None)
+    if best is None or abs(best.cross_mm - cross_mm) > cfg.line.part_pitch_mm / 2:
+        return None
+    return best.index
+
+
+def score(
+    sim: SimLine, results: dict[int, PartResult], cfg: Config, *, end_t_ns: int, parts_tracked: int
+) -> dict[str, Any]:
+    """Score a run that ended at ``end_t_ns``.
+
+    Physical parts are those whose centre had passed the reject station by then:
+
+    - ``parts_passed``: how many; ``defective_parts``/``good_parts``: of those;
+    - ``untracked_parts``: passed parts no node result is about (``good``, ``defective``);
+    - ``unjudged_parts``: their total — a run with any is a failed run;
+    - ``escapes``: defective passed parts the actuator never struck, tracked or not;
+    - ``parts``: node results; ``parts_tracked``: parts the node's tracker created;
+    - ``missed_rejects``: results published ``rejected`` whose own part was not struck;
+    - ``false_rejects``: good parts judged reject by the model (fail-safe excluded);
+    - ``failsafe_rejects``/``failsafe_reasons``: fail-safe verdicts;
+    - ``wrong_part_hits``: strikes that landed on a part other than the one commanded;
+    - ``reject_position_error_mm``: |struck part centre − reject station| when struck.
+    """
+    mm_per_px = cfg.camera.sim.mm_per_px
+    world = sim.world
+    hits_by_cmd = {h.commanded_part_id: h for h in world.hits}
+    hit_index = {c: h.part_index for c, h in hits_by_cmd.items() if h.part_index is not None}
+    struck = {h.part_index for h in world.hits if h.part_index is not None}
+    reject_mm = cfg.line.reject_position_mm + cfg.line.part_length_mm / 2
+    passed = [p.index for p in world.parts_beyond(reject_mm, end_t_ns)] if world.started else []
+    truth: dict[int, bool] = {}
+
+    def is_defective(index: int) -> bool:
+        if index not in truth:
+            truth[index] = _defective(sim, index, mm_per_px)
+        return truth[index]
+
+    defective = {i: is_defective(i) for i in passed}
+    judged: dict[int, int] = {}  # world index -> part_id
+    for part_id, r in results.items():
+        index = physical_index(sim, cfg, r, hit_index)
+        if index is not None:
+            judged.setdefault(index, part_id)
+    untracked = [i for i in passed if i not in judged]
+    missed = false_rej = wrong = 0
+    errors: list[float] = []
+    signed: list[float] = []
+    for part_id, r in results.items():
+        index = sim.camera.rendered.get(part_id)
+        if r.action == "rejected" and index is not None:  # an empty pitch slot has no part
+            hit = hits_by_cmd.get(part_id)
+            if hit is None or hit.part_index is None or hit.part_index != index:
+                missed += 1
+            if hit is not None and hit.part_index is not None:
+                errors.append(abs(hit.error_mm))
+                signed.append(hit.error_mm)
+                wrong += hit.part_index != index
+            if not r.verdict.fail_safe and not is_defective(index):
+                false_rej += 1
+    n_def = sum(defective.values())
+    escapes = sum(1 for i in passed if defective[i] and i not in struck)
+    latencies = [r.latency_ms for r in results.values() if r.latency_ms is not None]
+    budget = [r.budget_used for r in results.values() if r.budget_used is not None]
+    err = percentiles(errors)
+    n_good = len(passed) - n_def
+    return {
+        "parts": len(results),
+        "parts_passed": len(passed),
+        "parts_tracked": parts_tracked,
+        "untracked_parts": {
+            "good": sum(1 for i in untracked if not defective[i]),
+            "defective": sum(1 for i in untracked if defective[i]),
+        },
+        "unjudged_parts": len(untracked),
+        "defective_parts": n_def,
+        "good_parts": n_good,
+        "escapes": escapes,
+        "escape_rate": round(escapes / n_def, 4) if n_def else 0.0,
+        "missed_rejects": missed,
+        "false_rejects": false_rej,
+        "false_reject_rate": round(false_rej / n_good, 4) if n_good else 0.0,
+        "failsafe_rejects": sum(r.verdict.fail_safe for r in results.values()),
+        "failsafe_reasons": dict(
+            Counter(r.verdict.reason.value for r in results.values() if r.verdict.fail_safe)
+        ),
+        "budget_misses": sum(r.budget_miss for r in results.values()),
+        "wrong_part_hits": wrong,
+        "latency_ms": percentiles(latencies),
+        "budget_used": percentiles(budget),
+        "reject_position_error_mm": {
+            "p50": err["p50"],
+            "max": err["max"],
+            "mean_signed": round(float(np.mean(signed)), 3) if signed else 0.0,
+        },
+    }
+
+
+def run_failure(report: dict[str, Any]) -> str | None:
+    """Why a scored run failed, in one line, or None when every part was judged."""
+    if report["unjudged_parts"]:
+        u = report["untracked_parts"]
+        return (
+            f"{report['unjudged_parts']} of {report['parts_passed']} parts passed the reject "
+            f"station unjudged ({u['defective']} defective, {u['good']} good)"
+        )
+    if not report["parts"]:
+        return "the node decided no part at all"
+    return None
+
+
+def machine() -> dict[str, Any]:
+    """What the run ran on, so runs can be compared: cores, CPU model, Python."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version()}
+
+
+def config_sha256(cfg: Config) -> str:
+    """sha256 of the effective config (canonical JSON), so two runs' configs compare."""
+    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_sha256(cfg: Config) -> str | None:
+    """sha256 of what judges: the model package's manifest (which hashes every file in
+    it) or the classical template file; None when it is missing."""
+    insp = cfg.inspection
+    if insp.backend == "classical":
+        path = insp.classical.template
+    else:
+        path = insp.model.package / "manifest.json"
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
