@@ -17,14 +17,17 @@ the same against a :class:`drivers.sim.world.SimWorld`:
   recorded at the instant the belt reached it, even if the emulator notices a
   little later. A result that arrives after its count has passed fires at once
   and is counted as late;
-- **heartbeat watch**: no change of the node heartbeat for
-  ``heartbeat_timeout_s`` → ``on_heartbeat_loss``: ``"stop_line"`` stops the
-  belt, ``"reject_all"`` fires for every part latched at the sensor until the
-  heartbeat is back and, with ``reject_in_flight``, also for every part already
-  between the sensor and its fire point when the loss is declared (their
-  node-timed pulses or PLC-tracked results may have died with the link). Every
-  part is covered only if ``heartbeat_timeout_s`` is shorter than the travel
-  from the sensor to the fire point at top speed.
+- **node watch**: the node is trusted while its heartbeat toggles, and — once it
+  has said Ready — while Ready is on and Error off. No change of the heartbeat
+  for ``heartbeat_timeout_s``, Ready dropped or Error raised → ``on_heartbeat_loss``:
+  ``"stop_line"`` stops the belt, ``"reject_all"`` fires for every part latched
+  at the sensor until the node is trusted again and, with ``reject_in_flight``,
+  also for every part already between the sensor and its fire point when trust
+  is lost (their node-timed pulses or PLC-tracked results may have died with the
+  link, or the node no longer knows where they are). Ready and Error act at once;
+  through the heartbeat alone every part is covered only if
+  ``heartbeat_timeout_s`` is shorter than the travel from the sensor to the fire
+  point at top speed.
 
 Everything here runs on the emulator's event loop; ``sync(t_ns)`` advances
 the program to time ``t_ns`` and is called before every read and by the scan.
@@ -33,6 +36,7 @@ the program to time ``t_ns`` and is called before every read and by the scan.
 from __future__ import annotations
 
 import bisect
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -77,6 +81,7 @@ class ProgramStats:
     """PLC-tracked results whose fire count had already passed when they arrived."""
     strikes: int = 0
     heartbeat_losses: int = 0
+    """Times the node lost the PLC's trust (heartbeat stopped, Ready dropped, Error raised)."""
     failsafe_strikes: int = 0
     """Strikes done by ``reject_all`` while the heartbeat was lost."""
     fire_t_ns: dict[int, int] = field(default_factory=dict)
@@ -109,12 +114,18 @@ class PlcProgram:
         self._hb_value: int | None = None
         self._hb_t_ns = 0
         self.heartbeat_ok = True
+        """The node is trusted (heartbeat toggling; Ready on and Error off once it was Ready)."""
         self._hb_seen = False
+        self._ready_seen = False
         self._recent_edges: list[int] = []  # unwrapped edges whose fire point may be ahead
         self.count_override: int | None = None
         """Fault injection: the counter reads this raw value instead of the belt's."""
         self.count_glitches: list[int] = []
         """Fault injection: the next reads of the counter return these raw values, one each."""
+        self.count_fault: Literal["none", "garbage", "word_swap"] = "none"
+        """Fault injection while set: ``garbage`` serves random counts, ``word_swap`` the
+        count with its two 16-bit words swapped (a word-order error in the I/O map)."""
+        self._garbage = random.Random(7)
 
     # -- counter ------------------------------------------------------------
     def unwrapped(self, t_ns: int) -> int:
@@ -130,7 +141,12 @@ class PlcProgram:
             return self.count_glitches.pop(0)
         if self.count_override is not None:
             return self.count_override
-        return self.unwrapped(t_ns) % self._mod
+        count = self.unwrapped(t_ns) % self._mod
+        if self.count_fault == "garbage":
+            return self._garbage.randrange(self._mod)
+        if self.count_fault == "word_swap":
+            return ((count & 0xFFFF) << 16 | count >> 16) % self._mod
+        return count
 
     def plc_heartbeat(self, t_ns: int) -> bool:
         """The PLC's own heartbeat bit: toggles every ``plc_heartbeat_period_s``."""
@@ -228,16 +244,23 @@ class PlcProgram:
         if not self._hb_seen or not self.heartbeat_ok:
             return
         if now - self._hb_t_ns > self.cfg.heartbeat_timeout_s * 1e9:
-            self.heartbeat_ok = False
-            self.stats.heartbeat_losses += 1
-            log.warning("plc_node_heartbeat_lost", action=self.cfg.on_heartbeat_loss)
-            if self.cfg.on_heartbeat_loss == "stop_line":
-                self.stop_belt(now)
-            elif self.cfg.on_heartbeat_loss == "reject_all" and self.cfg.reject_in_flight:
-                reached = self.unwrapped(now)
-                for edge in self._recent_edges:
-                    if self._fire_target(edge) > reached:
-                        self._failsafe_load(edge)
+            self._distrust(now, "heartbeat")
+
+    def _node_says_ready(self) -> bool:
+        out = self.outputs
+        return bool(out.get("node_ready", 1)) and not bool(out.get("node_error", 0))
+
+    def _distrust(self, now: int, why: str) -> None:
+        self.heartbeat_ok = False
+        self.stats.heartbeat_losses += 1
+        log.warning("plc_node_heartbeat_lost", action=self.cfg.on_heartbeat_loss, cause=why)
+        if self.cfg.on_heartbeat_loss == "stop_line":
+            self.stop_belt(now)
+        elif self.cfg.on_heartbeat_loss == "reject_all" and self.cfg.reject_in_flight:
+            reached = self.unwrapped(now)
+            for edge in self._recent_edges:
+                if self._fire_target(edge) > reached:
+                    self._failsafe_load(edge)
 
     def stop_belt(self, t_ns: int) -> None:
         """Stop the conveyor at ``t_ns`` (line_running goes false, the counter freezes)."""
@@ -250,15 +273,20 @@ class PlcProgram:
         now = time.monotonic_ns() if t_ns is None else t_ns
         self.sync(now)
         self.outputs.update(values)
+        if "node_ready" in values and bool(values["node_ready"]):
+            self._ready_seen = True
+        ready = self._node_says_ready() or not self._ready_seen
         if "heartbeat" in values:
             hb = values["heartbeat"]
             if hb != self._hb_value:
                 self._hb_value = hb
                 self._hb_t_ns = now
-                if self._hb_seen and not self.heartbeat_ok:
+                if self._hb_seen and not self.heartbeat_ok and ready:
                     self.heartbeat_ok = True
                     log.info("plc_node_heartbeat_back")
                 self._hb_seen = True
+        if self._ready_seen and not ready and self.heartbeat_ok and self.world.started:
+            self._distrust(now, "not ready")
         if "fire_seq" in values:
             seq = values["fire_seq"]
             if self._fire_seq is not None and seq != self._fire_seq:

@@ -117,6 +117,8 @@ async def _child_main(
             program.count_override = arg
         elif cmd == "count_glitches":
             program.count_glitches = list(arg)
+        elif cmd == "count_fault":
+            program.count_fault = arg
         elif cmd == "stats":
             reply = dataclasses.asdict(program.stats) | {
                 "outputs": dict(program.outputs),
@@ -143,7 +145,8 @@ class EmulatorProcess:
     shift register live on), ``refuse`` (output names whose writes are refused;
     ``[]`` accepts all again — Modbus; OPC UA makes them read-only for the rest
     of the run), ``count_override`` (raw value or None), ``count_glitches``
-    (raw values served by the next counter reads, one each) and ``stats``.
+    (raw values served by the next counter reads, one each), ``count_fault``
+    (``"none"``, ``"garbage"`` or ``"word_swap"``) and ``stats``.
     """
 
     def __init__(

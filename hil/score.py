@@ -46,8 +46,12 @@ def physical_index(
     struck = hits_by_cmd.get(result.part_id)
     if struck is not None:
         return struck
-    # The tracker's counts are the world's raw counts unwrapped from the first reading.
-    cross_mm = (result.origin_count - cfg.encoder.sim.count_offset) / cfg.line.counts_per_mm
+    # The world's counter reads displacement × counts/mm + count_offset, wrapped.
+    raw = result.origin_raw_count
+    if raw is None:
+        return None
+    modulus = 1 << cfg.line.encoder_bits
+    cross_mm = ((raw - cfg.encoder.sim.count_offset) % modulus) / cfg.line.counts_per_mm
     best = min(sim.world.parts, key=lambda p: abs(p.cross_mm - cross_mm), default=None)
     if best is None or abs(best.cross_mm - cross_mm) > cfg.line.part_pitch_mm / 2:
         return None

@@ -52,6 +52,7 @@ from node.service.sdnotify import SystemdNotifier
 from node.service.supervise import supervise
 from node.service.watchdog import ProgressWatchdog
 from node.signals import PlcSignals
+from node.state import VisionState
 
 if TYPE_CHECKING:
     from node.hmi.thread import HmiThread
@@ -97,6 +98,7 @@ class RunSummary:
     late_frames: int = 0
     reject_fire_failures: int = 0
     task_restarts: int = 0
+    tracking_losses: int = 0
     scheduler_lateness_ms: dict[str, float] = field(default_factory=dict)
     pulse_lateness_ms: dict[str, float] = field(default_factory=dict)
     plc_report_ms: dict[str, float] = field(default_factory=dict)
@@ -143,6 +145,7 @@ class Node:
         self._on_status = on_status
         self._book = PartBook()
         self._draining = False
+        self._tracking_lost = False
         self._drained = asyncio.Event()
         self._audit: AuditStore | None = None
         self._model_name = ""
@@ -283,22 +286,60 @@ class Node:
         async for sample in encoder.samples():
             new_parts = self.tracker.update(sample)
             self.scheduler.notify_update()
-            self.watchdog.beat("encoder")
             self._actuation.belt_moved()
+            if self.tracker.last_t_ns == sample.t_ns:  # accepted: the belt is followed
+                self.watchdog.beat("encoder")
+                if self._tracking_lost:
+                    self._tracking_regained()
+            elif self.tracker.lost and not self._tracking_lost:
+                self._lose_tracking()
             for part in new_parts:
                 if self._draining:
                     self.summary.parts_ignored_while_stopping += 1
                     continue
                 self._track(part)
 
+    def _lose_tracking(self) -> None:
+        """Every sample refused for ``line.tracking_loss_ms``: no part can be placed any more.
+
+        A fault: Error, PLC Ready dropped and heartbeat stopped (the PLC stops or diverts
+        the line), and every part in flight without a verdict — and every part the tracker
+        still makes meanwhile — is a fail-safe reject, struck as well as it can be (dead
+        reckoning, or the PLC's own counter) and recorded either way.
+        """
+        self._tracking_lost = True
+        self.summary.tracking_losses += 1
+        cpm = self.cfg.line.counts_per_mm
+        speed = self.tracker.refused_speed_cps
+        limit = self.cfg.line.max_speed_mm_s
+        if speed is not None and speed / cpm > limit:
+            why = f"belt at {speed / cpm:.0f} mm/s, over line.max_speed_mm_s = {limit:g}"
+        else:
+            why = f"encoder counts implausible ({self.tracker.last_rejection_reason})"
+        self.operation.raise_fault("encoder", f"tracking lost: {why}")
+        for st in self._book:
+            if st.verdict is None:
+                self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_TRACKING, why))
+
+    def _tracking_regained(self) -> None:
+        self._tracking_lost = False
+        self.operation.clear_fault("encoder")
+        log.warning("tracking_regained", position=self.tracker.position)
+
     def _track(self, part: TrackedPart) -> None:
         st = self._book.add(part)
         self.summary.parts_tracked += 1
+        if self._tracking_lost:  # placed from a count the node no longer trusts
+            self._decide(
+                st, Judge.fail_safe(part.part_id, Reason.FAILSAFE_TRACKING, "made while lost")
+            )
         self.scheduler.schedule(part.trigger_count, lambda: self._at_camera(st), label="trigger")
         self.scheduler.schedule(part.decide_count, lambda: self._at_decision(st), label="decide")
 
     def _at_camera(self, st: InFlightPart) -> None:
         assert self._camera is not None
+        if st.verdict is not None:  # already a fail-safe reject: no frame can change that
+            return
         if not self.operation.inspecting:
             state = self.operation.state.value
             self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_NOT_INSPECTING, state))
@@ -352,7 +393,8 @@ class Node:
         """Publish ``st``'s result: its strike went out (or failed), or it passed."""
         assert st.verdict is not None and self._signals is not None
         self._book.remove(st.part_id)
-        result = st.result(action, time.monotonic_ns())
+        raw = self.tracker.raw_count(st.part.origin_count)
+        result = st.result(action, time.monotonic_ns(), raw)
         verdict = st.verdict
         self.summary.parts_decided += 1
         self.summary.rejected += action == "rejected"
@@ -380,7 +422,13 @@ class Node:
         snap = self.stats.snapshot()
         snap["in_flight"] = len(self._book)
         snap["belt_mm_s"] = round(self.tracker.speed_cps / self.cfg.line.counts_per_mm, 1)
-        snap["healthy"] = self.watchdog.healthy()
+        # healthy: the pipeline moves, no fault is active and none waits for a Reset
+        snap["healthy"] = (
+            self.watchdog.healthy()
+            and self.operation.trusted
+            and self.operation.state is not VisionState.ERROR
+        )
+        snap["faults"] = dict(self.operation.active_faults)
         snap["draining"] = self._draining
         snap["state"] = self.operation.state.value
         if self._components.plc is not None:

@@ -69,6 +69,9 @@ class LineSection(_Section):
     jitter_mm: NonNegFloat = 0.5
     sample_time_jitter_ms: Annotated[float, Field(ge=0.0, le=50.0)] = 1.0
     speed_window_ms: PositiveFloat = 40.0
+    tracking_loss_ms: Annotated[float, Field(ge=5.0, le=5000.0)] = 50.0
+    """Every encoder sample refused for this long: tracking is lost (a fault: Error state,
+    PLC Ready dropped, heartbeat stopped; parts in flight are fail-safe rejected)."""
 
     @model_validator(mode="after")
     def _order(self) -> LineSection:

@@ -25,7 +25,7 @@ from node.state import InvalidTransition, StateMachine, VisionState
 log = structlog.get_logger(__name__)
 
 Listener = Callable[[VisionState, str], None]
-Fault = Literal["camera", "model", "plc"]
+Fault = Literal["camera", "model", "plc", "encoder", "audit"]
 """Which edge put the node in Error (shown as that edge's health)."""
 S = VisionState
 
@@ -39,6 +39,7 @@ class Operation:
         self._auto_start = auto_start
         self._inspecting = False
         self._fault: Fault | None = None
+        self._active: dict[Fault, str] = {}
         self._listeners: list[Listener] = []
 
     # -- what the node consults --------------------------------------------------------
@@ -51,6 +52,17 @@ class Operation:
     def inspecting(self) -> bool:
         """True while parts are to be inspected (ContinuousExecution, or Error after it)."""
         return self._inspecting
+
+    @property
+    def trusted(self) -> bool:
+        """False while a fault is active that means the node cannot guarantee its rejects
+        (the PLC heartbeat stops until it clears)."""
+        return not self._active
+
+    @property
+    def active_faults(self) -> dict[Fault, str]:
+        """The faults active now, with why."""
+        return dict(self._active)
 
     @property
     def fault(self) -> Fault | None:
@@ -88,6 +100,19 @@ class Operation:
         self._fault = fault
         self._go(S.ERROR, f"{fault}: {detail}")
 
+    def raise_fault(self, fault: Fault, detail: str) -> None:
+        """A condition that stops the node guaranteeing its rejects began: Error now, and
+        again after a Reset for as long as it lasts (see :meth:`clear_fault`)."""
+        if fault not in self._active:
+            log.error("fault_raised", fault=fault, detail=detail)
+        self._active[fault] = detail
+        self.error(fault, detail)
+
+    def clear_fault(self, fault: Fault) -> None:
+        """The condition is gone. The node stays in Error until an operator resets it."""
+        if self._active.pop(fault, None) is not None:
+            log.warning("fault_cleared", fault=fault)
+
     # -- NodeControl: the operator's commands ------------------------------------------
     async def halt(self) -> None:
         """Stop inspecting at once: every part is a fail-safe reject until Reset and Start."""
@@ -101,6 +126,9 @@ class Operation:
             self._go(S.READY, "reset")
             if self._inspecting:
                 self._go(S.CONTINUOUS, "reset")
+            if self._active:  # the condition is still there: back to Error
+                fault, detail = next(iter(self._active.items()))
+                self.error(fault, detail)
         elif state is S.HALTED:
             self._go(S.PREOPERATIONAL, "reset")
             self._go(S.INITIALIZED, "reset")

@@ -1,6 +1,7 @@
 """What the node tells the PLC: a heartbeat while it makes progress, ready/error, verdicts.
 
-The heartbeat toggles only while the progress watchdog says the pipeline moves,
+The heartbeat toggles only while the progress watchdog says the pipeline moves
+and no fault keeps the node from guaranteeing its rejects (``Operation.trusted``),
 so a PLC that sees it stop can fail safe. With a PLC link
 (``[plc]``) the node's operating state is mirrored to its ready/error outputs —
 ready while inspecting, error while in Error — and each part's verdict, defect
@@ -94,7 +95,7 @@ class PlcSignals:
     async def _heartbeat_loop(self, halt: asyncio.Event) -> None:
         toggle = False
         while not halt.is_set():
-            if self._watchdog.healthy():
+            if self._watchdog.healthy() and self._operation.trusted:
                 toggle = not toggle
                 try:
                     async with asyncio.timeout(self._timeout_s):

@@ -28,6 +28,7 @@ REASON_CODES: Final[dict[str, int]] = {
     "node_stopping": 16,
     "trigger_late": 17,
     "not_inspecting": 18,
+    "tracking_lost": 19,
 }
 """Verdict reason (``node.line.judge.Reason`` values) → code written to the PLC."""
 

@@ -37,7 +37,15 @@ def render_status(name: str, snap: dict[str, Any]) -> Group:
         f"{snap['belt_mm_s']:.0f}",
         str(snap["in_flight"]),
     )
-    state = "[green]healthy" if snap["healthy"] else "[red]pipeline stalled"
+    faults = snap.get("faults") or {}
+    if faults:
+        state = "[red]" + "; ".join(f"{name}: {why}" for name, why in faults.items())
+    elif snap.get("state") == "Error":
+        state = "[red]Error (reset to clear)"
+    elif snap["healthy"]:
+        state = "[green]healthy"
+    else:
+        state = "[red]pipeline stalled"
     if snap["draining"]:
         state = "[yellow]draining"
     types = ", ".join(f"{k}: {v}" for k, v in sorted(snap["defects_by_type"].items())) or "—"

@@ -28,6 +28,7 @@ class Reason(enum.StrEnum):
     FAILSAFE_MODEL = "model_error"
     FAILSAFE_SHUTDOWN = "node_stopping"
     FAILSAFE_NOT_INSPECTING = "not_inspecting"
+    FAILSAFE_TRACKING = "tracking_lost"
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ class InFlightPart:
         self.verdict_t_ns = time.monotonic_ns()
         return True
 
-    def result(self, action: Action, t_ns: int) -> PartResult:
+    def result(self, action: Action, t_ns: int, origin_raw_count: int | None = None) -> PartResult:
         """The published result once ``action`` is taken (at ``t_ns``).
 
         Latency runs from the trigger to the verdict (None when the verdict missed the
@@ -77,6 +77,7 @@ class InFlightPart:
             budget_miss=self.budget_miss,
             t_ns=t_ns,
             image=self.image,
+            origin_raw_count=origin_raw_count,
         )
 
 

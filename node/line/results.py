@@ -39,6 +39,9 @@ class PartResult:
     budget_miss: bool
     t_ns: int
     image: npt.NDArray[np.uint8] | None = None
+    origin_raw_count: int | None = None
+    """``origin_count`` as the encoder's own (wrapping) counter reads it, through any resync
+    since: what a PLC's shift register or a ground truth would compare with."""
 
     @property
     def budget_used(self) -> float | None:

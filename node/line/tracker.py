@@ -63,6 +63,9 @@ class TrackerConfig:
     """Longest time :meth:`Tracker.estimate_position` dead-reckons past the last sample."""
     resync_after_samples: int = 10
     """Consecutive mutually consistent jump samples that re-anchor the counter (0: never)."""
+    loss_after_ns: int = 50_000_000
+    """Samples refused for this long in a row (no good one between) mean tracking is lost
+    (:attr:`Tracker.lost`): parts can no longer be placed on the belt."""
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -76,7 +79,7 @@ class TrackerConfig:
         for name in ("time_jitter_ns", "debounce_counts", "resync_after_samples"):
             if getattr(self, name) < 0:
                 problems.append(f"tracker.{name}: must be >= 0")
-        for name in ("window_ns", "extrapolation_limit_ns"):
+        for name in ("window_ns", "extrapolation_limit_ns", "loss_after_ns"):
             if getattr(self, name) <= 0:
                 problems.append(f"tracker.{name}: must be > 0")
         if problems:
@@ -91,6 +94,7 @@ class TrackerConfig:
             geometry=LineGeometry.from_config(cfg),
             window_ns=int(line.speed_window_ms * 1e6),
             time_jitter_ns=int(line.sample_time_jitter_ms * 1e6),
+            loss_after_ns=int(line.tracking_loss_ms * 1e6),
         )
 
 
@@ -165,6 +169,9 @@ class Tracker:
         self._last_reason: RejectionReason | None = None
         self._streak = 0
         self._bad_run = 0
+        self._streak_start = EncoderSample(0, 0)
+        self._refused_since: EncoderSample | None = None
+        self._refused_last: EncoderSample | None = None
         self._streak_raw = 0
         self._streak_t_ns = 0
 
@@ -207,6 +214,39 @@ class Tracker:
     def last_rejection_reason(self) -> RejectionReason | None:
         """Why the latest refused sample was refused, or None if none was."""
         return self._last_reason
+
+    @property
+    def lost(self) -> bool:
+        """True while tracking is lost: every sample for ``loss_after_ns`` (or longer) was
+        refused. Cleared by the next accepted sample (or a resync)."""
+        first, last = self._refused_since, self._refused_last
+        return (
+            first is not None
+            and last is not None
+            and last.t_ns - first.t_ns >= self._cfg.loss_after_ns
+        )
+
+    @property
+    def refused_speed_cps(self) -> float | None:
+        """Belt speed in counts/s implied by the current run of refused samples — from the
+        first to the latest, when the counter moved forward — or None without such a run.
+        Far over ``max_speed_cps`` for a whole run: the belt really runs too fast (or the
+        counter's scale is wrong); None or erratic: the counts are garbage."""
+        first, last = self._refused_since, self._refused_last
+        if first is None or last is None or last.t_ns <= first.t_ns:
+            return None
+        if not (0 <= first.raw_count < self._unwrapper.modulus):
+            return None
+        if not (0 <= last.raw_count < self._unwrapper.modulus):
+            return None
+        step = self._unwrapper.signed_step(first.raw_count, last.raw_count)
+        return step * _NS_PER_S / (last.t_ns - first.t_ns) if step > 0 else None
+
+    @property
+    def consistent_refusals(self) -> int:
+        """How many of the latest refused samples agree with each other (a steady counter
+        moving too fast, or one reset: see ``resync_after_samples``)."""
+        return self._streak
 
     def raw_count(self, count: int) -> int:
         """The PLC's raw counter value at our unwrapped ``count``.
@@ -299,6 +339,7 @@ class Tracker:
 
     def _accept(self, sample: EncoderSample, unwrapped: int) -> list[TrackedPart]:
         self._streak = self._bad_run = 0
+        self._refused_since = self._refused_last = None
         prev = self._unwrapped
         self._unwrapped = unwrapped
         if unwrapped > self._hw:
@@ -418,6 +459,9 @@ class Tracker:
         self._rejected += 1
         self._last_reason = reason
         self._bad_run += 1
+        if self._refused_since is None:
+            self._refused_since = sample
+        self._refused_last = sample
         # A misconfigured source refuses every sample; keep journald readable.
         if self._bad_run == 1 or self._bad_run % 1000 == 0:
             _log.warning(
@@ -439,12 +483,28 @@ class Tracker:
             s = self._unwrapper.signed_step(self._streak_raw, sample.raw_count)
             consistent = abs(s) <= self._allowance(sample.t_ns - self._streak_t_ns)
         self._streak = self._streak + 1 if consistent else 1
+        if self._streak == 1:
+            self._streak_start = sample
         self._streak_raw, self._streak_t_ns = sample.raw_count, sample.t_ns
         limit = self._cfg.resync_after_samples
         if limit and self._streak >= limit:
-            return self._resync(sample)
+            if not self._streak_too_fast(sample):
+                return self._resync(sample)
+            # A steady counter, but faster than any belt may run: the belt really runs
+            # too fast (or the count's scale is wrong). That is never adopted; tracking
+            # stays lost until the counter moves at a believable speed again.
+            self._streak = 1
+            self._streak_start = sample
         reason: RejectionReason = "forward_jump" if step > 0 else "backward_jump"
         return self._refuse(sample, reason, f"step={step} counts, allowed {allowance:.1f}")
+
+    def _streak_too_fast(self, sample: EncoderSample) -> bool:
+        start = self._streak_start
+        dt_ns = sample.t_ns - start.t_ns
+        if dt_ns <= 0:
+            return False
+        step = abs(self._unwrapper.signed_step(start.raw_count, sample.raw_count))
+        return step > self._allowance(dt_ns)
 
     def _resync(self, sample: EncoderSample) -> list[TrackedPart]:
         anchor = max(self._hw, round(self.estimate_position(sample.t_ns)))

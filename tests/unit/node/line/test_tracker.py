@@ -392,6 +392,37 @@ def test_a_reset_counter_is_resynced_after_consistent_jumps() -> None:
     assert tracker.speed_cps == pytest.approx(2000.0, rel=0.01)
 
 
+def test_a_belt_over_max_speed_loses_tracking_and_is_never_adopted() -> None:
+    """A steady counter at twice max_speed_cps is refused sample after sample — never
+    resynced as if it were a counter reset — so tracking is lost within loss_after_ns and
+    the refused run tells the speed; a believable speed again is resynced and regained."""
+    tracker = Tracker(PITCH, 32)
+    trace = feed(tracker, ramp(0, 10_000.0, 100))
+    t_last, p_last, _ = trace[-1]
+    assert not tracker.lost
+    fast = feed(tracker, ramp(p_last + 80, 40_000.0, 200), t0_ns=t_last + DT_NS)
+    assert tracker.rejected_samples == 200 and tracker.lost
+    speed = tracker.refused_speed_cps
+    assert speed is not None and speed == pytest.approx(40_000.0, rel=0.02)
+    assert not created(fast)
+    t_fast, p_fast, _ = fast[-1]
+    feed(tracker, ramp(p_fast + 80, 10_000.0, 30), t0_ns=t_fast + DT_NS)
+    assert not tracker.lost and tracker.refused_speed_cps is None
+    assert tracker.speed_cps == pytest.approx(10_000.0, rel=0.05)
+
+
+def test_loss_needs_refusals_for_the_whole_loss_time() -> None:
+    """A short run of bad samples (shorter than loss_after_ns) is not a loss of tracking."""
+    tracker = Tracker(PITCH, 32)
+    trace = feed(tracker, ramp(0, 10_000.0, 50))
+    t_last, p_last, _ = trace[-1]
+    for k in range(1, 20):  # 38 ms of garbage, then good again
+        tracker.update(EncoderSample(wrap(p_last + 500_000 * k, 32), t_last + k * DT_NS))
+    assert not tracker.lost
+    tracker.update(EncoderSample(wrap(p_last + 400, 32), t_last + 20 * DT_NS))
+    assert not tracker.lost and tracker.last_t_ns == t_last + 20 * DT_NS
+
+
 def test_counts_go_back_to_the_plc_in_its_own_terms_after_a_resync() -> None:
     """``raw_count`` is the count modulo the counter width until a resync; after a PLC
     counter reset it gives the raw value the PLC's counter now shows at that belt position
