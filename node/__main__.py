@@ -1,7 +1,8 @@
 """The ``lineside`` command line; the only place that calls ``sys.exit``.
 
-Exit codes: 0 done, 1 unexpected error, 2 configuration error, 3 camera
-error, 4 PLC error, 5 model error, 130 interrupted before the node was up.
+Exit codes: 0 done, 1 unexpected error, 2 configuration error (or a resource the
+config names that cannot be used at start: a port in use, a read-only folder),
+3 camera error, 4 PLC error, 5 model error, 130 interrupted before the node was up.
 """
 
 from __future__ import annotations
@@ -19,10 +20,18 @@ from typing import Any
 import structlog
 
 from node.config import DEFAULT_CONFIG, Config, load_config
-from node.errors import CameraError, ConfigError, LinesideError, ModelError, PlcError
+from node.errors import (
+    CameraError,
+    ConfigError,
+    LinesideError,
+    ModelError,
+    PlcError,
+    StartupError,
+)
 
 EXIT_CODES: dict[type[LinesideError], int] = {
     ConfigError: 2,
+    StartupError: 2,
     CameraError: 3,
     PlcError: 4,
     ModelError: 5,

@@ -36,7 +36,7 @@ from drivers.plc.base import EncoderSource, RejectOutput
 from models.backend import Backend
 from node.audit.store import AuditStore
 from node.config import Config
-from node.errors import LinesideError
+from node.errors import StartupError
 from node.line.acquisition import Acquisition
 from node.line.actuation import Actuation, ActuationFactory
 from node.line.inspector import Inspection, InspectionQueue, Inspector
@@ -275,7 +275,7 @@ class Node:
                 HmiThread.for_node(self.cfg, self.operation, self._audit)
             )
         except OSError as exc:  # e.g. the port is taken: say which setting to look at
-            raise LinesideError(f"hmi.endpoint {self.cfg.hmi.endpoint}: {exc}") from exc
+            raise StartupError(f"hmi.endpoint {self.cfg.hmi.endpoint}: {exc}") from exc
         self.operation.listen(hmi.set_state)
         settings = self.cfg.hmi
         self.recorder.add_sink(hmi, settings.thumbnail_px if settings.publish_thumbnails else 0)

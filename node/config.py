@@ -73,19 +73,6 @@ class LineSection(_Section):
     """Every encoder sample refused for this long: tracking is lost (a fault: Error state,
     PLC Ready dropped, heartbeat stopped; parts in flight are fail-safe rejected)."""
 
-    @model_validator(mode="after")
-    def _order(self) -> LineSection:
-        problems = []
-        if self.reject_position_mm <= self.camera_position_mm:
-            problems.append("reject_position_mm must be downstream of camera_position_mm")
-        elif self.actuator_lead_mm >= self.reject_position_mm - self.camera_position_mm:
-            problems.append("actuator_lead_mm leaves no time between camera and reject station")
-        if self.part_length_mm > self.part_pitch_mm:
-            problems.append("part_length_mm is longer than part_pitch_mm: parts would overlap")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
 
 class SimCameraSection(_Section):
     """``[camera.sim]``: the simulated camera's sensor and timing."""
@@ -112,14 +99,6 @@ class CameraSection(_Section):
     sim: SimCameraSection = SimCameraSection()
     aravis: AravisSettings | None = None
     harvesters: HarvestersSettings | None = None
-
-    @model_validator(mode="after")
-    def _section_for_driver(self) -> CameraSection:
-        if self.driver != "sim" and getattr(self, self.driver) is None:
-            raise ValueError(
-                f"camera.driver = {self.driver!r} needs a [camera.{self.driver}] section"
-            )
-        return self
 
 
 class SimEncoderSection(_Section):
@@ -157,17 +136,11 @@ class PlcSection(_Section):
     publish_verdicts: bool = True
     """Write each part's verdict, defect code and the result counter to the PLC."""
 
-    @model_validator(mode="after")
-    def _section_for_driver(self) -> PlcSection:
-        if getattr(self, self.driver) is None:
-            raise ValueError(f"plc.driver = {self.driver!r} needs a [plc.{self.driver}] section")
-        return self
-
     @property
     def settings(self) -> ModbusSettings | OpcUaSettings:
         """The chosen driver's settings."""
         chosen = self.modbus if self.driver == "modbus" else self.opcua
-        assert chosen is not None  # the validator guarantees it
+        assert chosen is not None  # the cross-field rules guarantee it
         return chosen
 
     @property
@@ -257,14 +230,9 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross(self) -> Config:
-        if self.plc is None and "plc" in (self.encoder.driver, self.reject.driver):
-            raise ValueError("plc: needed when encoder.driver or reject.driver is 'plc'")
-        if self.hmi.enabled and not self.audit.enabled:
-            raise ValueError("hmi.enabled: the HMI serves results from the audit store: enable it")
-        if self.camera.driver == "sim" and self.inspection.roi_size_px > min(
-            self.camera.sim.width_px, self.camera.sim.height_px
-        ):
-            raise ValueError("inspection.roi_size_px is larger than the sim camera frame")
+        problems = cross_field_problems(self.model_dump(mode="python"))
+        if problems:
+            raise ValueError("; ".join(f"{key}: {msg}" for key, msg in problems))
         return self
 
     @property
@@ -272,6 +240,108 @@ class Config(_Section):
         """The audit store folder: ``audit.directory``, relative to ``node.state_dir``."""
         directory = self.audit.directory
         return directory if directory.is_absolute() else self.node.state_dir / directory
+
+
+def _get(data: dict[str, Any], path: str, default: Any) -> Any:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _num(data: dict[str, Any], path: str, model: type[BaseModel], field: str) -> float | None:
+    """A number from the raw mapping (the field's default when absent); None when the
+    value is not a number (its own error is reported already)."""
+    value = _get(data, path, model.model_fields[field].default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def cross_field_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every rule between keys, checked on the raw mapping: ``[(key path, problem)]``.
+
+    Run on the raw TOML as well as on valid values, so a cross-field problem is reported
+    under its own key even when the same section has other errors.
+    """
+    problems: list[tuple[str, str]] = []
+    camera = _num(data, "line.camera_position_mm", LineSection, "camera_position_mm")
+    reject = _num(data, "line.reject_position_mm", LineSection, "reject_position_mm")
+    lead = _num(data, "line.actuator_lead_mm", LineSection, "actuator_lead_mm")
+    if camera is not None and reject is not None:
+        if reject <= camera:
+            problems.append(
+                (
+                    "line.reject_position_mm",
+                    f"must be downstream of line.camera_position_mm ({camera:g} mm)",
+                )
+            )
+        elif lead is not None and lead >= reject - camera:
+            problems.append(
+                (
+                    "line.actuator_lead_mm",
+                    "leaves no time between camera and reject station "
+                    f"({reject - camera:g} mm apart)",
+                )
+            )
+    length = _num(data, "line.part_length_mm", LineSection, "part_length_mm")
+    pitch = _num(data, "line.part_pitch_mm", LineSection, "part_pitch_mm")
+    if length is not None and pitch is not None and length > pitch:
+        problems.append(
+            ("line.part_length_mm", f"longer than line.part_pitch_mm ({pitch:g}): parts overlap")
+        )
+    cam_driver = _get(data, "camera.driver", "sim")
+    if cam_driver in ("aravis", "harvesters") and _get(data, f"camera.{cam_driver}", None) is None:
+        problems.append((f"camera.{cam_driver}", f"needed by camera.driver = {cam_driver!r}"))
+    plc = _get(data, "plc", None)
+    uses_plc = "plc" in (_get(data, "encoder.driver", "sim"), _get(data, "reject.driver", "sim"))
+    if plc is None and uses_plc:
+        problems.append(("plc", "needed when encoder.driver or reject.driver is 'plc'"))
+    if isinstance(plc, dict):
+        plc_driver = plc.get("driver", "modbus")
+        if plc_driver in ("modbus", "opcua") and plc.get(plc_driver) is None:
+            problems.append((f"plc.{plc_driver}", f"needed by plc.driver = {plc_driver!r}"))
+    if _get(data, "hmi.enabled", False) is True and _get(data, "audit.enabled", True) is False:
+        problems.append(("hmi.enabled", "the HMI serves results from the audit store: enable it"))
+    roi = _num(data, "inspection.roi_size_px", InspectionSection, "roi_size_px")
+    width = _num(data, "camera.sim.width_px", SimCameraSection, "width_px")
+    height = _num(data, "camera.sim.height_px", SimCameraSection, "height_px")
+    frame = None if width is None or height is None else min(width, height)
+    if cam_driver == "sim" and roi is not None and frame is not None and roi > frame:
+        problems.append(
+            ("inspection.roi_size_px", f"larger than the sim camera frame ({width:g}x{height:g})")
+        )
+    max_speed = _num(data, "line.max_speed_mm_s", LineSection, "max_speed_mm_s")
+    if _get(data, "encoder.driver", "sim") == "sim" and max_speed is not None:
+        speed = _num(data, "sim.speed_mm_s", SimLineSection, "speed_mm_s")
+        if speed is not None and speed > max_speed:
+            problems.append(
+                (
+                    "sim.speed_mm_s",
+                    f"{speed:g} is over line.max_speed_mm_s = {max_speed:g}: "
+                    "the node would refuse every encoder sample",
+                )
+            )
+        profile = _get(data, "sim.speed_profile", ())
+        if isinstance(profile, list | tuple):
+            fast = [
+                step[1]
+                for step in profile
+                if isinstance(step, list | tuple)
+                and len(step) == 2
+                and isinstance(step[1], int | float)
+                and step[1] > max_speed
+            ]
+            if fast:
+                problems.append(
+                    (
+                        "sim.speed_profile",
+                        f"a step at {max(fast):g} mm/s is over line.max_speed_mm_s = {max_speed:g}",
+                    )
+                )
+    return problems
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
@@ -288,8 +358,11 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
+            if not err["loc"]:  # the cross-field rules: reported below, each by its key
+                continue
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{source}: {_key_path(err['loc'])}: {msg}")
+        problems += [f"{source}: {key}: {msg}" for key, msg in cross_field_problems(data)]
         raise ConfigError(problems) from exc
 
 

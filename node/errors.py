@@ -15,6 +15,11 @@ class ConfigError(LinesideError):
         super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
 
 
+class StartupError(LinesideError):
+    """A resource the config names cannot be used at start (a port in use, a read-only or
+    corrupt folder); the message names the key to look at."""
+
+
 class CameraError(LinesideError):
     """A camera could not be opened, configured or read."""
 

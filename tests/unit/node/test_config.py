@@ -57,7 +57,7 @@ def test_every_problem_is_listed_with_its_key_path(tmp_path: Path) -> None:
 
 
 def test_cross_field_geometry_is_checked() -> None:
-    """A reject station upstream of the camera is refused with the section's path."""
+    """A reject station upstream of the camera is refused under its own key."""
     with pytest.raises(ConfigError) as info:
         parse_config(
             {
@@ -70,7 +70,47 @@ def test_cross_field_geometry_is_checked() -> None:
                 }
             }
         )
-    assert any("line:" in p and "downstream" in p for p in info.value.problems)
+    assert info.value.problems == [
+        "<config>: line.reject_position_mm: must be downstream of line.camera_position_mm (300 mm)"
+    ]
+
+
+def test_cross_field_errors_are_reported_beside_other_errors_of_their_section() -> None:
+    """A camera after the reject station is still reported, under its exact key, when the
+    same [line] has another error — every problem at once."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "line": {
+                    "counts_per_mm": 4,
+                    "part_pitch_mm": 30,
+                    "part_length_mm": 40,
+                    "camera_position_mm": 300,
+                    "reject_position_mm": 100,
+                    "jitter_mm": "lots",
+                }
+            }
+        )
+    keys = sorted(p.split(": ")[1] for p in info.value.problems)
+    assert keys == ["line.jitter_mm", "line.part_length_mm", "line.reject_position_mm"]
+
+
+def test_a_sim_belt_over_the_max_speed_is_refused() -> None:
+    """A simulated belt faster than line.max_speed_mm_s would be refused sample by sample:
+    check-config says so under sim.speed_mm_s (and for a profile step)."""
+    data = load_config(DEFAULT_CONFIG).model_dump(mode="python")
+    data["line"]["max_speed_mm_s"] = 300.0
+    data["sim"]["speed_mm_s"] = 640.0
+    data["sim"]["speed_profile"] = [(0.0, 200.0), (5.0, 900.0)]
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "x.toml")
+    assert [p.split(": ")[1] for p in info.value.problems] == [
+        "sim.speed_mm_s",
+        "sim.speed_profile",
+    ]
+    data["encoder"]["driver"] = "plc"  # behind a PLC the sim belt is the rig's, not the node's
+    data["plc"] = {"driver": "modbus", "modbus": {"port": 1502}}
+    assert parse_config(data, "x.toml").sim.speed_mm_s == 640.0
 
 
 def test_bad_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
@@ -124,7 +164,7 @@ def test_plc_edges_need_their_plc_section() -> None:
     data["plc"] = {"driver": "opcua", "modbus": {"port": 1502}}
     with pytest.raises(ConfigError) as info:
         parse_config(data, "x.toml")
-    assert any("plc" in p and "[plc.opcua]" in p for p in info.value.problems)
+    assert any("plc.opcua: needed by plc.driver = 'opcua'" in p for p in info.value.problems)
     data["plc"] = {"driver": "modbus", "modbus": {"port": 1502, "reject_mode": "plc_tracked"}}
     cfg = parse_config(data, "x.toml")
     assert cfg.plc is not None and cfg.plc.reject_mode == "plc_tracked"
