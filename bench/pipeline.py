@@ -51,7 +51,7 @@ def main() -> None:
     args = p.parse_args()
     if args.parts < 1 or args.rate <= 0:
         p.error("--parts must be ≥ 1 and --rate > 0")
-    configure(json=True, level="error")
+    configure(json=True, level="error", file=sys.stderr)
     try:
         base = load_config(args.config)
     except ConfigError as exc:
@@ -63,7 +63,8 @@ def main() -> None:
             f"line.max_speed_mm_s = {base.line.max_speed_mm_s:g} in {args.config} "
             "(--allow-overspeed runs it on purpose)"
         )
-    sim = {"speed_mm_s": belt}
+    # an overspeed belt is driven directly: no valid config describes one
+    sim = {"speed_mm_s": min(belt, base.line.max_speed_mm_s)}
     if args.defect_rate is not None:
         sim["defect_rate"] = args.defect_rate
     if args.seed is not None:
@@ -92,11 +93,11 @@ def main() -> None:
         def tick(_: PartResult) -> None:
             bar.advance(task)
 
-        report, _, _ = asyncio.run(run_line(cfg, args.parts, on_result=tick))
+        report, _, _ = asyncio.run(run_line(cfg, args.parts, on_result=tick, belt_mm_s=belt))
     report = {
         "bench": "pipeline",
         "rate": args.rate,
-        "belt_mm_s": sim["speed_mm_s"],
+        "belt_mm_s": belt,
         "wall_s": round(time.monotonic() - t0, 1),
         "backend": cfg.inspection.backend,
         "hmi": cfg.hmi.enabled,

@@ -91,16 +91,21 @@ async def run_line(
     backend_wrapper: Callable[[Backend], Backend] | None = None,
     reject_wrapper: Callable[[RejectOutput], RejectOutput] | None = None,
     on_result: Callable[[PartResult], None] | None = None,
+    belt_mm_s: float | None = None,
 ) -> tuple[dict[str, Any], Node, SimLine]:
     """Run the node on the sim line for ``parts`` parts and return the score.
 
     ``backend_wrapper`` and ``reject_wrapper`` let a scenario inject faults (a slow or
-    failing model, a slow reject output).
+    failing model, a slow reject output); ``belt_mm_s`` drives the simulated belt at that
+    speed whatever ``[sim]`` says (a belt over ``line.max_speed_mm_s``, which no valid
+    config describes).
     """
     ensure_template(cfg)
     components, sim = build_components(cfg)
     assert sim is not None
     sim.world.max_parts = parts
+    if belt_mm_s is not None:
+        sim.world.speed_profile = [(0.0, belt_mm_s)]
     if backend_wrapper is not None or reject_wrapper is not None:
         load, reject = components.backend, components.reject
         components = dataclasses.replace(
@@ -111,7 +116,7 @@ async def run_line(
     stop = asyncio.Event()
     collector = Collector(None, stop, on_result)
     node = Node(cfg, components, sinks=[collector])
-    speed = cfg.sim.speed_mm_s
+    speed = belt_mm_s or cfg.sim.speed_mm_s
     travel_s = (parts + 2) * cfg.line.part_pitch_mm / speed + cfg.line.reject_position_mm / speed
     limit = timeout_s if timeout_s is not None else travel_s * 1.5 + 10
     timer = asyncio.get_running_loop().call_later(limit, stop.set)
