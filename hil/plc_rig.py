@@ -95,6 +95,7 @@ async def run_plc_line(
     driver_settings: dict[str, Any] | None = None,
     during: Callable[[PlcRig], Awaitable[None]] | None = None,
     on_result: Callable[[PartResult], None] | None = None,
+    belt_mm_s: float | None = None,
 ) -> tuple[dict[str, Any], PlcRig]:
     """Run the node on the sim line behind a PLC emulator for ``parts`` parts; score it.
 
@@ -104,11 +105,12 @@ async def run_plc_line(
     every part's result as it is published (progress). The report is
     ``hil.line.score``'s plus ``plc`` (link counters), ``plc_program`` (what
     the emulated PLC did) and ``strike_error`` (actuator error over every
-    strike of a commanded part, in mm, counts and ms).
+    strike of a commanded part, in mm, counts and ms). ``belt_mm_s`` drives the belt at
+    that speed whatever ``[sim]`` says (an overspeed scenario no valid config describes).
     """
     port = free_port()
     node_cfg = plc_config(cfg, transport, mode, port, **(driver_settings or {}))
-    speed = cfg.sim.speed_mm_s
+    speed = belt_mm_s or cfg.sim.speed_mm_s
     travel_s = (parts + 2) * cfg.line.part_pitch_mm / speed + cfg.line.reject_position_mm / speed
     limit = timeout_s if timeout_s is not None else travel_s * 1.5 + 15
     report, rig = await run_on_emulator(
@@ -119,6 +121,7 @@ async def run_plc_line(
         program_overrides=program_overrides,
         during=during,
         on_result=on_result,
+        belt_mm_s=belt_mm_s,
     )
     rig.cfg = cfg
     return report, rig
@@ -135,13 +138,15 @@ async def run_on_emulator(
     on_result: Callable[[PartResult], None] | None = None,
     on_status: Callable[[dict[str, Any]], None] | None = None,
     stop: asyncio.Event | None = None,
+    belt_mm_s: float | None = None,
 ) -> tuple[dict[str, Any], PlcRig]:
     """Run the node on ``node_cfg`` (its ``[plc]`` link as it stands) against an emulator
     started for it on ``port``; score the run.
 
     ``parts``: the belt carries that many parts and the run ends when each has a
     result (None: endless, until ``stop`` is set or ``timeout_s`` passes).
-    ``on_status`` gets the node's live status every ``node.status_interval_s``.
+    ``on_status`` gets the node's live status every ``node.status_interval_s``;
+    ``belt_mm_s`` overrides the belt speed in the node's sim and the emulator's.
     """
     if node_cfg.plc is None:
         raise ValueError("plc: the node config has no [plc] section")
@@ -149,9 +154,12 @@ async def run_on_emulator(
     ensure_template(node_cfg)
     sim = build_sim_line(node_cfg)
     sim.world.max_parts = parts
+    cfg_data = node_cfg.model_dump(mode="python")
+    if belt_mm_s is not None:
+        sim.world.speed_profile = [(0.0, belt_mm_s)]
+        cfg_data["sim"] = {**cfg_data["sim"], "speed_mm_s": belt_mm_s, "speed_profile": []}
     # The belt stands still (its clock starts in an hour) until the node is ready.
     sim.world.start(time.monotonic_ns() + 3600 * 10**9)
-    cfg_data = node_cfg.model_dump(mode="python")
     emulator = EmulatorProcess(cfg_data, transport, port, program_overrides, max_parts=parts)
     stop = stop or asyncio.Event()
     async with emulator:

@@ -71,11 +71,10 @@ async def test_encoder_faults_behind_the_plc_let_no_defective_part_escape(
     """Behind the Modbus PLC emulator, a belt over max speed, a garbage counter or swapped
     counter words: the node raises the encoder fault and drops Ready, the PLC stops trusting
     it and rejects what the node cannot place, and no defective part escapes."""
-    speed = 640.0 if fault == "overspeed" else 320.0
     cfg = sim_config(
         taught_config,
         line={"max_speed_mm_s": 300.0 if fault == "overspeed" else 3000.0},
-        sim={"speed_mm_s": speed, "defect_rate": 0.3, "seed": 5},
+        sim={"speed_mm_s": 160.0 if fault == "overspeed" else 320.0, "defect_rate": 0.3, "seed": 5},
     )
     seen: dict[str, Any] = {}
 
@@ -87,7 +86,14 @@ async def test_encoder_faults_behind_the_plc_let_no_defective_part_escape(
         seen["status"] = rig.node.status()
         seen["plc"] = await rig.emulator.call("stats")
 
-    report, _ = await run_plc_line(cfg, 60, transport="modbus", mode="node_timed", during=inject)
+    report, _ = await run_plc_line(
+        cfg,
+        60,
+        transport="modbus",
+        mode="node_timed",
+        during=inject,
+        belt_mm_s=640.0 if fault == "overspeed" else None,
+    )
     assert seen["status"]["state"] == "Error" and "encoder" in seen["status"]["faults"]
     outputs = seen["plc"]["outputs"]
     assert outputs["node_ready"] == 0 and outputs["node_error"] == 1
