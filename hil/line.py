@@ -26,7 +26,7 @@ from node.app import Node
 from node.config import Config, parse_config
 from node.line.results import PartResult
 from node.sim.line import SimLine, teach_images_from_sim
-from node.wiring import build_components
+from node.wiring import Components, build_components
 
 CLASSICAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim-classical.toml"
 """The simulated line on the classical template detector (the default config uses the model)."""
@@ -106,13 +106,7 @@ async def run_line(
     sim.world.max_parts = parts
     if belt_mm_s is not None:
         sim.world.speed_profile = [(0.0, belt_mm_s)]
-    if backend_wrapper is not None or reject_wrapper is not None:
-        load, reject = components.backend, components.reject
-        components = dataclasses.replace(
-            components,
-            reject=_wrapped_reject(reject, reject_wrapper) if reject_wrapper else reject,
-            backend=(lambda: backend_wrapper(load())) if backend_wrapper else load,
-        )
+    components = wrap_components(components, backend_wrapper, reject_wrapper)
     stop = asyncio.Event()
     collector = Collector(None, stop, on_result)
     node = Node(cfg, components, sinks=[collector])
@@ -141,6 +135,22 @@ async def run_line(
     report["scheduler_lateness_ms"] = node.summary.scheduler_lateness_ms
     report["pulse_lateness_ms"] = node.summary.pulse_lateness_ms
     return report, node, sim
+
+
+def wrap_components(
+    components: Components,
+    backend_wrapper: Callable[[Backend], Backend] | None = None,
+    reject_wrapper: Callable[[RejectOutput], RejectOutput] | None = None,
+) -> Components:
+    """``components`` with the backend and/or reject output wrapped (fault injection)."""
+    if backend_wrapper is None and reject_wrapper is None:
+        return components
+    load, reject = components.backend, components.reject
+    return dataclasses.replace(
+        components,
+        reject=_wrapped_reject(reject, reject_wrapper) if reject_wrapper else reject,
+        backend=(lambda: backend_wrapper(load())) if backend_wrapper else load,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -117,6 +117,8 @@ async def _child_main(
             program.count_override = arg
         elif cmd == "count_glitches":
             program.count_glitches = list(arg)
+        elif cmd == "set_speed":
+            sim.world.set_speed(*arg)
         elif cmd == "count_fault":
             program.count_fault = arg
         elif cmd == "stats":

@@ -20,10 +20,11 @@ import structlog
 
 from drivers.plc.link import PlcLink, open_link
 from drivers.plc.settings import ModbusSettings, OpcUaSettings, RejectMode
-from hil.line import Collector, ensure_template, sim_config, until_line_clear
+from hil.line import Collector, ensure_template, sim_config, until_line_clear, wrap_components
 from hil.plc_modbus import free_port
 from hil.plc_process import EmulatorProcess
 from hil.score import score
+from models.backend import Backend
 from node.app import Node
 from node.config import Config
 from node.line.results import PartResult, percentiles
@@ -139,6 +140,7 @@ async def run_on_emulator(
     on_status: Callable[[dict[str, Any]], None] | None = None,
     stop: asyncio.Event | None = None,
     belt_mm_s: float | None = None,
+    backend_wrapper: Callable[[Backend], Backend] | None = None,
 ) -> tuple[dict[str, Any], PlcRig]:
     """Run the node on ``node_cfg`` (its ``[plc]`` link as it stands) against an emulator
     started for it on ``port``; score the run.
@@ -146,7 +148,8 @@ async def run_on_emulator(
     ``parts``: the belt carries that many parts and the run ends when each has a
     result (None: endless, until ``stop`` is set or ``timeout_s`` passes).
     ``on_status`` gets the node's live status every ``node.status_interval_s``;
-    ``belt_mm_s`` overrides the belt speed in the node's sim and the emulator's.
+    ``belt_mm_s`` overrides the belt speed in the node's sim and the emulator's;
+    ``backend_wrapper`` wraps the model (fault injection: a stalled or broken model).
     """
     if node_cfg.plc is None:
         raise ValueError("plc: the node config has no [plc] section")
@@ -164,6 +167,7 @@ async def run_on_emulator(
     stop = stop or asyncio.Event()
     async with emulator:
         components, _ = build_components(node_cfg, sim)
+        components = wrap_components(components, backend_wrapper)
         assert components.plc is not None
         link = components.plc.link
         collector = Collector(None, stop, on_result)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 from collections import Counter
@@ -68,7 +69,12 @@ def score(
     - ``parts_passed``: how many; ``defective_parts``/``good_parts``: of those;
     - ``untracked_parts``: passed parts no node result is about (``good``, ``defective``);
     - ``unjudged_parts``: their total — a run with any is a failed run;
+      ``unjudged_unstruck``: those the actuator did not strike either (a PLC's own
+      fail-safe strikes the parts it knows the node cannot answer for);
     - ``escapes``: defective passed parts the actuator never struck, tracked or not;
+      ``model_misses``: those the model itself judged good (an ``ok`` verdict with a finite
+      score — the model's own error rate); ``fault_escapes``: the rest, escapes no correct
+      model verdict explains (untracked, unjudged, a reject not struck, a non-finite pass);
     - ``parts``: node results; ``parts_tracked``: parts the node's tracker created;
     - ``missed_rejects``: results published ``rejected`` whose own part was not struck;
     - ``false_rejects``: good parts judged reject by the model (fail-safe excluded);
@@ -113,7 +119,9 @@ def score(
             if not r.verdict.fail_safe and not is_defective(index):
                 false_rej += 1
     n_def = sum(defective.values())
-    escapes = sum(1 for i in passed if defective[i] and i not in struck)
+    escaped = [i for i in passed if defective[i] and i not in struck]
+    misses = sum(1 for i in escaped if i in judged and _model_pass(results[judged[i]]))
+    unstruck = [i for i in untracked if i not in struck]
     latencies = [r.latency_ms for r in results.values() if r.latency_ms is not None]
     budget = [r.budget_used for r in results.values() if r.budget_used is not None]
     err = percentiles(errors)
@@ -127,10 +135,21 @@ def score(
             "defective": sum(1 for i in untracked if defective[i]),
         },
         "unjudged_parts": len(untracked),
+        "unjudged_unstruck": {
+            "good": sum(1 for i in unstruck if not defective[i]),
+            "defective": sum(1 for i in unstruck if defective[i]),
+        },
+        "escaped": [
+            _escape(i, judged, results)
+            for i in escaped
+            if not (i in judged and _model_pass(results[judged[i]]))
+        ][:20],
         "defective_parts": n_def,
         "good_parts": n_good,
-        "escapes": escapes,
-        "escape_rate": round(escapes / n_def, 4) if n_def else 0.0,
+        "escapes": len(escaped),
+        "escape_rate": round(len(escaped) / n_def, 4) if n_def else 0.0,
+        "model_misses": misses,
+        "fault_escapes": len(escaped) - misses,
         "missed_rejects": missed,
         "false_rejects": false_rej,
         "false_reject_rate": round(false_rej / n_good, 4) if n_good else 0.0,
@@ -150,9 +169,44 @@ def score(
     }
 
 
-def run_failure(report: dict[str, Any]) -> str | None:
-    """Why a scored run failed, in one line, or None when every part was judged."""
-    if report["unjudged_parts"]:
+def _escape(index: int, judged: dict[int, int], results: dict[int, PartResult]) -> dict[str, Any]:
+    """What the node said about one escaped part (for finding why it escaped)."""
+    part_id = judged.get(index)
+    if part_id is None:
+        return {"index": index, "tracked": False}
+    r = results[part_id]
+    return {
+        "index": index,
+        "part_id": part_id,
+        "reason": r.verdict.reason.value,
+        "action": r.action,
+        "t_ns": r.t_ns,
+    }
+
+
+def _model_pass(result: PartResult) -> bool:
+    """True when the part passed on an ordinary model verdict: ``ok`` with a finite score."""
+    v = result.verdict
+    return (
+        not v.reject and v.reason.value == "ok" and v.score is not None and math.isfinite(v.score)
+    )
+
+
+def run_failure(report: dict[str, Any], *, struck_ok: bool = False) -> str | None:
+    """Why a scored run failed, in one line, or None when every part was judged.
+
+    ``struck_ok``: an unjudged part the actuator struck anyway (a PLC's fail-safe) is
+    not a failure — the fault campaign's rule; a bench wants every part judged.
+    """
+    if struck_ok:
+        u = report["unjudged_unstruck"]
+        if u["good"] or u["defective"]:
+            return (
+                f"{u['good'] + u['defective']} of {report['parts_passed']} parts passed the "
+                f"reject station unjudged and unstruck ({u['defective']} defective, "
+                f"{u['good']} good)"
+            )
+    elif report["unjudged_parts"]:
         u = report["untracked_parts"]
         return (
             f"{report['unjudged_parts']} of {report['parts_passed']} parts passed the reject "

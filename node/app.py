@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+_PLC_WATCH_S = 0.02
+"""How often the PLC link's state is looked at (a loss is seen within this)."""
+
 Loops = dict[str, Callable[[], Coroutine[Any, Any, None]]]
 
 
@@ -216,6 +219,9 @@ class Node:
                     **signals.tasks(halt),
                     **actuation.tasks(),
                 }
+                if parts.plc is not None:
+                    link = parts.plc
+                    loops["plc-watch"] = lambda: self._plc_watch(link, halt)
                 tasks = [
                     tg.create_task(supervise(name, loop_fn, halt, self._restarted), name=name)
                     for name, loop_fn in loops.items()
@@ -321,6 +327,23 @@ class Node:
             if st.verdict is None:
                 self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_TRACKING, why))
 
+    async def _plc_watch(self, plc: NodePlc, halt: asyncio.Event) -> None:
+        """The PLC link down is a fault: the node can no longer read the belt or fire
+        through the PLC, so it must not look healthy (the PLC's own watch of the heartbeat
+        takes over the parts). The fault clears when the link is up again; Error stays
+        until Reset."""
+        down = False
+        while not halt.is_set():
+            state = plc.link.link_state
+            if state == "down" and not down:
+                down = True
+                self.operation.raise_fault("plc", f"PLC link down: {plc.link.counters.last_error}")
+            elif state == "up" and down:
+                down = False
+                self.operation.clear_fault("plc")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), _PLC_WATCH_S)
+
     def _tracking_regained(self) -> None:
         self._tracking_lost = False
         self.operation.clear_fault("encoder")
@@ -399,6 +422,10 @@ class Node:
         self.summary.parts_decided += 1
         self.summary.rejected += action == "rejected"
         self.summary.reject_fire_failures += action == "not_fired"
+        if action == "not_fired":
+            # A reject that did not go out: Error, so the PLC (Ready dropped, Error raised)
+            # strikes what is still in flight itself and the operator sees it.
+            self.operation.error("plc", f"the reject of part {st.part_id} did not go out")
         self.summary.fail_safe += verdict.fail_safe
         self.summary.budget_misses += st.budget_miss
         if verdict.reject:

@@ -1,0 +1,783 @@
+"""The fault campaign: every fault a line will see, injected on the HIL rig, scored.
+
+    python -m hil.campaign [--parts 1000] [--transport both|modbus|opcua|alternate]
+                           [--only NAME,...] [--out state/campaign]
+
+Each scenario runs the node on the simulated line behind the PLC emulator
+(``hil.plc_rig``: Modbus or OPC UA, node-timed rejects), injects its fault
+about a third of the way in, lifts it again where a real fault would clear
+(and, like an operator, presses Reset once the fault has cleared), and lets
+the line run clear. The simulated line is the ground truth (``hil.score``):
+every part that physically passed the reject station is counted, struck or
+not. A scenario passes when
+
+- no defective part escaped because of the fault (``fault_escapes`` = 0:
+  escapes other than the model's own misses, see ``hil.score``);
+- no committed audit record was lost, and every part the node published but
+  did not record is counted (``unrecorded_parts``);
+- the node noticed: state Error or an unhealthy status, or fail-safe rejects
+  with a reason that names the fault (``detect_ms``), unless the scenario
+  expects no fault at all (the HMI flood: then 0 fail-safes is the promise).
+
+Per scenario it prints a row and writes ``<name>-<transport>.json`` and a PNG
+timeline (verdicts over time, node state, what the PLC and the HMI showed);
+``campaign.json`` holds every row. Exit status: 0 when every scenario passed,
+1 when any failed (the table says which and why), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import math
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from drivers.plc.settings import RejectMode
+from drivers.sim.fakegv import FakeGvCamera
+from hil.line import ensure_template, sim_config
+from hil.plc_modbus import free_port
+from hil.plc_rig import PlcRig, plc_config, run_on_emulator
+from hil.score import run_failure
+from models.backend import Backend, Image
+from models.findings import Findings
+from node.audit.reader import AuditReader
+from node.config import Config, load_config
+
+log = structlog.get_logger("campaign")
+
+Transport = Literal["modbus", "opcua"]
+ROOT = Path(__file__).resolve().parent.parent
+BASE_CONFIG = ROOT / "configs" / "sim.toml"
+_STATUS_EVERY_S = 0.1
+_PLC_EVERY_S = 0.25
+_FAULT_S = 2.0
+"""How long a transient fault lasts before it is lifted."""
+
+
+# -- what a scenario sees while it runs ------------------------------------------
+
+
+@dataclass
+class Run:
+    """One scenario run in progress: the rig, the run's marks and the injectors' flags."""
+
+    scenario: Scenario
+    parts: int
+    rig: PlcRig | None = None
+    marks: dict[str, int] = field(default_factory=dict)
+    """``inject``/``lift``/``reset`` → monotonic ns."""
+    model_fault: Literal["none", "stall", "nan"] = "none"
+    camera: FakeGvCamera | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    plc_seen: list[dict[str, Any]] = field(default_factory=list)
+    hmi_seen: list[dict[str, Any]] = field(default_factory=list)
+
+    def mark(self, name: str) -> None:
+        self.marks.setdefault(name, time.monotonic_ns())
+
+    async def after_parts(self, fraction: float) -> None:
+        """Wait until ``fraction`` of the run's parts have a result."""
+        assert self.rig is not None
+        while len(self.rig.results) < fraction * self.parts:  # noqa: ASYNC110 - a rig polls
+            await asyncio.sleep(0.02)
+
+    async def reset_when_clear(self, timeout_s: float = 10.0) -> None:
+        """Press Reset as an operator would: once no fault is active any more."""
+        assert self.rig is not None
+        node = self.rig.node
+        deadline = time.monotonic() + timeout_s
+        while node.operation.active_faults and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        if node.operation.state.value == "Error":
+            self.mark("reset")
+            await node.operation.reset()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A fault, how to inject it, and what the node must show for it."""
+
+    name: str
+    fault: str
+    """What is done to the line, in one line."""
+    inject: Callable[[Run], Awaitable[None]]
+    expects: str = "fault"
+    """``fault``: the node must notice (Error, unhealthy or fail-safe with ``reasons``);
+    ``quiet``: nothing may change (0 fail-safes); ``refused``: the node must refuse to start."""
+    reasons: tuple[str, ...] = ()
+    """Fail-safe reasons that count as the node noticing the fault."""
+    camera: Literal["sim", "aravis"] = "sim"
+    lost_per_mille: int = 0
+    line: dict[str, Any] = field(default_factory=dict)
+    sim: dict[str, Any] = field(default_factory=dict)
+    belt_mm_s: float | None = None
+    model: bool = False
+    """Wrap the model so ``Run.model_fault`` can stall it or make it answer NaN."""
+    prepare: Callable[[Config, Path], Config] | None = None
+    """Change the config before the run (a tampered package, a read-only folder)."""
+
+
+# -- injectors -------------------------------------------------------------------------
+
+
+async def _camera_restart(run: Run) -> None:
+    await run.after_parts(0.3)
+    assert run.camera is not None
+    run.mark("inject")
+    await asyncio.to_thread(run.camera.stop)
+    await asyncio.sleep(_FAULT_S)
+    await asyncio.to_thread(run.camera.start)
+    run.mark("lift")
+    await run.reset_when_clear(20.0)
+
+
+async def _whole_run(run: Run) -> None:
+    run.mark("inject")
+
+
+async def _plc_link_loss(run: Run) -> None:
+    await run.after_parts(0.3)
+    assert run.rig is not None
+    run.mark("inject")
+    await run.rig.emulator.call("stop_server")
+    await asyncio.sleep(_FAULT_S)
+    await run.rig.emulator.call("start_server")
+    run.mark("lift")
+    await run.reset_when_clear(15.0)
+
+
+def _model_fault(kind: Literal["stall", "nan"]) -> Callable[[Run], Awaitable[None]]:
+    async def inject(run: Run) -> None:
+        await run.after_parts(0.3)
+        run.mark("inject")
+        run.model_fault = kind
+        await asyncio.sleep(_FAULT_S)
+        run.model_fault = "none"
+        run.mark("lift")
+        await run.reset_when_clear()
+
+    return inject
+
+
+def _count_fault(kind: Literal["garbage", "word_swap"]) -> Callable[[Run], Awaitable[None]]:
+    async def inject(run: Run) -> None:
+        await run.after_parts(0.3)
+        assert run.rig is not None
+        run.mark("inject")
+        await run.rig.emulator.call("count_fault", kind)
+        await asyncio.sleep(_FAULT_S)
+        await run.rig.emulator.call("count_fault", "none")
+        run.mark("lift")
+        await run.reset_when_clear()
+
+    return inject
+
+
+async def _overspeed(run: Run) -> None:
+    """The belt runs at twice ``line.max_speed_mm_s`` for a while, then back."""
+    await run.after_parts(0.3)
+    assert run.rig is not None
+    rig = run.rig
+    normal = rig.cfg.sim.speed_mm_s
+    fast = rig.cfg.line.max_speed_mm_s * 2
+    t = time.monotonic_ns()
+    run.mark("inject")
+    rig.sim.world.set_speed(t, fast)
+    await rig.emulator.call("set_speed", (t, fast))
+    await asyncio.sleep(_FAULT_S)
+    t = time.monotonic_ns()
+    rig.sim.world.set_speed(t, normal)
+    await rig.emulator.call("set_speed", (t, normal))
+    run.mark("lift")
+    await run.reset_when_clear()
+
+
+class _FaultyModel:
+    """The real model, stalled or answering NaN while the run says so (on its worker thread)."""
+
+    def __init__(self, inner: Backend, run: Run) -> None:
+        self._inner = inner
+        self._run = run
+        self.name = inner.name
+
+    def infer(self, images: Sequence[Image]) -> list[Findings]:
+        while self._run.model_fault == "stall":
+            time.sleep(0.01)
+        found = self._inner.infer(images)
+        if self._run.model_fault != "nan":
+            return found
+        return [
+            dataclasses.replace(f, anomaly_score=math.nan, anomaly_map=f.anomaly_map * math.nan)
+            for f in found
+        ]
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "camera_restart",
+        "the GigE Vision camera process is killed for 2 s and started again",
+        _camera_restart,
+        reasons=("frame_missing", "camera_error", "frame_incomplete"),
+        camera="aravis",
+        sim={"speed_mm_s": 320.0},
+    ),
+    Scenario(
+        "gvsp_loss",
+        "the camera drops 5% of its GVSP packets for the whole run",
+        _whole_run,
+        reasons=("frame_incomplete", "frame_missing"),
+        camera="aravis",
+        lost_per_mille=50,
+        sim={"speed_mm_s": 320.0},
+    ),
+    Scenario(
+        "plc_link_loss",
+        "the PLC's server goes away for 2 s and comes back",
+        _plc_link_loss,
+    ),
+    Scenario(
+        "model_stall",
+        "the model stops answering for 2 s",
+        _model_fault("stall"),
+        reasons=("deadline_missed", "model_error"),
+        model=True,
+    ),
+    Scenario(
+        "model_nan",
+        "the model answers NaN scores and maps for 2 s",
+        _model_fault("nan"),
+        reasons=("model_error",),
+        model=True,
+    ),
+    Scenario(
+        "encoder_overspeed",
+        "the belt runs at twice line.max_speed_mm_s for 2 s",
+        _overspeed,
+        reasons=("tracking_lost",),
+        line={"max_speed_mm_s": 400.0},
+        sim={"speed_mm_s": 320.0},
+    ),
+    Scenario(
+        "encoder_garbage",
+        "the PLC serves random encoder counts for 2 s",
+        _count_fault("garbage"),
+        reasons=("tracking_lost",),
+    ),
+    Scenario(
+        "encoder_word_swap",
+        "the PLC serves the count with its two 16-bit words swapped for 2 s",
+        _count_fault("word_swap"),
+        reasons=("tracking_lost",),
+    ),
+)
+SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
+
+
+# -- one run -----------------------------------------------------------------------------
+
+
+def plc_watch_s(cfg: Config, speed_mm_s: float) -> float:
+    """The PLC's heartbeat timeout for this line: under half the travel from the sensor to
+    the fire point at ``speed_mm_s``, so a part the node can no longer strike is still ahead
+    of the actuator when the PLC stops trusting the node (docs/plc.md), and at most 1.5 s."""
+    travel_mm = cfg.line.part_length_mm / 2 + cfg.line.reject_position_mm
+    travel_mm -= cfg.line.actuator_lead_mm
+    return min(1.5, round(0.45 * travel_mm / speed_mm_s, 3))
+
+
+def scenario_config(base: Config, scenario: Scenario, work: Path, hmi_port: int) -> Config:
+    """The base config made for one scenario run in ``work``."""
+    sim = {"defect_rate": 0.2, "seed": 11, **scenario.sim}
+    speed = float(sim.get("speed_mm_s", base.sim.speed_mm_s))
+    hb_timeout_s = plc_watch_s(base, speed)
+    sections: dict[str, dict[str, Any]] = {
+        # the node toggles its heartbeat every watchdog_stall_s / 2: well inside the PLC's watch
+        "node": {"state_dir": work, "watchdog_stall_s": round(hb_timeout_s * 0.8, 3)},
+        "hmi": {"endpoint": f"opc.tcp://127.0.0.1:{hmi_port}/lineside/"},
+        "line": dict(scenario.line),
+        "sim": sim,
+    }
+    if scenario.camera == "aravis":
+        sections["camera"] = {
+            "driver": "aravis",
+            "aravis": {
+                "address": "127.0.0.1",
+                "trigger": "software",
+                "features": {"Width": 384, "Height": 320, "PixelFormat": "Mono8"},
+            },
+        }
+    cfg = sim_config(base, **sections)
+    if scenario.prepare is not None:
+        cfg = scenario.prepare(cfg, work)
+    return cfg
+
+
+async def _observe(run: Run, t0: int) -> None:
+    """Sample the node's status (10/s), the PLC's view (4/s) and the HMI's (2/s)."""
+    assert run.rig is not None
+    rig = run.rig
+    next_plc = 0.0
+    while True:
+        now = time.monotonic_ns()
+        snap = rig.node.status()
+        run.timeline.append(
+            {
+                "t_s": (now - t0) / 1e9,
+                "state": snap["state"],
+                "healthy": bool(snap["healthy"]),
+                "faults": dict(snap.get("faults", {})),
+                "fail_safe": snap.get("fail_safe", 0),
+            }
+        )
+        if time.monotonic() >= next_plc:
+            next_plc = time.monotonic() + _PLC_EVERY_S
+            stats = await rig.emulator.call("stats")
+            out = stats.get("outputs", {})
+            run.plc_seen.append(
+                {
+                    "t_s": (time.monotonic_ns() - t0) / 1e9,
+                    "node_ready": int(out.get("node_ready", 0)),
+                    "node_error": int(out.get("node_error", 0)),
+                    "error_code": int(out.get("error_code", 0)),
+                    "heartbeat_ok": bool(stats.get("heartbeat_ok")),
+                    "failsafe_strikes": int(stats.get("failsafe_strikes", 0)),
+                }
+            )
+        await asyncio.sleep(_STATUS_EVERY_S)
+
+
+async def _watch_hmi(run: Run, endpoint: str, t0: int) -> None:
+    """Read what an HMI panel would show (``Lineside.Health.*``) twice a second."""
+    from asyncua import Client
+
+    try:
+        async with Client(endpoint, timeout=4) as client:
+            idx = await client.get_namespace_index("urn:lineside:hmi")
+            nodes = {
+                k: client.get_node(f"ns={idx};s=Lineside.Health.{k}")
+                for k in ("State", "StateDetail", "Camera", "Plc", "Model")
+            }
+            while True:
+                values = await client.read_values(list(nodes.values()))
+                run.hmi_seen.append(
+                    {"t_s": (time.monotonic_ns() - t0) / 1e9}
+                    | {k: str(v) for k, v in zip(nodes, values, strict=True)}
+                )
+                await asyncio.sleep(0.5)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the watcher reports, it must not end the run
+        run.hmi_seen.append({"t_s": (time.monotonic_ns() - t0) / 1e9, "error": str(exc)})
+
+
+async def run_scenario(
+    scenario: Scenario,
+    transport: Transport,
+    base: Config,
+    parts: int,
+    work: Path,
+    mode: RejectMode = "plc_tracked",
+) -> dict[str, Any]:
+    """Run one scenario over ``parts`` parts; return its row (the JSON written for it)."""
+    hmi_port = free_port()
+    run = Run(scenario, parts)
+    row: dict[str, Any] = {
+        "scenario": scenario.name,
+        "transport": transport,
+        "mode": mode,
+        "fault": scenario.fault,
+    }
+    try:
+        cfg = scenario_config(base, scenario, work, hmi_port)
+        node_cfg = plc_config(cfg, transport, mode, free_port())
+    except Exception as exc:  # noqa: BLE001 - a refusal is the scenario's result
+        return row | _refused(scenario, exc)
+    ensure_template(node_cfg)
+    t0 = time.monotonic_ns()
+
+    async def during(rig: PlcRig) -> None:
+        run.rig = rig
+        tasks = [
+            asyncio.create_task(_observe(run, t0)),
+            asyncio.create_task(_watch_hmi(run, node_cfg.hmi.endpoint, t0)),
+        ]
+        try:
+            await scenario.inject(run)
+            await asyncio.Event().wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    camera = FakeGvCamera("127.0.0.1", lost_per_mille=scenario.lost_per_mille)
+    wrapper = (lambda inner: _FaultyModel(inner, run)) if scenario.model else None
+    speed = scenario.belt_mm_s or node_cfg.sim.speed_mm_s
+    travel_s = (parts + 2) * node_cfg.line.part_pitch_mm / speed
+    limit = travel_s * 1.5 + node_cfg.line.reject_position_mm / speed + 30
+    try:
+        if scenario.camera == "aravis":
+            run.camera = camera
+            await asyncio.to_thread(camera.start)
+        report, rig = await run_on_emulator(
+            node_cfg,
+            parts,
+            port=_port_of(node_cfg),
+            program_overrides={"heartbeat_timeout_s": plc_watch_s(node_cfg, speed)},
+            timeout_s=limit,
+            during=during,
+            belt_mm_s=scenario.belt_mm_s,
+            backend_wrapper=wrapper,
+        )
+    except Exception as exc:  # noqa: BLE001 - a refusal at start is the scenario's result
+        return row | _refused(scenario, exc)
+    finally:
+        await asyncio.to_thread(camera.stop)
+    row |= _assess(scenario, run, report, rig, node_cfg, t0)
+    return row
+
+
+def _port_of(cfg: Config) -> int:
+    assert cfg.plc is not None
+    if cfg.plc.modbus is not None:
+        return cfg.plc.modbus.port
+    assert cfg.plc.opcua is not None
+    from urllib.parse import urlsplit
+
+    return urlsplit(cfg.plc.opcua.url).port or 4840
+
+
+def _refused(scenario: Scenario, exc: Exception) -> dict[str, Any]:
+    """The row of a run the node refused to start."""
+    line = str(exc).strip().splitlines()
+    why = " ".join(s.strip() for s in line)[:300]
+    ok = scenario.expects == "refused"
+    return {
+        "refused_at_start": why,
+        "error": type(exc).__name__,
+        "parts_passed": 0,
+        "passed": ok,
+        "why_failed": None if ok else f"the node did not start: {why}",
+    }
+
+
+def _audit_rows(cfg: Config) -> int | None:
+    """Records in the run's audit store, read back from disk after the run."""
+    if not cfg.audit.enabled:
+        return None
+    directory = cfg.audit_directory
+    try:
+        with AuditReader(directory) as reader:
+            return reader.count()
+    except Exception as exc:  # noqa: BLE001 - an unreadable store is reported, not raised
+        log.warning("audit_unreadable", directory=str(directory), error=str(exc))
+        return None
+
+
+def _assess(
+    scenario: Scenario,
+    run: Run,
+    report: dict[str, Any],
+    rig: PlcRig,
+    cfg: Config,
+    t0: int,
+) -> dict[str, Any]:
+    """Score one finished run against the scenario's promise."""
+    results = list(rig.results.values())
+    inject_ns = run.marks.get("inject")
+    audit = rig.node.status().get("audit") or {}
+    rows = _audit_rows(cfg)
+    committed = int(audit.get("committed", 0))
+    lost = max(0, committed - rows) if rows is not None else None
+    unrecorded = len(results) - rows if rows is not None else None
+    detect_ms = _detect_ms(scenario, run, results, inject_ns, t0)
+    failures = []
+    if report["fault_escapes"]:
+        failures.append(f"{report['fault_escapes']} defective parts escaped because of the fault")
+    if lost:
+        failures.append(f"{lost} committed audit records lost")
+    why = run_failure(report, struck_ok=True)
+    if why is not None:
+        failures.append(why)
+    if scenario.expects == "fault" and detect_ms is None:
+        failures.append("the node never showed the fault")
+    if scenario.expects == "quiet" and report["failsafe_rejects"]:
+        failures.append(f"{report['failsafe_rejects']} fail-safe rejects with no fault")
+    if scenario.expects == "refused":
+        failures.append("the node started although it must refuse")
+    states = Counter(s["state"] for s in run.timeline)
+    return {
+        "parts_passed": report["parts_passed"],
+        "parts": report["parts"],
+        "defective": report["defective_parts"],
+        "escapes": report["escapes"],
+        "fault_escapes": report["fault_escapes"],
+        "model_misses": report["model_misses"],
+        "missed_rejects": report["missed_rejects"],
+        "untracked_parts": report["untracked_parts"],
+        "unjudged_unstruck": report["unjudged_unstruck"],
+        "escaped": [
+            e | ({"t_s": round((e.pop("t_ns") - t0) / 1e9, 3)} if "t_ns" in e else {})
+            for e in report["escaped"]
+        ],
+        "failsafe_rejects": report["failsafe_rejects"],
+        "failsafe_reasons": report["failsafe_reasons"],
+        "plc_failsafe_strikes": report["plc_program"].get("failsafe_strikes", 0),
+        "audit_committed": committed,
+        "audit_rows": rows,
+        "committed_records_lost": lost,
+        "unrecorded_parts": unrecorded,
+        "detect_ms": detect_ms,
+        "marks_s": {k: round((v - t0) / 1e9, 3) for k, v in run.marks.items()},
+        "node_states": dict(states),
+        "node_saw": _changes(run.timeline, ("state", "healthy", "faults")),
+        "plc_saw": _changes(run.plc_seen, ("node_ready", "node_error", "heartbeat_ok")),
+        "hmi_saw": _changes(run.hmi_seen, ("State", "Camera", "Plc", "Model", "error")),
+        "latency_ms": report["latency_ms"],
+        "passed": not failures,
+        "why_failed": "; ".join(failures) or None,
+        "_timeline": run.timeline,
+        "_plc": run.plc_seen,
+        "_results": [
+            {
+                "t_s": round((r.t_ns - t0) / 1e9, 3),
+                "reject": r.verdict.reject,
+                "fail_safe": r.verdict.fail_safe,
+                "reason": r.verdict.reason.value,
+            }
+            for r in results
+        ],
+    }
+
+
+def _detect_ms(
+    scenario: Scenario,
+    run: Run,
+    results: Sequence[Any],
+    inject_ns: int | None,
+    t0: int,
+) -> float | None:
+    """From injection to the first sign of it: Error/unhealthy status or a fail-safe reject
+    naming the fault (whichever came first); None when the node never showed it."""
+    if inject_ns is None:
+        return None
+    inject_s = (inject_ns - t0) / 1e9
+    seen = [
+        s["t_s"]
+        for s in run.timeline
+        if s["t_s"] >= inject_s and (s["state"] == "Error" or not s["healthy"] or s["faults"])
+    ]
+    seen += [
+        (r.t_ns - t0) / 1e9
+        for r in results
+        if r.t_ns >= inject_ns
+        and r.verdict.fail_safe
+        and r.verdict.reason.value in scenario.reasons
+    ]
+    if not seen:
+        return None
+    return round((min(seen) - inject_s) * 1000, 1)
+
+
+def _changes(samples: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The samples where any of ``keys`` changed: what an observer saw, compressed."""
+    out: list[dict[str, Any]] = []
+    last: tuple[Any, ...] | None = None
+    for s in samples:
+        now = tuple(json.dumps(s.get(k), sort_keys=True) for k in keys)
+        if now != last:
+            out.append({"t_s": round(s["t_s"], 2)} | {k: s.get(k) for k in keys if k in s})
+            last = now
+    return out
+
+
+# -- the timeline plot ----------------------------------------------------------------
+
+
+def plot_timeline(row: dict[str, Any], path: Path) -> None:
+    """Verdicts over time, the node's state, what the PLC saw; injection and lift marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 4.5), sharex=True, height_ratios=(3, 1))
+    kinds = {
+        "pass": ("tab:green", lambda r: not r["reject"]),
+        "defect reject": ("tab:red", lambda r: r["reject"] and not r["fail_safe"]),
+        "fail-safe reject": ("tab:orange", lambda r: r["fail_safe"]),
+    }
+    for y, (label, (colour, pick)) in enumerate(kinds.items()):
+        ts = [r["t_s"] for r in row.get("_results", []) if pick(r)]
+        ax.scatter(ts, [y] * len(ts), s=6, color=colour, label=f"{label} ({len(ts)})")
+    ax.set_yticks(range(len(kinds)), list(kinds))
+    ax.set_ylim(-0.7, len(kinds) - 0.3)
+    for s in row.get("_timeline", []):
+        if s["state"] == "Error" or not s["healthy"]:
+            ax.axvspan(s["t_s"], s["t_s"] + _STATUS_EVERY_S, color="tab:red", alpha=0.08, lw=0)
+    for name, t in row.get("marks_s", {}).items():
+        for a in (ax, ax2):
+            a.axvline(t, color="black", ls="--", lw=0.8)
+        ax.text(t, len(kinds) - 0.4, f" {name}", fontsize=8, va="top")
+    plc = row.get("_plc", [])
+    ax2.step([p["t_s"] for p in plc], [p["node_ready"] for p in plc], where="post", label="Ready")
+    ax2.step(
+        [p["t_s"] for p in plc],
+        [0.5 * p["heartbeat_ok"] for p in plc],
+        where="post",
+        label="heartbeat ok",
+    )
+    ax2.set_yticks([0, 0.5, 1], ["off", "hb", "ready"])
+    ax2.set_xlabel("s since start")
+    ax2.set_title("what the PLC saw", fontsize=9, loc="left")
+    ax.legend(loc="lower right", fontsize=8)
+    verdict = "passed" if row.get("passed") else f"FAILED: {row.get('why_failed')}"
+    ax.set_title(f"{row['scenario']} over {row['transport']}: {verdict}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="fault campaign")
+    for col in (
+        "scenario",
+        "plc",
+        "parts",
+        "defective",
+        "fault esc.",
+        "missed rej.",
+        "fail-safe by reason",
+        "records lost",
+        "unrecorded",
+        "detect ms",
+        "result",
+    ):
+        table.add_column(col)
+    for r in rows:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.get("failsafe_reasons", {}).items()))
+        if r.get("refused_at_start"):
+            reasons = f"refused at start: {r['refused_at_start'][:60]}"
+        table.add_row(
+            r["scenario"],
+            r["transport"],
+            str(r.get("parts_passed", 0)),
+            str(r.get("defective", "-")),
+            str(r.get("fault_escapes", "-")),
+            str(r.get("missed_rejects", "-")),
+            reasons or "-",
+            str(r.get("committed_records_lost", "-")),
+            str(r.get("unrecorded_parts", "-")),
+            str(r.get("detect_ms", "-")),
+            "ok" if r["passed"] else f"FAILED: {r['why_failed']}",
+        )
+    Console(file=sys.stdout, width=200).print(table)
+
+
+def plan(names: Sequence[str], transport: str) -> list[tuple[Scenario, Transport]]:
+    """(scenario, transport) pairs; ``alternate`` gives each scenario one transport in turn."""
+    chosen = [s for s in SCENARIOS if s.name in names]
+    pairs: list[tuple[Scenario, Transport]] = []
+    for i, s in enumerate(chosen):
+        if transport == "both":
+            pairs += [(s, "modbus"), (s, "opcua")]
+        elif transport == "alternate":
+            pairs.append((s, "modbus" if i % 2 == 0 else "opcua"))
+        else:
+            pairs.append((s, "modbus" if transport == "modbus" else "opcua"))
+    return pairs
+
+
+async def campaign(
+    pairs: Sequence[tuple[Scenario, Transport]],
+    base: Config,
+    parts: int,
+    out: Path,
+    mode: RejectMode = "plc_tracked",
+) -> list[dict[str, Any]]:
+    """Run every pair in turn, each in a fresh state directory; write JSON and PNGs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    rows = []
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True
+    ) as progress:
+        task = progress.add_task("campaign", total=len(pairs))
+        for scenario, transport in pairs:
+            progress.update(task, description=f"{scenario.name} / {transport}")
+            with tempfile.TemporaryDirectory(prefix=f"campaign-{scenario.name}-") as tmp:
+                row = await run_scenario(scenario, transport, base, parts, Path(tmp), mode)
+            stem = f"{scenario.name}-{transport}"
+            (out / f"{stem}.json").write_text(json.dumps(row, indent=1, default=str))
+            if not row.get("refused_at_start"):
+                plot_timeline(row, out / f"{stem}.png")
+            rows.append({k: v for k, v in row.items() if not k.startswith("_")})
+            progress.advance(task)
+    (out / "campaign.json").write_text(json.dumps(rows, indent=1, default=str))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--parts", type=int, default=1000, help="parts per scenario (default 1000)")
+    p.add_argument(
+        "--transport",
+        choices=("both", "modbus", "opcua", "alternate"),
+        default="both",
+        help="the PLC emulator(s) each scenario runs behind (alternate: one each, in turn)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("plc_tracked", "node_timed"),
+        default="plc_tracked",
+        help="who times the reject (default plc_tracked: see README, the fault campaign)",
+    )
+    p.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
+    p.add_argument("--config", type=Path, default=BASE_CONFIG, help="the base config")
+    p.add_argument("--out", type=Path, default=ROOT / "state" / "campaign")
+    args = p.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(SCENARIO_NAMES)
+    unknown = [n for n in names if n not in SCENARIO_NAMES]
+    if unknown:
+        print(
+            f"--only: unknown scenario {', '.join(unknown)} (known: {', '.join(SCENARIO_NAMES)})",
+            file=sys.stderr,
+        )
+        return 2
+    if args.parts < 10:
+        print("--parts: at least 10 parts a scenario", file=sys.stderr)
+        return 2
+    from node.errors import ConfigError
+    from node.service.logs import configure
+
+    configure(file=sys.stderr, level="warning")
+    try:
+        base = load_config(args.config)
+    except ConfigError as exc:
+        print(f"--config: {exc}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = asyncio.run(campaign(plan(names, args.transport), base, args.parts, args.out, args.mode))
+    _table(rows)
+    print(f"JSON and timelines in {args.out}")
+    return 0 if all(r["passed"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
