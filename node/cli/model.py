@@ -1,8 +1,11 @@
-"""``lineside synth | train | eval | explain``: the defect model's commands.
+"""``lineside synth | train | eval | explain | model ...``: the defect model's commands.
 
 Thin argument parsing over ``models.cli``; each prints its JSON result on
 stdout. Bad input (a missing data set or image, a bad value) exits 2; a
 corrupt or mismatched model package exits 5, like the node.
+
+``lineside model`` holds the package's integrity commands: ``rehash`` adopts
+a manifest's present content (``models.package.rehash_manifest``).
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     x.add_argument("--runtime", choices=_RUNTIMES, default="onnxruntime")
     x.add_argument("--threads", type=int, default=1)
     x.set_defaults(func=_cmd_explain)
+
+    m = subparsers.add_parser("model", help="model package integrity: digest, keys, signatures")
+    msub = m.add_subparsers(dest="model_command", required=True)
+    r = msub.add_parser(
+        "rehash", help="adopt a package manifest's present content: write its package_sha256"
+    )
+    r.add_argument("package", type=Path)
+    r.set_defaults(func=_cmd_rehash)
 
 
 def _run(work: Callable[[], Any]) -> int:
@@ -128,3 +139,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return _run(
         lambda: cli.explain(args.package, args.image, runtime=args.runtime, threads=args.threads)
     )
+
+
+def _cmd_rehash(args: argparse.Namespace) -> int:
+    from models.package import rehash_manifest
+
+    def work() -> dict[str, str]:
+        digest = rehash_manifest(args.package)
+        return {"package": str(args.package), "package_sha256": digest}
+
+    return _run(work)
