@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
 
-from models.package import load_package
+from hil.line import sim_config
+from models.package import load_package, write_manifest
 from node.__main__ import main
+from node.config import DEFAULT_CONFIG, Config, load_config
+from node.errors import ModelError
+from node.wiring import load_backend
 
 DEMO = Path(__file__).resolve().parents[4] / "models" / "demo"
 
@@ -50,3 +55,91 @@ def test_rehash_adopts_an_edited_manifest_and_prints_its_digest(
     assert code == 0
     digest = _json(out)["package_sha256"]
     assert load_package(package).sha256 == digest != raw["package_sha256"]
+
+
+SIM_TOML = DEFAULT_CONFIG.read_text()
+
+
+def _config(tmp_path: Path, package: Path, *lines: str) -> Path:
+    """configs/sim.toml judged by ``package``, with ``lines`` added to [inspection.model]."""
+    old = 'package = "models/demo"'
+    assert old in SIM_TOML
+    text = SIM_TOML.replace(old, "\n".join([f'package = "{package}"', *lines]))
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return path
+
+
+def _keys(tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> tuple[Path, Path]:
+    code, out, _ = _run(["model", "keygen", str(tmp_path / name)], capsys)
+    assert code == 0
+    result = _json(out)
+    return Path(result["private_key"]), Path(result["public_key"])
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``lineside model keygen PREFIX`` writes PREFIX.key with mode 0600 and PREFIX.pub, and
+    refuses (exit 2) to overwrite an existing key."""
+    private, public = _keys(tmp_path, "qa", capsys)
+    assert private == tmp_path / "qa.key" and public == tmp_path / "qa.pub"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert b"BEGIN PRIVATE KEY" in private.read_bytes()
+    assert b"BEGIN PUBLIC KEY" in public.read_bytes()
+    before = private.read_bytes()
+    code, _, err = _run(["model", "keygen", str(tmp_path / "qa")], capsys)
+    assert code == 2 and "exists; not overwriting" in err
+    assert private.read_bytes() == before
+
+
+def test_sign_then_verify_names_the_trusted_signer(
+    package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A signed package verifies against its key (digest and key id printed); against
+    another key it is refused (exit 5); a forged signature is refused as invalid."""
+    private, public = _keys(tmp_path, "qa", capsys)
+    _, other = _keys(tmp_path, "other", capsys)
+    code, out, _ = _run(["model", "sign", str(package), "--key", str(private)], capsys)
+    assert code == 0 and (package / "signature.json").is_file()
+    signed = _json(out)
+    code, out, _ = _run(["model", "verify", str(package), "--key", str(public)], capsys)
+    result = _json(out)
+    assert code == 0 and result["signature"] == "valid"
+    assert result["package_sha256"] == load_package(package).sha256 == signed["package_sha256"]
+    assert result["key_id"] == signed["key_id"]
+    code, _, err = _run(["model", "verify", str(package), "--key", str(other)], capsys)
+    assert code == 5 and f"signed by key {signed['key_id']}, which is not trusted" in err
+    record = json.loads((package / "signature.json").read_text())
+    record["signature"] = "00" * 64
+    (package / "signature.json").write_text(json.dumps(record))
+    code, _, err = _run(["model", "verify", str(package)], capsys)
+    assert code == 5 and "the signature does not verify" in err
+
+
+def test_the_node_refuses_to_run_a_package_its_config_does_not_trust(
+    package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Loading the backend (what ``lineside run`` does) refuses a wrong pin and a signature
+    carried over from another package, naming the key; the pinned, signed package runs."""
+    digest = load_package(package).sha256
+    private, public = _keys(tmp_path, "qa", capsys)
+    base = load_config(DEFAULT_CONFIG)
+
+    def cfg(**model: object) -> Config:
+        return sim_config(base, inspection={"model": {"package": package, **model}})
+
+    with pytest.raises(ModelError, match=r"^inspection\.model\.sha256: pins 1{64}, but"):
+        load_backend(cfg(sha256="1" * 64))
+    other = tmp_path / "other"
+    shutil.copytree(package, other)
+    fields = load_package(other).manifest.model_dump(mode="json")
+    fields["thresholds"]["image_score"] = 0.9
+    write_manifest(other, fields)  # another package: another digest
+    assert _run(["model", "sign", str(other), "--key", str(private)], capsys)[0] == 0
+    shutil.copy(other / "signature.json", package / "signature.json")
+    with pytest.raises(ModelError, match=r"inspection\.model\.package: .*not this package's"):
+        load_backend(cfg(trusted_keys=(public,)))
+    assert _run(["model", "sign", str(package), "--key", str(private)], capsys)[0] == 0
+    backend = load_backend(cfg(sha256=digest, trusted_keys=(public,), require_signature=True))
+    assert backend.name == "onnxruntime"
