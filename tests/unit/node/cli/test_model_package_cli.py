@@ -117,6 +117,81 @@ def test_sign_then_verify_names_the_trusted_signer(
     assert code == 5 and "the signature does not verify" in err
 
 
+def test_check_config_reports_a_missing_package_by_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config naming a package that does not exist fails check-config (exit 2) with one
+    line naming inspection.model.package."""
+    cfg = _config(tmp_path, tmp_path / "nowhere")
+    code, out, err = _run(["check-config", str(cfg)], capsys)
+    assert code == 2, out
+    assert "1 problem(s)" in err
+    assert f"inspection.model.package: {tmp_path / 'nowhere'}: not a model package" in err
+
+
+def test_check_config_reports_a_corrupt_graph_and_an_edited_manifest(
+    package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A package whose ONNX graph does not match its hash, or whose manifest was edited,
+    fails check-config with the file and the key named, without running the model."""
+    cfg = _config(tmp_path, package)
+    assert _run(["check-config", str(cfg)], capsys)[0] == 0
+    with (package / "detect.onnx").open("ab") as f:
+        f.write(b"\0")
+    code, _, err = _run(["check-config", str(cfg)], capsys)
+    assert code == 2 and "inspection.model.package:" in err
+    assert "detect.onnx: sha256 mismatch" in err
+    shutil.copy(DEMO / "detect.onnx", package / "detect.onnx")
+    raw = json.loads((package / "manifest.json").read_text())
+    raw["thresholds"]["image_score"] = 0.999
+    (package / "manifest.json").write_text(json.dumps(raw))
+    code, _, err = _run(["check-config", str(cfg)], capsys)
+    assert code == 2 and "content does not match its package_sha256" in err
+
+
+def test_check_config_checks_the_pin_the_signature_and_the_geometry(
+    package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config names inspection.model.sha256 for a wrong pin,
+    inspection.model.require_signature for an unsigned package,
+    inspection.model.trusted_keys for an untrusted signer and for a key file that is
+    missing, and inspection.roi_size_px for a package of another input size; a pinned
+    package signed by a trusted key is ok, its digest and signer printed."""
+    digest = load_package(package).sha256
+    private, public = _keys(tmp_path, "qa", capsys)
+    _, other = _keys(tmp_path, "other", capsys)
+    wrong = _config(tmp_path, package, f'sha256 = "{"0" * 64}"')
+    code, _, err = _run(["check-config", str(wrong)], capsys)
+    assert code == 2 and f"inspection.model.sha256: pins {'0' * 64}, but" in err
+    assert digest in err
+    required = _config(
+        tmp_path, package, "require_signature = true", f"trusted_keys = ['{public}']"
+    )
+    code, _, err = _run(["check-config", str(required)], capsys)
+    assert code == 2 and "inspection.model.require_signature:" in err and "not signed" in err
+    assert _run(["model", "sign", str(package), "--key", str(private)], capsys)[0] == 0
+    untrusted = _config(tmp_path, package, f"trusted_keys = ['{other}']")
+    code, _, err = _run(["check-config", str(untrusted)], capsys)
+    assert code == 2 and "inspection.model.trusted_keys:" in err and "not among them" in err
+    missing = _config(tmp_path, package, f"trusted_keys = ['{public}', '{tmp_path / 'no.pub'}']")
+    code, _, err = _run(["check-config", str(missing)], capsys)
+    assert code == 2 and "inspection.model.trusted_keys[1]:" in err and "cannot read" in err
+    ok = _config(
+        tmp_path,
+        package,
+        f'sha256 = "{digest}"',
+        "require_signature = true",
+        f"trusted_keys = ['{public}']",
+    )
+    code, out, err = _run(["check-config", str(ok)], capsys)
+    assert code == 0, err
+    assert digest in out and "pinned" in out and "signed by trusted key" in out
+    small = ok.read_text().replace("roi_size_px = 256", "roi_size_px = 128")
+    ok.write_text(small)
+    code, _, err = _run(["check-config", str(ok)], capsys)
+    assert code == 2 and "inspection.roi_size_px is 128" in err
+
+
 def test_the_node_refuses_to_run_a_package_its_config_does_not_trust(
     package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
