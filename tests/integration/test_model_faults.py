@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from hil.line import run_line
+from models.backend import Backend, Image
+from models.findings import Findings
 from models.package import load_package, write_manifest
 from node.config import DEFAULT_CONFIG, load_config, parse_config
 from node.line.judge import Reason
@@ -53,4 +57,38 @@ async def test_a_model_computing_nan_rejects_every_part_fail_safe(tmp_path: Path
     model = [r for r in results if r.verdict.reason is Reason.FAILSAFE_MODEL]
     assert len(model) >= 8, report
     assert all("not finite" in r.verdict.detail for r in model)
-    assert "model" in node.operation.active_faults or node.operation.fault == "model"
+    assert node.operation.fault == "model" and "not finite" in node.operation.machine.detail
+
+
+class NanScores:
+    """Fault injection: a backend whose findings carry a NaN score (as one that does not check
+    its own output would give), whatever the model underneath found."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def infer(self, images: Sequence[Image]) -> list[Findings]:
+        return [replace(f, anomaly_score=float("nan")) for f in self.inner.infer(images)]
+
+
+async def test_nan_findings_from_any_backend_are_rejected_and_raise_the_model_fault(
+    tmp_path: Path,
+) -> None:
+    """A backend that hands NaN scores to the node: the judge rejects every judged part as
+    ``model_error`` (none passes) and the node holds the model fault."""
+    data = load_config(DEFAULT_CONFIG).model_dump(mode="python")
+    data["node"]["state_dir"] = tmp_path / "state"
+    data["hmi"]["enabled"] = False
+    data["sim"]["defect_rate"] = 0.3
+    cfg = parse_config(data)
+    results: list[PartResult] = []
+    report, node, _ = await run_line(cfg, 10, backend_wrapper=NanScores, on_result=results.append)
+    assert report["parts"] == 10 and report["escapes"] == 0, report
+    assert all(r.action == "rejected" and r.verdict.fail_safe for r in results), report
+    late = {"trigger_late", "deadline_missed", "frame_missing"}
+    assert set(report["failsafe_reasons"]) <= {"model_error", *late}, report
+    model = [r for r in results if r.verdict.reason is Reason.FAILSAFE_MODEL]
+    assert len(model) >= 6 and all("anomaly_score nan" in r.verdict.detail for r in model)
+    assert node.operation.fault == "model"
+    assert node.operation.machine.detail.startswith("model: anomaly_score nan")
