@@ -2,10 +2,11 @@
 
 ::
 
-    <package>/manifest.json     what the model is and how to feed it (below)
+    <package>/manifest.json     what the model is and how to feed it (below), and its digest
     <package>/detect.onnx       the in-cycle graph
     <package>/explain.onnx      one decoder step
     <package>/weights.pt        the DefectNet state dict (float16) for the torch reference
+    <package>/signature.json    optional: an ed25519 signature of the digest (``models.signing``)
 
 The manifest records the format version, the input (size, scale in mm per
 pixel, the gray level separating part from belt, normalization), the defect
@@ -13,8 +14,21 @@ types, the vocabulary, the network's shape, thresholds calibrated on
 validation data, metrics, the training data set's hash, the sha256 of
 every other file and (optional) the size calibration fitted on validation
 data. The graphs' inputs and outputs are described in ``models.graphs``.
-``load_package`` verifies all of it and refuses a corrupt or mismatched
-package with a ``PackageError`` that lists every problem.
+
+The manifest's own content is covered too: its ``package_sha256`` is the sha256
+of every other key of the manifest in canonical JSON (keys sorted, no
+whitespace, ``","`` and ``":"`` as separators, ASCII only, no NaN or infinity;
+``manifest_sha256``). Since the manifest lists the sha256 of every file, this
+one digest names the whole package: a threshold, the normalization or a file
+that changed gives another digest. It is what a node's config pins
+(``inspection.model.sha256``) and what a signature signs. Only the packaging
+code writes it (``write_manifest``); a manifest edited by hand no longer
+matches it and the package is refused. ``rehash_manifest`` adopts a manifest's
+present content deliberately (for a package written before manifests were
+hashed; ``lineside model rehash``).
+
+``load_package`` verifies all of it and refuses a corrupt, edited or mismatched
+package with a ``PackageError`` that lists every problem on one line.
 """
 
 from __future__ import annotations
@@ -38,6 +52,10 @@ FORMAT_VERSION = 2
 (see ``models.graphs``); a version-1 package must be retrained."""
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.pt"
+SIGNATURE_FILE = "signature.json"
+"""Written by ``models.signing.sign_package``; not listed in ``files`` (it signs the digest)."""
+DIGEST_KEY = "package_sha256"
+"""The manifest key holding the digest of the rest of the manifest."""
 
 
 class PackageError(BackendError, ValueError):
@@ -129,11 +147,13 @@ class Manifest(_Strict):
 
 @dataclass(frozen=True, slots=True)
 class ModelPackage:
-    """A verified package: its folder, manifest and network shape."""
+    """A verified package: its folder, manifest, network shape and digest
+    (``package_sha256``, see the module docstring)."""
 
     root: Path
     manifest: Manifest
     net: NetConfig
+    sha256: str
 
     def path(self, name: str) -> Path:
         """The file ``name`` inside the package."""
@@ -164,34 +184,70 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def manifest_sha256(content: dict[str, Any]) -> str:
+    """The digest of a manifest's content (every key but ``package_sha256``): sha256 of its
+    canonical JSON (see the module docstring). Raises ``ValueError`` for NaN or infinity."""
+    content = {k: v for k, v in content.items() if k != DIGEST_KEY}
+    text = json.dumps(
+        content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def write_manifest(root: str | Path, fields: dict[str, Any]) -> Manifest:
-    """Hash the package's files, then validate and write the manifest.
+    """Hash the package's files, then validate and write the manifest with its digest.
 
     ``fields`` is every manifest field but ``format``, ``format_version`` and
-    ``files``. Raises ``PackageError`` when the fields do not form a valid manifest.
+    ``files`` (those given are replaced, as is a ``package_sha256``). A signature
+    of the package's former content is removed: it no longer covers it. Raises
+    ``PackageError`` when the fields do not form a valid manifest.
     """
     base = Path(root)
     names = sorted({*fields["graphs"].values(), fields["weights"]})
     files = {n: sha256_file(base / n) for n in names}
-    data = {"format": FORMAT, "format_version": FORMAT_VERSION, **fields, "files": files}
+    rest = {k: v for k, v in fields.items() if k not in ("format", "format_version", DIGEST_KEY)}
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION, **rest, "files": files}
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         raise PackageError(f"{base}: invalid manifest: {_problems(exc)}") from exc
-    (base / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    _write(base, manifest.model_dump(mode="json"))
     return manifest
 
 
-def load_package(root: str | Path) -> ModelPackage:
-    """Read and verify a package.
+def _write(base: Path, content: dict[str, Any]) -> str:
+    """Write ``content`` as the manifest with its digest (replacing the file atomically) and
+    drop a signature of what was there before; the digest."""
+    try:
+        digest = manifest_sha256(content)
+    except ValueError as exc:
+        raise PackageError(f"{base}: invalid manifest: {exc}") from exc
+    text = json.dumps({**content, DIGEST_KEY: digest}, indent=2, allow_nan=False) + "\n"
+    tmp = base / f".{MANIFEST_FILE}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(base / MANIFEST_FILE)
+    (base / SIGNATURE_FILE).unlink(missing_ok=True)
+    return digest
 
-    Checks: the manifest parses and has every field with a valid value; the
-    format and version are this code's; every graph and the weights are
-    listed in ``files`` and exist, and every listed file's sha256 matches; the
-    network shape agrees with the types and vocabulary. Raises
-    ``PackageError`` listing every problem found.
+
+def rehash_manifest(root: str | Path) -> str:
+    """Adopt the manifest's present content: write its ``package_sha256`` anew; the digest.
+
+    For a package written before manifests were hashed, or edited on purpose: whatever
+    the manifest now says becomes the package. Every listed file must still match its
+    sha256 and the manifest must be valid. Removes a signature (it signed other content).
+    Raises ``PackageError`` listing the problems otherwise.
     """
     base = Path(root)
+    raw = _read_raw(base)
+    content = {k: v for k, v in raw.items() if k != DIGEST_KEY}
+    manifest, problems = _verify_content(base, content)
+    if problems or manifest is None:
+        raise PackageError(f"{base}: not rehashed: " + "; ".join(problems))
+    return _write(base, content)
+
+
+def _read_raw(base: Path) -> dict[str, Any]:
     mpath = base / MANIFEST_FILE
     if not mpath.is_file():
         raise PackageError(f"{base}: not a model package (no {MANIFEST_FILE})")
@@ -199,16 +255,62 @@ def load_package(root: str | Path) -> ModelPackage:
         raw = json.loads(mpath.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PackageError(f"{mpath}: not valid JSON ({exc})") from exc
-    if isinstance(raw, dict) and raw.get("format_version") not in (None, FORMAT_VERSION):
+    if not isinstance(raw, dict):
+        raise PackageError(f"{mpath}: not a JSON object")
+    if raw.get("format_version") not in (None, FORMAT_VERSION):
         raise PackageError(
             f"{mpath}: format_version {raw.get('format_version')!r}; "
             f"this lineside reads version {FORMAT_VERSION} (retrain the package with "
             "this version's models.train to upgrade it)"
         )
+    return raw
+
+
+def load_package(root: str | Path) -> ModelPackage:
+    """Read and verify a package.
+
+    Checks: the manifest parses and has every field with a valid value; the
+    format and version are this code's; its ``package_sha256`` matches its
+    content (nothing in it was edited); every graph and the weights are listed
+    in ``files`` and exist, and every listed file's sha256 matches; the network
+    shape agrees with the types and vocabulary. A signature is not checked here
+    (``models.signing.verify_signature``). Raises ``PackageError`` listing every
+    problem found, on one line.
+    """
+    base = Path(root)
+    raw = _read_raw(base)
+    claimed = raw.get(DIGEST_KEY)
+    content = {k: v for k, v in raw.items() if k != DIGEST_KEY}
+    problems: list[str] = []
+    if claimed is None:
+        problems.append(
+            f"{MANIFEST_FILE}: no {DIGEST_KEY} (written before manifests were hashed, or by "
+            "hand): check it, then adopt it with `lineside model rehash PACKAGE`"
+        )
+    else:
+        try:
+            actual = manifest_sha256(content)
+        except ValueError:
+            actual = ""  # NaN or infinity: the validation below names the field
+        if actual != claimed:
+            problems.append(
+                f"{MANIFEST_FILE}: content does not match its {DIGEST_KEY} "
+                "(edited after it was packaged)"
+            )
+    manifest, more = _verify_content(base, content)
+    problems += more
+    if problems or manifest is None:
+        raise PackageError(f"{base}: refused: " + "; ".join(problems))
+    net = NetConfig.from_dict(manifest.net)
+    return ModelPackage(base, manifest, net, str(claimed))
+
+
+def _verify_content(base: Path, content: dict[str, Any]) -> tuple[Manifest | None, list[str]]:
+    """The manifest in ``content`` and every problem with it and the files it lists."""
     try:
-        manifest = Manifest.model_validate(raw)
+        manifest = Manifest.model_validate(content)
     except ValidationError as exc:
-        raise PackageError(f"{mpath}: invalid manifest: {_problems(exc)}") from exc
+        return None, [f"{MANIFEST_FILE}: invalid manifest: {_problems(exc)}"]
     problems: list[str] = []
     needed = {*manifest.graphs.values(), manifest.weights}
     for name in sorted(needed - set(manifest.files)):
@@ -233,9 +335,7 @@ def load_package(root: str | Path) -> ModelPackage:
             problems.append(f"net.vocab_size {net.vocab_size} != {len(manifest.vocabulary)} tokens")
         if net.input_size_px != manifest.input.size_px:
             problems.append(f"net.input_size_px {net.input_size_px} != input.size_px")
-    if problems or net is None:
-        raise PackageError(f"{base}: refused: " + "; ".join(problems))
-    return ModelPackage(base, manifest, net)
+    return manifest, problems
 
 
 def _problems(exc: ValidationError) -> str:

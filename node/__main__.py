@@ -131,18 +131,36 @@ def _cmd_hmi(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the file; with a model backend also open and verify its package (files,
+    manifest digest, pin, signature, input size and scale) without running it."""
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+        return _print_problems(args.config, exc.problems)
+    model = ""
+    if cfg.inspection.backend != "classical":
+        from node.wiring import check_model_package
+
+        check = check_model_package(cfg)
+        if check.problems or check.package is None:
+            return _print_problems(args.config, [f"{args.config}: {p}" for p in check.problems])
+        pinned = "pinned" if cfg.inspection.model.sha256 else "not pinned"
+        model = (
+            f"\n  model {cfg.inspection.model.package}: package_sha256 {check.package.sha256} "
+            f"({pinned}; {check.signature})"
+        )
     print(
         f"{args.config}: ok ({cfg.node.name}, {cfg.camera.driver} camera, "
-        f"{cfg.inspection.backend} backend)"
+        f"{cfg.inspection.backend} backend){model}"
     )
     return 0
+
+
+def _print_problems(config: Path, problems: Sequence[str]) -> int:
+    print(f"{config}: {len(problems)} problem(s)", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 2
 
 
 def _cmd_teach(args: argparse.Namespace) -> int:

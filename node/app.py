@@ -377,6 +377,8 @@ class Node:
         st.image = ins.image
         if ins.findings is not None:
             verdict = self.judge.judge(ins.part_id, ins.findings)
+            if verdict.reason is Reason.FAILSAFE_MODEL:  # findings the judge could not trust
+                self.operation.error("model", verdict.detail)
         elif ins.no_part:
             verdict = Judge.fail_safe(ins.part_id, Reason.FAILSAFE_NO_PART, ins.error)
         else:

@@ -176,6 +176,13 @@ class ModelSection(_Section):
     is rendered from the structured facts); ``max_batch`` bounds TensorRT's
     engines; ``engine_cache`` holds TensorRT plans (relative: under the state
     directory).
+
+    Which package may judge (see README "Model package integrity"): ``sha256``
+    pins the package's digest (its manifest's ``package_sha256``, printed by
+    ``lineside model verify``); ``trusted_keys`` are ed25519 public key files
+    (``lineside model keygen``) whose signatures are accepted, and a package
+    signed by another key is refused; ``require_signature`` refuses an unsigned
+    package too.
     """
 
     package: Path = Path("models/demo")
@@ -183,6 +190,9 @@ class ModelSection(_Section):
     explain: bool = True
     max_batch: Annotated[int, Field(ge=1, le=64)] = 8
     engine_cache: Path = Path("trt-engines")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    trusted_keys: tuple[Path, ...] = ()
+    require_signature: bool = False
 
 
 class InspectionSection(_Section):
@@ -303,6 +313,15 @@ def cross_field_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
         plc_driver = plc.get("driver", "modbus")
         if plc_driver in ("modbus", "opcua") and plc.get(plc_driver) is None:
             problems.append((f"plc.{plc_driver}", f"needed by plc.driver = {plc_driver!r}"))
+    needs_key = _get(data, "inspection.model.require_signature", False) is True
+    if needs_key and not _get(data, "inspection.model.trusted_keys", ()):
+        problems.append(
+            (
+                "inspection.model.trusted_keys",
+                "empty, but inspection.model.require_signature = true: name the public key "
+                "files whose signatures are trusted",
+            )
+        )
     if _get(data, "hmi.enabled", False) is True and _get(data, "audit.enabled", True) is False:
         problems.append(("hmi.enabled", "the HMI serves results from the audit store: enable it"))
     roi = _num(data, "inspection.roi_size_px", InspectionSection, "roi_size_px")

@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from drivers.camera.base import Camera
 from drivers.errors import CameraDriverError
@@ -30,6 +33,11 @@ from node.line.actuation.plc_tracked import PlcTrackedActuation
 from node.line.tracker import Tracker
 from node.plc import NodePlc
 from node.sim.line import SimLine, build_sim_line
+
+if TYPE_CHECKING:
+    from models.package import ModelPackage
+
+log = structlog.get_logger(__name__)
 
 _MM_PER_PX_TOLERANCE = 0.1
 """A model runs at a scale within 10 % of the one it was trained at, or not at all."""
@@ -65,35 +73,102 @@ def load_backend(cfg: Config) -> Backend:
     return load_model_backend(cfg)
 
 
-def load_model_backend(cfg: Config) -> Backend:
-    """Load ``[inspection.model]`` on the configured runtime (``models.runtime.open_runtime``).
+@dataclass(frozen=True, slots=True)
+class ModelPackageCheck:
+    """``[inspection.model]``'s package as this config would load it.
 
-    Checks that the package was trained for this ROI size and scale. Raises
-    ``ModelError`` naming the config key for a missing, corrupt or mismatched
-    package and for a runtime that cannot start (e.g. TensorRT without a GPU).
+    ``package`` is None when it cannot be loaded; ``problems`` are the reasons it would be
+    refused, one line each naming the config key; ``signature`` says who signed it.
     """
+
+    package: ModelPackage | None
+    problems: list[str]
+    signature: str = ""
+
+
+def check_model_package(cfg: Config) -> ModelPackageCheck:
+    """Open and verify the configured package without running it.
+
+    Checks that it loads (its files and its manifest match their hashes), that its digest
+    is the one ``inspection.model.sha256`` pins, that its signature is sound and by one
+    of ``inspection.model.trusted_keys`` (when keys are configured or
+    ``inspection.model.require_signature`` is set; unsigned is refused only when
+    required), and that it was trained for this ROI size and scale.
+    """
+    from models.package import PackageError, load_package
+    from models.signing import SigningError, load_public_key, verify_signature
+
     insp = cfg.inspection
     m = insp.model
-    from models.package import PackageError, load_package
-    from models.runtime import RUNTIMES, open_runtime
-
     key = "inspection.model.package"
+    problems: list[str] = []
+    trusted = []
+    for i, path in enumerate(m.trusted_keys):
+        try:
+            trusted.append((path, load_public_key(path)))
+        except SigningError as exc:
+            problems.append(f"inspection.model.trusted_keys[{i}]: {exc}")
     try:
         package = load_package(m.package)
-    except (PackageError, OSError) as exc:
-        raise ModelError(f"{key}: {m.package}: {exc}") from exc
+    except PackageError as exc:
+        return ModelPackageCheck(None, [f"{key}: {exc}", *problems])
+    except OSError as exc:
+        return ModelPackageCheck(None, [f"{key}: {m.package}: {exc}", *problems])
+    if m.sha256 is not None and package.sha256 != m.sha256:
+        problems.append(
+            f"inspection.model.sha256: pins {m.sha256}, but {m.package} has package_sha256 "
+            f"{package.sha256} (another package, or this one changed since it was pinned)"
+        )
+    sig = verify_signature(package, trusted)
+    if sig.state == "invalid":
+        problems.append(f"{key}: {m.package}: {sig.detail}")
+    elif sig.state == "untrusted" and (m.trusted_keys or m.require_signature):
+        problems.append(
+            f"inspection.model.trusted_keys: {m.package} is signed by key {sig.key_id}, "
+            "which is not among them"
+        )
+    elif sig.state == "unsigned" and m.require_signature:
+        problems.append(
+            f"inspection.model.require_signature: {m.package} is not signed "
+            "(sign it with `lineside model sign PACKAGE --key PRIVATE_KEY`)"
+        )
     size = package.manifest.input.size_px
     if size != insp.roi_size_px:
-        raise ModelError(
+        problems.append(
             f"{key}: {m.package} takes {size}x{size} px images, "
             f"but inspection.roi_size_px is {insp.roi_size_px}"
         )
     trained = package.manifest.input.mm_per_px
     if abs(insp.mm_per_px - trained) > _MM_PER_PX_TOLERANCE * trained:
-        raise ModelError(
+        problems.append(
             f"{key}: {m.package} was trained at {trained} mm/px, "
             f"but inspection.mm_per_px is {insp.mm_per_px}; retrain it at this scale"
         )
+    return ModelPackageCheck(package, problems, sig.detail)
+
+
+def load_model_backend(cfg: Config) -> Backend:
+    """Load ``[inspection.model]`` on the configured runtime (``models.runtime.open_runtime``).
+
+    The package is verified first (``check_model_package``). Raises ``ModelError``
+    naming the config key for a missing, corrupt, edited, unpinned, untrusted or
+    mismatched package and for a runtime that cannot start (e.g. TensorRT without a GPU).
+    """
+    insp = cfg.inspection
+    m = insp.model
+    from models.runtime import RUNTIMES, open_runtime
+
+    check = check_model_package(cfg)
+    if check.problems or check.package is None:
+        raise ModelError("; ".join(check.problems))
+    package = check.package
+    log.info(
+        "model_package_verified",
+        package=str(m.package),
+        sha256=package.sha256,
+        pinned=m.sha256 is not None,
+        signature=check.signature,
+    )
     if insp.backend not in RUNTIMES:
         raise ModelError(f"inspection.backend: unknown backend {insp.backend!r}")
     cache = m.engine_cache

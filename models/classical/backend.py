@@ -27,6 +27,7 @@ from models.classical.regions import PartFrame, find_blobs
 from models.classical.template import TemplateModel, check_images
 from models.explain_text import NO_DEFECT_TYPE, render_explanation
 from models.findings import Explanation, ExplanationFacts, Findings, Region
+from models.outputs import check_findings
 
 DEFAULT_PIXEL_THRESHOLD = 6.0
 """A deviation (spread units) good synthetic parts stay below with margin (max ~5.3)."""
@@ -76,10 +77,12 @@ class TemplateBackend:
         """Inspect each image (uint8 ``(H, W)`` of the template's shape); one ``Findings`` each.
 
         Every image is checked before any is inspected: raises ``ValueError``
-        naming the first image of the wrong dtype, dimensionality or shape.
+        naming the first image of the wrong dtype, dimensionality or shape, and
+        ``models.outputs.ModelOutputError`` when a score or map is not finite (a
+        template with NaN in it).
         """
         check_images(images, self.model.shape)
-        return [self._inspect(img) for img in images]
+        return check_findings([self._inspect(img) for img in images], self.name)
 
     def _inspect(self, image: Image) -> Findings:
         model, frame = self.model, self._frame

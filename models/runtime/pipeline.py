@@ -16,6 +16,11 @@ calibration (``models.sizing``, fitted on validation data; the head's alone
 where the package has none); each region keeps the map's own measured
 ``length_mm``. The facts' location is the main region's grid cell, their type
 the type head's.
+
+Nothing is judged from numbers the contract does not allow: the normalized
+input, every detect output and the decoder's logits are checked
+(``models.outputs``) and a batch with a NaN, an infinity or a value out of its
+range raises ``ModelOutputError``, which the node turns into fail-safe rejects.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from models.explain_text import NO_DEFECT_TYPE, Language, render_explanation
 from models.findings import Explanation, ExplanationFacts, Findings, Region
 from models.graphs import NO_LOCATION
 from models.guard import GroundingGuard, grounding_for
+from models.outputs import ANY_FINITE, NON_NEGATIVE, PROBABILITY, check_arrays
 from models.package import ModelPackage, load_package
 
 F32 = npt.NDArray[np.float32]
@@ -133,12 +139,18 @@ class Pipeline:
         self.max_len = package.net.max_len
         self.guard = GroundingGuard(m.types)
         self.size_calibration = m.size_calibration
+        self._input_what = (
+            f"{package.root}: input.normalization (mean {self.mean!r}, std {self.std!r})"
+        )
+        self._detect_what = f"{package.root}: detect graph output"
+        self._step_what = f"{package.root}: explain graph output"
 
     def prepare(self, images: Sequence[Image]) -> F32:
         """Check every image, then stack them normalized as ``(N, 1, S, S)`` float32.
 
         Raises ``ValueError`` naming the first image that is not uint8 ``(S, S)``
-        or ``(S, S, 3)``, or for an empty batch.
+        or ``(S, S, 3)``, or for an empty batch, and ``ModelOutputError`` when the
+        package's normalization gives values that are not finite.
         """
         if len(images) == 0:
             raise ValueError("no images to inspect")
@@ -156,15 +168,32 @@ class Pipeline:
                     "package's input size"
                 )
             batch[i, 0] = img
-        batch *= 1.0 / 255.0
-        batch -= self.mean
-        batch *= 1.0 / self.std
+        # A normalization that overflows float32 is refused just below, by the check.
+        with np.errstate(over="ignore", invalid="ignore"):
+            batch *= 1.0 / 255.0
+            batch -= self.mean
+            batch *= 1.0 / self.std
+        check_arrays({"normalized image": (batch, ANY_FINITE)}, self._input_what)
         return batch
 
     def detect(self, images: Sequence[Image]) -> list[Detection]:
-        """The in-cycle path: run the detect graph and measure regions."""
+        """The in-cycle path: run the detect graph, check its outputs and measure regions.
+
+        Raises ``ModelOutputError`` (nothing is judged) when any output of the batch is
+        not finite or out of its range (``models.outputs``).
+        """
         x = self.prepare(images)
         amap, score, type_probs, memory, length_px = self._detect(x)
+        check_arrays(
+            {
+                "score": (score, PROBABILITY),
+                "anomaly_map": (amap, PROBABILITY),
+                "type_probs": (type_probs, PROBABILITY),
+                "length_px": (length_px, NON_NEGATIVE),
+                "memory": (memory, ANY_FINITE),
+            },
+            self._detect_what,
+        )
         thr = self.package.manifest.thresholds
         out = []
         for i, img in enumerate(images):
@@ -252,13 +281,17 @@ class Pipeline:
         return cal.length_mm(defect_type, head_mm, region.length_mm, region.area_mm2)
 
     def decode(self, memory: F32, facts: I32) -> list[str]:
-        """Greedy sentences for a batch of memories ``(N, L, d)`` and fact ids ``(N, 3)``."""
+        """Greedy sentences for a batch of memories ``(N, L, d)`` and fact ids ``(N, 3)``.
+
+        Raises ``ModelOutputError`` when the decoder's logits are not finite.
+        """
         n = memory.shape[0]
         tokens = np.zeros((n, self.max_len), dtype=np.int32)
         tokens[:, 0] = self.vocab.bos_id
         done = np.zeros(n, dtype=bool)
         for t in range(self.max_len - 1):
             logits = self._step(memory, tokens, facts)
+            check_arrays({"logits": (logits, ANY_FINITE)}, self._step_what)
             nxt = np.argmax(logits[:, t], axis=1).astype(np.int32)
             tokens[:, t + 1] = np.where(done, self.vocab.pad_id, nxt)
             done |= nxt == self.vocab.eos_id

@@ -1,8 +1,14 @@
-"""``lineside synth | train | eval | explain``: the defect model's commands.
+"""``lineside synth | train | eval | explain | model ...``: the defect model's commands.
 
 Thin argument parsing over ``models.cli``; each prints its JSON result on
 stdout. Bad input (a missing data set or image, a bad value) exits 2; a
 corrupt or mismatched model package exits 5, like the node.
+
+``lineside model`` holds the package's integrity commands: ``verify`` checks a
+package and prints its digest (what ``inspection.model.sha256`` pins) and who
+signed it; ``keygen`` writes an ed25519 key pair; ``sign`` signs a package's
+digest (``models.signing``); ``rehash`` adopts a manifest's present content
+(``models.package.rehash_manifest``). A bad key file is bad input (exit 2).
 """
 
 from __future__ import annotations
@@ -57,6 +63,34 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     x.add_argument("--runtime", choices=_RUNTIMES, default="onnxruntime")
     x.add_argument("--threads", type=int, default=1)
     x.set_defaults(func=_cmd_explain)
+
+    m = subparsers.add_parser("model", help="model package integrity: digest, keys, signatures")
+    msub = m.add_subparsers(dest="model_command", required=True)
+    r = msub.add_parser(
+        "rehash", help="adopt a package manifest's present content: write its package_sha256"
+    )
+    r.add_argument("package", type=Path)
+    r.set_defaults(func=_cmd_rehash)
+
+    v = msub.add_parser("verify", help="verify a package; print its digest and signature")
+    v.add_argument("package", type=Path)
+    v.add_argument(
+        "--key",
+        type=Path,
+        action="append",
+        default=[],
+        help="trusted public key file (repeatable); a package signed by another is refused",
+    )
+    v.set_defaults(func=_cmd_verify)
+
+    k = msub.add_parser("keygen", help="write an ed25519 key pair: PREFIX.key (0600), PREFIX.pub")
+    k.add_argument("prefix", type=Path, help="path prefix of the two key files")
+    k.set_defaults(func=_cmd_keygen)
+
+    g = msub.add_parser("sign", help="sign a package's digest (writes PACKAGE/signature.json)")
+    g.add_argument("package", type=Path)
+    g.add_argument("--key", type=Path, required=True, help="private key file (from keygen)")
+    g.set_defaults(func=_cmd_sign)
 
 
 def _run(work: Callable[[], Any]) -> int:
@@ -128,3 +162,66 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return _run(
         lambda: cli.explain(args.package, args.image, runtime=args.runtime, threads=args.threads)
     )
+
+
+def _cmd_rehash(args: argparse.Namespace) -> int:
+    from models.package import rehash_manifest
+
+    def work() -> dict[str, str]:
+        digest = rehash_manifest(args.package)
+        return {"package": str(args.package), "package_sha256": digest}
+
+    return _run(work)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from models.package import PackageError, load_package
+    from models.signing import load_public_key, verify_signature
+
+    def work() -> dict[str, str]:
+        trusted = [(p, load_public_key(p)) for p in args.key]
+        pkg = load_package(args.package)
+        check = verify_signature(pkg, trusted)
+        if check.state == "invalid" or (check.state == "untrusted" and trusted):
+            raise PackageError(f"{pkg.root}: refused: {check.detail}")
+        return {
+            "package": str(pkg.root),
+            "package_sha256": pkg.sha256,
+            "signature": check.state,
+            "detail": check.detail,
+            "key_id": check.key_id or "",
+        }
+
+    return _run(work)
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from models.signing import generate_keypair, key_id, load_public_key
+
+    def work() -> dict[str, str]:
+        private, public = generate_keypair(args.prefix)
+        return {
+            "private_key": str(private),
+            "public_key": str(public),
+            "key_id": key_id(load_public_key(public)),
+        }
+
+    return _run(work)
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from models.package import load_package
+    from models.signing import sign_package, verify_signature
+
+    def work() -> dict[str, str]:
+        path = sign_package(args.package, args.key)
+        pkg = load_package(args.package)
+        check = verify_signature(pkg)
+        return {
+            "package": str(pkg.root),
+            "package_sha256": pkg.sha256,
+            "signature": str(path),
+            "key_id": check.key_id or "",
+        }
+
+    return _run(work)

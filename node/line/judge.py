@@ -2,7 +2,10 @@
 
 Fail-safe verdicts (no frame, bad frame, camera or model error, deadline
 missed) are made here too so every reject carries a recorded reason. A part is
-never passed without findings that say it is good.
+never passed without findings that say it is good: findings whose score or map
+is not finite (``models.outputs.findings_problem``) are a model error, and a
+pass needs every test to say "below" (a NaN compares False both ways, so it
+can only ever fall on the reject side).
 """
 
 from __future__ import annotations
@@ -10,8 +13,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import structlog
+
 from models.findings import Findings
+from models.outputs import findings_problem
 from node.config import RecipeSection
+
+log = structlog.get_logger(__name__)
 
 
 class Reason(enum.StrEnum):
@@ -57,11 +65,17 @@ class Judge:
         self.recipe = recipe
 
     def judge(self, part_id: int, findings: Findings) -> Verdict:
-        """Reject when the score or any region crosses the recipe, or the type is listed."""
+        """Reject when the score or any region crosses the recipe, or the type is listed;
+        a fail-safe ``model_error`` reject when the findings hold values that are not
+        finite (whatever the backend let through)."""
+        problem = findings_problem(findings)
+        if problem:
+            log.error("model_output_refused", part_id=part_id, problem=problem)
+            return self.fail_safe(part_id, Reason.FAILSAFE_MODEL, problem)
         r = self.recipe
-        big_regions = [x for x in findings.regions if x.area_mm2 >= r.min_region_area_mm2]
+        small = all(x.area_mm2 < r.min_region_area_mm2 for x in findings.regions)
         by_type = bool(r.reject_types) and findings.defect_type in r.reject_types
-        defect = findings.anomaly_score >= r.reject_score or bool(big_regions) or by_type
+        defect = not (findings.anomaly_score < r.reject_score and small and not by_type)
         return Verdict(
             part_id=part_id,
             reject=defect,

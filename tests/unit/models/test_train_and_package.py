@@ -84,7 +84,8 @@ def test_reexport_keeps_the_package_and_its_detections(
     tiny_package: ModelPackage, tiny_dataset: Path, tmp_path: Path
 ) -> None:
     """Exporting a package's graphs again from its weights keeps every manifest field but
-    the file hashes, verifies, and detects as before (same scores and maps to 1e-5)."""
+    the file hashes and the digest, verifies, and detects as before (same scores and maps
+    to 1e-5)."""
     root = tmp_path / "copy"
     shutil.copytree(tiny_package.root, root)
     before = json.loads((root / "manifest.json").read_text())
@@ -93,9 +94,11 @@ def test_reexport_keeps_the_package_and_its_detections(
     old = OnnxRuntimeBackend(root)._detect(x)
     pkg = reexport_package(root)
     after = json.loads((root / "manifest.json").read_text())
-    assert {k: v for k, v in after.items() if k != "files"} == {
-        k: v for k, v in before.items() if k != "files"
+    hashes = ("files", "package_sha256")
+    assert {k: v for k, v in after.items() if k not in hashes} == {
+        k: v for k, v in before.items() if k not in hashes
     }
+    assert after["package_sha256"] == pkg.sha256
     assert after["files"]["detect.onnx"] == sha256_file(root / "detect.onnx")
     for got, ref in zip(OnnxRuntimeBackend(pkg)._detect(x), old, strict=True):
         np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-5)

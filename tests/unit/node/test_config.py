@@ -168,3 +168,24 @@ def test_plc_edges_need_their_plc_section() -> None:
     data["plc"] = {"driver": "modbus", "modbus": {"port": 1502, "reject_mode": "plc_tracked"}}
     cfg = parse_config(data, "x.toml")
     assert cfg.plc is not None and cfg.plc.reject_mode == "plc_tracked"
+
+
+def test_model_trust_keys_are_validated_by_key() -> None:
+    """``inspection.model.sha256`` must be a sha256 hex digest, and
+    ``require_signature = true`` needs at least one trusted key; the defaults trust any
+    intact package."""
+    cfg = load_config(DEFAULT_CONFIG)
+    m = cfg.inspection.model
+    assert m.sha256 is None and m.trusted_keys == () and not m.require_signature
+    data = cfg.model_dump(mode="python")
+    data["inspection"]["model"].update(sha256="DC81", require_signature=True)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "x.toml")
+    assert any(p.startswith("x.toml: inspection.model.sha256: ") for p in info.value.problems)
+    assert any(
+        p.startswith("x.toml: inspection.model.trusted_keys: empty, but")
+        for p in info.value.problems
+    )
+    data["inspection"]["model"].update(sha256="a" * 64, trusted_keys=["qa.pub"])
+    model = parse_config(data, "x.toml").inspection.model
+    assert model.sha256 == "a" * 64 and model.trusted_keys == (Path("qa.pub"),)

@@ -61,3 +61,34 @@ def test_fail_safe_rejects_with_reason() -> None:
     v = Judge.fail_safe(6, Reason.FAILSAFE_FRAME_INCOMPLETE, "lost packets")
     assert v.reject and v.fail_safe and v.reason is Reason.FAILSAFE_FRAME_INCOMPLETE
     assert "frame incomplete" in v.explanation and "lost packets" in v.explanation
+
+
+def test_a_nan_score_is_a_fail_safe_model_error_never_a_pass() -> None:
+    """A NaN image score (which compares False with every threshold) is rejected fail-safe as
+    a model error naming the score, with or without regions."""
+    for area in (None, 0.01):
+        v = Judge(RecipeSection(reject_score=1.0)).judge(7, findings(float("nan"), area))
+        assert v.reject and v.fail_safe and v.reason is Reason.FAILSAFE_MODEL
+        assert "anomaly_score nan" in v.detail
+
+
+def test_an_infinite_or_negative_score_is_a_model_error() -> None:
+    """An infinite or negative score is outside every backend's unit: fail-safe model error."""
+    for score in (float("inf"), float("-inf"), -0.5):
+        v = Judge(RecipeSection()).judge(8, findings(score, None))
+        assert v.reject and v.reason is Reason.FAILSAFE_MODEL
+
+
+def test_a_map_with_nan_is_a_model_error_even_with_a_clean_score() -> None:
+    """One NaN pixel in the anomaly map makes the findings unfit to judge: fail-safe reject."""
+    f = findings(0.2, None)
+    f.anomaly_map[1, 2] = np.nan
+    v = Judge(RecipeSection()).judge(9, f)
+    assert v.reject and v.reason is Reason.FAILSAFE_MODEL
+    assert "anomaly_map: 1 of 16 values not finite" in v.detail
+
+
+def test_a_region_with_a_nan_area_is_a_model_error() -> None:
+    """A region whose area is NaN (never >= the minimum) cannot pass the part unnoticed."""
+    v = Judge(RecipeSection(reject_score=100)).judge(10, findings(0.5, float("nan")))
+    assert v.reject and v.reason is Reason.FAILSAFE_MODEL and "region 0" in v.detail
