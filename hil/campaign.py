@@ -32,6 +32,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -224,6 +225,24 @@ class _FaultyModel:
         ]
 
 
+def _tampered_package(cfg: Config, work: Path) -> Config:
+    """A copy of the configured package whose manifest thresholds were raised by hand
+    (what turned every defect reject off on a line before packages were hashed)."""
+    source = cfg.inspection.model.package
+    copy = work / "tampered-package"
+    shutil.copytree(source, copy)
+    manifest = copy / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["thresholds"]["image_score"] = 1.0  # nothing would ever be rejected
+    manifest.write_text(json.dumps(data, indent=2))
+    model = cfg.inspection.model.model_dump() | {"package": copy}
+    return sim_config(cfg, inspection={"model": model})
+
+
+async def _nothing(run: Run) -> None:
+    return None
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "camera_restart",
@@ -280,6 +299,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the PLC serves the count with its two 16-bit words swapped for 2 s",
         _count_fault("word_swap"),
         reasons=("tracking_lost",),
+    ),
+    Scenario(
+        "tampered_package",
+        "the model package's manifest thresholds are edited by hand before start",
+        _nothing,
+        expects="refused",
+        prepare=_tampered_package,
     ),
 )
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
@@ -459,6 +485,11 @@ def _port_of(cfg: Config) -> int:
 
 def _refused(scenario: Scenario, exc: Exception) -> dict[str, Any]:
     """The row of a run the node refused to start."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        first = exc.exceptions[0]
+        if not isinstance(first, Exception):
+            break
+        exc = first
     line = str(exc).strip().splitlines()
     why = " ".join(s.strip() for s in line)[:300]
     ok = scenario.expects == "refused"
@@ -533,6 +564,7 @@ def _assess(
         "failsafe_rejects": report["failsafe_rejects"],
         "failsafe_reasons": report["failsafe_reasons"],
         "plc_failsafe_strikes": report["plc_program"].get("failsafe_strikes", 0),
+        "plc_strikes": report["plc_program"].get("strikes", 0),
         "audit_committed": committed,
         "audit_rows": rows,
         "committed_records_lost": lost,
@@ -572,10 +604,13 @@ def _detect_ms(
     if inject_ns is None:
         return None
     inject_s = (inject_ns - t0) / 1e9
+    # before the node first looked healthy it was starting up, not showing the fault
+    healthy_at = next((s["t_s"] for s in run.timeline if s["healthy"]), math.inf)
     seen = [
         s["t_s"]
         for s in run.timeline
-        if s["t_s"] >= inject_s and (s["state"] == "Error" or not s["healthy"] or s["faults"])
+        if s["t_s"] >= max(inject_s, healthy_at)
+        and (s["state"] == "Error" or not s["healthy"] or s["faults"])
     ]
     seen += [
         (r.t_ns - t0) / 1e9

@@ -97,9 +97,9 @@ async def _child_main(
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     loop.add_reader(conn.fileno(), lambda: inbox.put_nowait(conn.recv()))
-    conn.send(("ready", None))
+    conn.send(("ready", None, 0))
     while True:
-        cmd, arg = await inbox.get()
+        cmd, arg, seq = await inbox.get()
         reply: Any = None
         if cmd == "start_belt":
             sim.world.start(arg)
@@ -131,9 +131,9 @@ async def _child_main(
             cpu.cancel()
             await emulator.stop()
             loop.remove_reader(conn.fileno())
-            conn.send(("done", (list(sim.world.hits), dataclasses.asdict(program.stats))))
+            conn.send(("done", (list(sim.world.hits), dataclasses.asdict(program.stats)), seq))
             return
-        conn.send(("ok", reply))
+        conn.send(("ok", reply, seq))
 
 
 class EmulatorProcess:
@@ -174,11 +174,12 @@ class EmulatorProcess:
         )
         self._child_conn = child
         self._lock = asyncio.Lock()
+        self._seq = 0
 
     async def __aenter__(self) -> EmulatorProcess:
         self._proc.start()
         self._child_conn.close()
-        tag, _ = await self._recv(60.0)
+        tag, _, _ = await self._recv(60.0)
         if tag != "ready":
             raise RuntimeError(f"emulator process did not start: {tag}")
         return self
@@ -186,8 +187,7 @@ class EmulatorProcess:
     async def __aexit__(self, *exc: object) -> None:
         try:
             async with self._lock:
-                self._conn.send(("shutdown", None))
-                tag, payload = await self._recv(20.0)
+                tag, payload = await self._ask("shutdown", None)
                 if tag == "done":
                     self.hits, self.stats = payload
         finally:
@@ -196,19 +196,28 @@ class EmulatorProcess:
                 self._proc.kill()
             self._conn.close()
 
-    async def _recv(self, timeout_s: float) -> tuple[str, Any]:
+    async def _recv(self, timeout_s: float) -> tuple[str, Any, int]:
         ready = await asyncio.to_thread(self._conn.poll, timeout_s)
         if not ready:
             raise TimeoutError("emulator process did not answer")
-        tag, payload = self._conn.recv()
-        return str(tag), payload
+        tag, payload, seq = self._conn.recv()
+        return str(tag), payload, int(seq)
 
     async def call(self, cmd: str, arg: Any = None) -> Any:
         """Run one command in the emulator; return its reply. Raises ``TimeoutError``."""
         async with self._lock:
-            self._conn.send((cmd, arg))
-            _, payload = await self._recv(20.0)
+            _, payload = await self._ask(cmd, arg)
             return payload
+
+    async def _ask(self, cmd: str, arg: Any) -> tuple[str, Any]:
+        """Send one numbered command and wait for the reply with its number; replies to
+        calls whose caller was cancelled while it waited are read and dropped."""
+        self._seq += 1
+        self._conn.send((cmd, arg, self._seq))
+        while True:
+            tag, payload, seq = await self._recv(20.0)
+            if seq == self._seq:
+                return tag, payload
 
     def merge_hits(self, world: SimWorld) -> None:
         """Put the emulator's actuator hits into ``world`` (for scoring)."""

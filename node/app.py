@@ -197,6 +197,8 @@ class Node:
                 decide=self._decide,
                 inspect=self._inspection.put,
                 camera_error=lambda detail: self.operation.error("camera", detail),
+                camera_down=lambda detail: self.operation.raise_fault("camera", detail),
+                camera_up=lambda: self.operation.clear_fault("camera"),
             )
             actuation = stack.enter_context(parts.actuation(output, self.tracker, self._acted))
             self._actuation = actuation

@@ -34,13 +34,19 @@ _FRAME_REASONS = {
     FrameStatus.MISSING: Reason.FAILSAFE_FRAME_MISSING,
 }
 
+UNUSABLE_IN_A_ROW = 3
+"""Parts in a row without a usable frame that make the camera a fault."""
+
 
 class Acquisition:
     """Triggers the camera for each part and hands each good frame on.
 
     ``decide(part, verdict)`` takes the fail-safe verdicts made here;
     ``inspect(frame)`` takes complete frames; ``camera_error(detail)`` is
-    told when a trigger fails (the node goes to Error).
+    told when a trigger fails (the node goes to Error). ``camera_down(detail)`` is told
+    when ``UNUSABLE_IN_A_ROW`` parts in a row got no usable frame (missing or broken:
+    the camera is down or degraded, a fault), ``camera_up()`` when a complete frame
+    comes again.
     """
 
     def __init__(
@@ -53,6 +59,8 @@ class Acquisition:
         decide: Decide,
         inspect: Callable[[Frame], None],
         camera_error: Callable[[str], None],
+        camera_down: Callable[[str], None] | None = None,
+        camera_up: Callable[[], None] | None = None,
     ) -> None:
         self._camera = camera
         self._tracker = tracker
@@ -60,6 +68,10 @@ class Acquisition:
         self._decide = decide
         self._inspect = inspect
         self._camera_error = camera_error
+        self._camera_down = camera_down
+        self._camera_up = camera_up
+        self._unusable = 0
+        """Parts in a row that got no usable frame."""
         self._counts_per_mm = cfg.line.counts_per_mm
         self._timeout_s = cfg.camera.timeout_ms / 1000
         self._tolerance_counts = cfg.camera.trigger_tolerance_mm * cfg.line.counts_per_mm
@@ -77,6 +89,7 @@ class Acquisition:
     def _frame_timeout(self, st: InFlightPart) -> None:
         if not st.frame_seen and st.verdict is None:
             self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_FRAME_MISSING))
+            self._no_usable_frame("no frame")
 
     async def trigger_loop(self) -> None:
         """Send the queued triggers, one at a time, each within ``camera.timeout_ms``."""
@@ -110,7 +123,16 @@ class Acquisition:
                 continue
             st.frame_seen = True
             if frame.status is FrameStatus.COMPLETE:
+                if self._unusable >= UNUSABLE_IN_A_ROW and self._camera_up is not None:
+                    self._camera_up()
+                self._unusable = 0
                 self._inspect(frame)
                 continue
             reason = _FRAME_REASONS.get(frame.status, Reason.FAILSAFE_CAMERA)
             self._decide(st, Judge.fail_safe(frame.part_id, reason, frame.detail))
+            self._no_usable_frame(f"frame {frame.status.value}: {frame.detail}")
+
+    def _no_usable_frame(self, detail: str) -> None:
+        self._unusable += 1
+        if self._unusable == UNUSABLE_IN_A_ROW and self._camera_down is not None:
+            self._camera_down(f"{self._unusable} parts in a row without a usable frame ({detail})")
