@@ -141,6 +141,8 @@ async def test_link_loss_mid_run_fails_safe_and_recovers(
         t_drop = time.monotonic()
         seen["down"] = await _until(lambda: plc_state() == "down", 8.0)
         seen["down_after_s"] = time.monotonic() - t_drop
+        await asyncio.sleep(0.1)
+        seen["down_status"] = rig.node.status()
         await asyncio.sleep(max(0.0, 2.0 - (time.monotonic() - t_drop)))
         await rig.emulator.call("start_server")
         seen["up"] = await _until(lambda: plc_state() == "up", 10.0)
@@ -161,6 +163,10 @@ async def test_link_loss_mid_run_fails_safe_and_recovers(
         driver_settings={"backoff": {"initial_s": 0.1, "max_s": 0.5}},
     )
     assert seen["down"] and seen["up"], seen
+    # the link down is a fault: Error, not healthy, the reason named
+    down = seen["down_status"]
+    assert down["state"] == "Error" and not down["healthy"], down
+    assert "PLC link down" in down["faults"]["plc"]
     assert seen["status"]["losses"] >= 1 and seen["status"]["state"] == "up"
     assert report["plc"]["connects"] >= 2
     assert report["plc_program"]["heartbeat_losses"] >= 1

@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
+from structlog.testing import capture_logs
 
 from drivers.plc.base import RejectCommand, RejectOutput
 from hil.line import run_line, sim_config
@@ -142,6 +143,21 @@ async def test_missing_and_incomplete_frames_fail_safe(taught_config: Config) ->
     assert report["missed_rejects"] == 0
     assert report["false_rejects"] == 0
     assert node.stats.passed + node.stats.rejected == 100
+
+
+async def test_a_camera_that_delivers_nothing_is_a_fault(taught_config: Config) -> None:
+    """No frame for three parts in a row: the camera fault (Error, not healthy), every part
+    a fail-safe reject; never a node that looks healthy while nothing is inspected."""
+    cam = {**taught_config.camera.sim.model_dump(), "drop_rate": 1.0}
+    cfg = sim_config(taught_config, camera={"sim": cam}, sim={"defect_rate": 0.2, "seed": 4})
+    with capture_logs() as logs:
+        report, node, _ = await run_line(cfg, 20)
+    assert report["failsafe_reasons"].get("frame_missing", 0) >= 15
+    assert report["escapes"] == 0
+    raised = [e for e in logs if e["event"] == "fault_raised" and e["fault"] == "camera"]
+    assert raised and "without a usable frame" in raised[0]["detail"]
+    assert node.operation.state.value == "Error"
+    assert "camera" in node.operation.active_faults
 
 
 async def test_stalled_loop_rejects_late_triggers_never_the_wrong_frame(

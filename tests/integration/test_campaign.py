@@ -1,0 +1,48 @@
+"""The fault campaign, short: every scenario over 100 parts behind one PLC emulator each."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hil.campaign import SCENARIO_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_every_fault_ends_in_a_recorded_fail_safe_never_a_silent_pass(tmp_path: Path) -> None:
+    """``python -m hil.campaign --parts 100 --transport alternate``: every scenario passes —
+    no defective part escaped because of the fault, no committed audit record lost, every
+    unrecorded part counted, the node showed each fault (state, health or a fail-safe
+    reason naming it) and refused the tampered package — and each run left JSON and a
+    PNG timeline; the exit status says so."""
+    out = tmp_path / "campaign"
+    args = ["--parts", "100", "--transport", "alternate", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "hil.campaign", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    rows = json.loads((out / "campaign.json").read_text())
+    assert {r["scenario"] for r in rows} == set(SCENARIO_NAMES)
+    failed = {r["scenario"]: r["why_failed"] for r in rows if not r["passed"]}
+    assert not failed, failed
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for r in rows:
+        if r.get("refused_at_start"):
+            assert r["parts_passed"] == 0
+            continue
+        assert r["parts_passed"] >= 100
+        assert r["fault_escapes"] == 0 and r["committed_records_lost"] == 0, r
+        assert r["unrecorded_parts"] is not None
+        assert (out / f"{r['scenario']}-{r['transport']}.png").stat().st_size > 10_000
+    faults = [r for r in rows if r["scenario"] not in ("tampered_package", "hmi_flood")]
+    assert all(r["detect_ms"] is not None for r in faults)
+    assert "fault campaign" in proc.stdout
