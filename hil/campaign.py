@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
@@ -83,6 +84,8 @@ class Run:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     plc_seen: list[dict[str, Any]] = field(default_factory=list)
     hmi_seen: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """What an injector measured (the HMI flood's client counts)."""
 
     def mark(self, name: str) -> None:
         self.marks.setdefault(name, time.monotonic_ns())
@@ -239,6 +242,34 @@ def _tampered_package(cfg: Config, work: Path) -> Config:
     return sim_config(cfg, inspection={"model": model})
 
 
+async def _hmi_flood(run: Run) -> None:
+    """Ten OPC UA clients browse, read and subscribe for 20 s, from a process of their own."""
+    await run.after_parts(0.2)
+    assert run.rig is not None
+    run.mark("inject")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hil.hmi_flood",
+        run.rig.cfg.hmi.endpoint,
+        "--clients",
+        "10",
+        "--seconds",
+        "20",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        out, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    run.mark("lift")
+    with contextlib.suppress(ValueError):
+        run.extra["flood"] = json.loads(out.decode().strip().splitlines()[-1])
+
+
 async def _nothing(run: Run) -> None:
     return None
 
@@ -299,6 +330,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the PLC serves the count with its two 16-bit words swapped for 2 s",
         _count_fault("word_swap"),
         reasons=("tracking_lost",),
+    ),
+    Scenario(
+        "hmi_flood",
+        "ten OPC UA clients browse, read and subscribe to the node's HMI server for 20 s",
+        _hmi_flood,
+        expects="quiet",
     ),
     Scenario(
         "tampered_package",
@@ -542,8 +579,12 @@ def _assess(
         failures.append(why)
     if scenario.expects == "fault" and detect_ms is None:
         failures.append("the node never showed the fault")
-    if scenario.expects == "quiet" and report["failsafe_rejects"]:
-        failures.append(f"{report['failsafe_rejects']} fail-safe rejects with no fault")
+    plc_failsafe = report["plc_program"].get("failsafe_strikes", 0)
+    if scenario.expects == "quiet" and (report["failsafe_rejects"] or plc_failsafe):
+        failures.append(
+            f"{report['failsafe_rejects']} fail-safe rejects and {plc_failsafe} PLC fail-safe "
+            "strikes where nothing should have changed"
+        )
     if scenario.expects == "refused":
         failures.append("the node started although it must refuse")
     states = Counter(s["state"] for s in run.timeline)
@@ -576,6 +617,7 @@ def _assess(
         "plc_saw": _changes(run.plc_seen, ("node_ready", "node_error", "heartbeat_ok")),
         "hmi_saw": _changes(run.hmi_seen, ("State", "Camera", "Plc", "Model", "error")),
         "latency_ms": report["latency_ms"],
+        **run.extra,
         "passed": not failures,
         "why_failed": "; ".join(failures) or None,
         "_timeline": run.timeline,
