@@ -33,7 +33,9 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -47,14 +49,18 @@ import structlog
 
 from drivers.plc.settings import RejectMode
 from drivers.sim.fakegv import FakeGvCamera
-from hil.line import ensure_template, sim_config
+from hil.line import ensure_template, sim_config, until_line_clear
 from hil.plc_modbus import free_port
+from hil.plc_process import EmulatorProcess
 from hil.plc_rig import PlcRig, plc_config, run_on_emulator
-from hil.score import run_failure
+from hil.score import run_failure, score_records
 from models.backend import Backend, Image
 from models.findings import Findings
 from node.audit.reader import AuditReader
+from node.audit.record import AuditRecord
+from node.audit.schema import DB_NAME
 from node.config import Config, load_config
+from node.sim.line import build_sim_line
 
 log = structlog.get_logger("campaign")
 
@@ -131,6 +137,8 @@ class Scenario:
     """Wrap the model so ``Run.model_fault`` can stall it or make it answer NaN."""
     prepare: Callable[[Config, Path], Config] | None = None
     """Change the config before the run (a tampered package, a read-only folder)."""
+    node_process: bool = False
+    """Run the node in a process of its own (``hil.node_process``) that the fault kills."""
 
 
 # -- injectors -------------------------------------------------------------------------
@@ -332,6 +340,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         reasons=("tracking_lost",),
     ),
     Scenario(
+        "sigkill_restart",
+        "the node process is killed (SIGKILL) and restarted 2 s later, as systemd would",
+        _nothing,
+        node_process=True,
+    ),
+    Scenario(
         "hmi_flood",
         "ten OPC UA clients browse, read and subscribe to the node's HMI server for 20 s",
         _hmi_flood,
@@ -468,6 +482,8 @@ async def run_scenario(
     except Exception as exc:  # noqa: BLE001 - a refusal is the scenario's result
         return row | _refused(scenario, exc)
     ensure_template(node_cfg)
+    if scenario.node_process:
+        return row | await _killed_and_restarted(node_cfg, parts, work, run)
     t0 = time.monotonic_ns()
 
     async def during(rig: PlcRig) -> None:
@@ -508,6 +524,199 @@ async def run_scenario(
         await asyncio.to_thread(camera.stop)
     row |= _assess(scenario, run, report, rig, node_cfg, t0)
     return row
+
+
+_RESTART_S = 2.0
+"""systemd/lineside.service: RestartSec."""
+
+
+async def _killed_and_restarted(
+    node_cfg: Config, parts: int, work: Path, run: Run
+) -> dict[str, Any]:
+    """The node in its own process behind the emulator; SIGKILL a third of the way in,
+    a new process after ``_RESTART_S``; scored from the audit store it left behind."""
+    sim = build_sim_line(node_cfg)
+    sim.world.max_parts = parts
+    sim.world.start(time.monotonic_ns() + 3600 * 10**9)
+    config_file = work / "node.json"
+    config_file.write_text(json.dumps(node_cfg.model_dump(mode="json")))
+    speed = node_cfg.sim.speed_mm_s
+    overrides = {"heartbeat_timeout_s": plc_watch_s(node_cfg, speed)}
+    emulator = EmulatorProcess(
+        node_cfg.model_dump(mode="python"),
+        node_cfg.plc.driver if node_cfg.plc else "modbus",
+        _port_of(node_cfg),
+        overrides,
+        max_parts=parts,
+    )
+    t0 = time.monotonic_ns()
+    committed_before: set[str] = set()
+    async with emulator:
+        first = await _start_node(config_file, parts, work / "node-1.log")
+        belt_t0 = time.monotonic_ns() + 300_000_000
+        await emulator.call("start_belt", belt_t0)
+        sim.world.start(belt_t0)
+        await _tell(first, f"start {belt_t0}")
+        watch = asyncio.create_task(_watch_plc(run, emulator, t0))
+        hmi = asyncio.create_task(_watch_hmi(run, node_cfg.hmi.endpoint, t0))
+        camera_mm = node_cfg.line.camera_position_mm
+        while len(sim.world.parts_beyond(camera_mm, time.monotonic_ns())) < parts * 0.3:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        committed_before = await asyncio.to_thread(_result_ids, node_cfg)
+        run.mark("inject")
+        os.killpg(first.pid, signal.SIGKILL)  # the whole unit, as systemd's KillMode kills it
+        await first.wait()
+        hmi.cancel()
+        await asyncio.sleep(_RESTART_S)
+        second = await _start_node(config_file, parts, work / "node-2.log")
+        await _tell(second, f"start {belt_t0}")
+        run.mark("restarted")
+        hmi = asyncio.create_task(_watch_hmi(run, node_cfg.hmi.endpoint, t0))
+        stop = asyncio.Event()
+        await asyncio.wait_for(until_line_clear(sim.world, node_cfg, stop), 600)
+        second.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(second.wait(), 60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(second.pid, signal.SIGKILL)
+        watch.cancel()
+        hmi.cancel()
+    emulator.merge_hits(sim.world)
+    records = await asyncio.to_thread(_records, node_cfg)
+    wall_offset = time.time_ns() - time.monotonic_ns()
+    report = score_records(sim, records, node_cfg, end_t_ns=time.monotonic_ns())
+    kept = {r.result_id for r in records}
+    lost = len(committed_before - kept)
+    plc_lost = next(
+        (
+            p["t_s"]
+            for p in run.plc_seen
+            if p["t_s"] >= (run.marks["inject"] - t0) / 1e9 and not p["heartbeat_ok"]
+        ),
+        None,
+    )
+    detect_ms = (
+        round((plc_lost - (run.marks["inject"] - t0) / 1e9) * 1000, 1)
+        if plc_lost is not None
+        else None
+    )
+    failures = []
+    if report["fault_escapes"]:
+        failures.append(f"{report['fault_escapes']} defective parts escaped because of the fault")
+    if lost:
+        failures.append(f"{lost} committed audit records lost")
+    # Good parts judged in the instant before the kill whose records had not been committed
+    # pass unstruck and unrecorded: counted and shown (unrecorded_parts), not a silent pass.
+    if not records:
+        failures.append("the node decided no part at all")
+    if detect_ms is None:
+        failures.append("the PLC never saw the node gone")
+    return {
+        "parts_passed": report["parts_passed"],
+        "parts": report["parts"],
+        "defective": report["defective_parts"],
+        "escapes": report["escapes"],
+        "fault_escapes": report["fault_escapes"],
+        "model_misses": report["model_misses"],
+        "missed_rejects": report["missed_rejects"],
+        "untracked_parts": report["untracked_parts"],
+        "unjudged_unstruck": report["unjudged_unstruck"],
+        "escaped": report["escaped"],
+        "failsafe_rejects": report["failsafe_rejects"],
+        "failsafe_reasons": report["failsafe_reasons"],
+        "plc_failsafe_strikes": emulator.stats.get("failsafe_strikes", 0),
+        "plc_strikes": emulator.stats.get("strikes", 0),
+        "audit_committed_before_kill": len(committed_before),
+        "audit_rows": len(records),
+        "committed_records_lost": lost,
+        "unrecorded_parts": report["unjudged_parts"],
+        "detect_ms": detect_ms,
+        "detected_by": "the PLC's heartbeat watch",
+        "marks_s": {k: round((v - t0) / 1e9, 3) for k, v in run.marks.items()},
+        "plc_saw": _changes(run.plc_seen, ("node_ready", "node_error", "heartbeat_ok")),
+        "hmi_saw": _changes(run.hmi_seen, ("State", "Camera", "Plc", "Model", "error")),
+        "passed": not failures,
+        "why_failed": "; ".join(failures) or None,
+        "_timeline": [],
+        "_plc": run.plc_seen,
+        "_results": [
+            {
+                "t_s": round((r.wall_time_ns - wall_offset - t0) / 1e9, 3),
+                "reject": r.verdict == "reject",
+                "fail_safe": r.fail_safe,
+                "reason": r.reason,
+            }
+            for r in records
+        ],
+    }
+
+
+async def _start_node(config_file: Path, parts: int, log_file: Path) -> asyncio.subprocess.Process:
+    """Start ``hil.node_process`` in a session of its own (its log to ``log_file``) and wait
+    for its ``ready``."""
+    with log_file.open("ab") as log_out:
+        return await _spawn_node(config_file, parts, log_out)
+
+
+async def _spawn_node(config_file: Path, parts: int, log_out: Any) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hil.node_process",
+        str(config_file),
+        str(parts),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log_out,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+    except TimeoutError:
+        line = b""
+    if line.strip() != b"ready":
+        os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise RuntimeError(f"the node process did not start ({line!r})")
+    return proc
+
+
+async def _tell(proc: asyncio.subprocess.Process, line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(f"{line}\n".encode())
+    await proc.stdin.drain()
+
+
+async def _watch_plc(run: Run, emulator: EmulatorProcess, t0: int) -> None:
+    while True:
+        stats = await emulator.call("stats")
+        out = stats.get("outputs", {})
+        run.plc_seen.append(
+            {
+                "t_s": (time.monotonic_ns() - t0) / 1e9,
+                "node_ready": int(out.get("node_ready", 0)),
+                "node_error": int(out.get("node_error", 0)),
+                "error_code": int(out.get("error_code", 0)),
+                "heartbeat_ok": bool(stats.get("heartbeat_ok")),
+                "failsafe_strikes": int(stats.get("failsafe_strikes", 0)),
+            }
+        )
+        await asyncio.sleep(_PLC_EVERY_S)
+
+
+def _result_ids(cfg: Config) -> set[str]:
+    """The result ids committed to the run's audit store now."""
+    return {r.result_id for r in _records(cfg)}
+
+
+def _records(cfg: Config) -> list[AuditRecord]:
+    directory = cfg.audit_directory
+    if not (directory / DB_NAME).exists():
+        return []
+    with AuditReader(directory) as reader:
+        return list(reader.iter_records())
 
 
 def _port_of(cfg: Config) -> int:

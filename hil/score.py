@@ -13,17 +13,20 @@ was nearest its origin count (within half a pitch).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
 import os
 import platform
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from models.synth import render_part
+from node.audit.record import AuditRecord
 from node.config import Config
 from node.line.results import PartResult, percentiles
 from node.sim.line import SimLine
@@ -249,3 +252,77 @@ def model_sha256(cfg: Config) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+def score_records(
+    sim: SimLine, records: Sequence[AuditRecord], cfg: Config, *, end_t_ns: int
+) -> dict[str, Any]:
+    """Score a run from what the audit store kept (a node that was killed and restarted
+    publishes to no rig; its records are what it left behind).
+
+    Each record is placed on the belt by its origin count (in the counter's own terms,
+    so records of several node processes place alike); the keys are ``score``'s where
+    they apply: ``parts_passed``, ``defective_parts``, ``escapes``, ``model_misses``,
+    ``fault_escapes``, ``unjudged_parts``, ``unjudged_unstruck``, ``failsafe_reasons``.
+    """
+    world = sim.world
+    mm_per_px = cfg.camera.sim.mm_per_px
+    struck = {h.part_index for h in world.hits if h.part_index is not None}
+    reject_mm = cfg.line.reject_position_mm + cfg.line.part_length_mm / 2
+    passed = [p.index for p in world.parts_beyond(reject_mm, end_t_ns)] if world.started else []
+    modulus = 1 << cfg.line.encoder_bits
+    by_cross = sorted((p.cross_mm, p.index) for p in world.parts)
+    placed: dict[int, AuditRecord] = {}
+    for rec in records:
+        cross = (
+            (rec.origin_count - cfg.encoder.sim.count_offset) % modulus
+        ) / cfg.line.counts_per_mm
+        i = bisect.bisect_left(by_cross, (cross, -1))
+        near = [by_cross[j] for j in (i - 1, i) if 0 <= j < len(by_cross)]
+        if near:
+            c, index = min(near, key=lambda ci: abs(ci[0] - cross))
+            if abs(c - cross) <= cfg.line.part_pitch_mm / 2:
+                placed.setdefault(index, rec)
+    defective = {i: _defective(sim, i, mm_per_px) for i in passed}
+    escaped = [i for i in passed if defective[i] and i not in struck]
+
+    def model_pass(rec: AuditRecord) -> bool:
+        return (
+            rec.verdict == "pass"
+            and rec.reason == "ok"
+            and rec.score is not None
+            and math.isfinite(rec.score)
+        )
+
+    misses = sum(1 for i in escaped if i in placed and model_pass(placed[i]))
+    untracked = [i for i in passed if i not in placed]
+    unstruck = [i for i in untracked if i not in struck]
+    judged = [placed[i] for i in passed if i in placed]
+    return {
+        "parts": len(records),
+        "parts_passed": len(passed),
+        "defective_parts": sum(defective.values()),
+        "escapes": len(escaped),
+        "model_misses": misses,
+        "fault_escapes": len(escaped) - misses,
+        "unjudged_parts": len(untracked),
+        "unjudged_unstruck": {
+            "good": sum(1 for i in unstruck if not defective[i]),
+            "defective": sum(1 for i in unstruck if defective[i]),
+        },
+        "untracked_parts": {
+            "good": sum(1 for i in untracked if not defective[i]),
+            "defective": sum(1 for i in untracked if defective[i]),
+        },
+        "missed_rejects": sum(
+            1 for i in passed if i in placed and placed[i].action == "rejected" and i not in struck
+        ),
+        "failsafe_rejects": sum(r.fail_safe for r in judged),
+        "failsafe_reasons": dict(Counter(r.reason for r in judged if r.fail_safe)),
+        "escaped": [
+            {"index": i, "tracked": i in placed}
+            | ({"reason": placed[i].reason, "action": placed[i].action} if i in placed else {})
+            for i in escaped
+            if not (i in placed and model_pass(placed[i]))
+        ][:20],
+    }
