@@ -34,7 +34,7 @@ import structlog
 from drivers.camera.base import Camera
 from drivers.plc.base import EncoderSource, RejectOutput
 from models.backend import Backend
-from node.audit.store import AuditStore
+from node.audit.store import AuditError, AuditStore
 from node.config import Config
 from node.errors import StartupError
 from node.line.acquisition import Acquisition
@@ -176,7 +176,7 @@ class Node:
                 inspector, executor, cfg.inspection.batch_size, self.watchdog, self._inspected
             )
             if cfg.audit.enabled:
-                self._audit = stack.enter_context(AuditStore(cfg.audit, cfg.audit_directory))
+                self._audit = stack.enter_context(self._open_audit())
             self.recorder = Recorder(
                 cfg, model_identity(backend, cfg), store=self._audit, stats=self.stats.snapshot
             )
@@ -263,6 +263,14 @@ class Node:
         self.summary.undecided_at_stop = len(self._book)
         if self._book:
             log.warning("parts_undecided_at_stop", part_ids=self._book.ids())
+
+    def _open_audit(self) -> AuditStore:
+        """The audit store (``[audit]``); a folder or database it cannot use is a
+        ``StartupError`` naming ``audit.directory``."""
+        try:
+            return AuditStore(self.cfg.audit, self.cfg.audit_directory)
+        except AuditError as exc:
+            raise StartupError(f"audit.directory: {exc}") from exc
 
     async def _open_hmi(self, stack: AsyncExitStack) -> None:
         """Serve results, state and methods to HMI panels (``[hmi]``), from a thread of its

@@ -103,12 +103,15 @@ class AuditStore:
         self.directory = directory
         self.image_dir = directory / IMAGES_DIR
         self._durable = settings.synchronous == "full"
-        directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _lock(directory)
+        except OSError as exc:  # read-only, no permission, not a folder: say which and why
+            raise AuditError(f"{directory}: cannot write there ({_os_reason(exc)})") from exc
         self._conns: list[sqlite3.Connection] = []
         self._reader: AuditReader | None = None
         try:
-            self._open()
+            self._open_or_fail()
         except BaseException:
             self._release()
             raise
@@ -126,6 +129,17 @@ class AuditStore:
         )
         self._writer.start()
         self._retainer.start()
+
+    def _open_or_fail(self) -> None:
+        """Open the store; any error of the folder or the database becomes ``AuditError``."""
+        try:
+            self._open()
+        except AuditError:
+            raise
+        except OSError as exc:
+            raise AuditError(f"{self.directory}: cannot write there ({_os_reason(exc)})") from exc
+        except sqlite3.Error as exc:
+            raise AuditError(f"{self.directory}: cannot open the audit database: {exc}") from exc
 
     def _open(self) -> None:
         db = self.directory / DB_NAME
@@ -452,6 +466,11 @@ class AuditStore:
                 self.apply_retention()
             except Exception as exc:  # noqa: BLE001 - the retention thread must live on
                 log.error("audit_retention_failed", error=str(exc))
+
+
+def _os_reason(exc: OSError) -> str:
+    """The OS's words for ``exc`` without the path (the message names the folder already)."""
+    return exc.strerror or str(exc)
 
 
 def _lock(directory: Path) -> int:
