@@ -437,6 +437,7 @@ class Node:
             and self.operation.state is not VisionState.ERROR
         )
         snap["faults"] = dict(self.operation.active_faults)
+        snap["alarms"] = {} if self._audit is None else self._audit.alarms()
         snap["draining"] = self._draining
         snap["state"] = self.operation.state.value
         if self._components.plc is not None:

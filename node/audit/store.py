@@ -43,6 +43,7 @@ from node.audit.images import (
 )
 from node.audit.reader import AuditReader
 from node.audit.record import AuditRecord, Review
+from node.audit.recovery import check_integrity, corruption, move_aside
 from node.audit.retention import RetentionReport, apply_retention, image_bytes
 from node.audit.schema import (
     DB_NAME,
@@ -110,6 +111,8 @@ class AuditStore:
             raise AuditError(f"{directory}: cannot write there ({_os_reason(exc)})") from exc
         self._conns: list[sqlite3.Connection] = []
         self._reader: AuditReader | None = None
+        self.moved_aside: Path | None = None
+        """Where a damaged database found at open was moved (a fresh one replaced it)."""
         try:
             self._open_or_fail()
         except BaseException:
@@ -131,9 +134,19 @@ class AuditStore:
         self._retainer.start()
 
     def _open_or_fail(self) -> None:
-        """Open the store; any error of the folder or the database becomes ``AuditError``."""
+        """Open the store; a damaged database is moved aside and a fresh one created
+        (:mod:`node.audit.recovery`); any other error of the folder or the database
+        becomes ``AuditError``."""
         try:
-            self._open()
+            try:
+                self._open()
+            except (AuditError, sqlite3.DatabaseError) as exc:
+                why = corruption(exc)
+                if why is None:
+                    raise
+                self._close_connections()
+                self.moved_aside = move_aside(self.directory, why)
+                self._open()
         except AuditError:
             raise
         except OSError as exc:
@@ -151,6 +164,7 @@ class AuditStore:
         self._wconn = connect(db, sync, create=True)
         self._conns.append(self._wconn)
         version = ensure_schema(self._wconn, db)  # also replays a crashed writer's WAL
+        check_integrity(self._wconn, db)
         self._retention_conn = connect(db, sync, create=False)
         self._conns.append(self._retention_conn)
         self._reader = AuditReader(self.directory, sync)
@@ -228,6 +242,17 @@ class AuditStore:
     def pending(self) -> int:
         """Records (and flush markers) waiting for the writer thread."""
         return self._queue.qsize()
+
+    def alarms(self) -> dict[str, str]:
+        """What an operator must see about the store now, by name, with a detail line:
+        ``audit_moved_aside`` (for the whole run) when a damaged database was replaced."""
+        alarms: dict[str, str] = {}
+        if self.moved_aside is not None:
+            alarms["audit_moved_aside"] = (
+                f"damaged audit database moved aside to {self.moved_aside}; a fresh store "
+                "was opened"
+            )
+        return alarms
 
     def commit_latency_ms(self) -> dict[str, float]:
         """p50/p99/max of enqueue → commit over the last 10 000 records, in milliseconds."""
@@ -331,13 +356,16 @@ class AuditStore:
         self._release()
 
     def _release(self) -> None:
+        self._close_connections()
+        os.close(self._lock_fd)
+
+    def _close_connections(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
         for conn in self._conns:
             conn.close()
         self._conns.clear()
-        os.close(self._lock_fd)
 
     def __enter__(self) -> AuditStore:
         return self
