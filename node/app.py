@@ -430,14 +430,16 @@ class Node:
         snap = self.stats.snapshot()
         snap["in_flight"] = len(self._book)
         snap["belt_mm_s"] = round(self.tracker.speed_cps / self.cfg.line.counts_per_mm, 1)
-        # healthy: the pipeline moves, no fault is active and none waits for a Reset
+        snap["alarms"] = alarms = {} if self._audit is None else self._audit.alarms()
+        # healthy: the pipeline moves, no fault is active and none waits for a Reset, and
+        # every part is being recorded
         snap["healthy"] = (
             self.watchdog.healthy()
             and self.operation.trusted
             and self.operation.state is not VisionState.ERROR
+            and "audit" not in alarms
         )
         snap["faults"] = dict(self.operation.active_faults)
-        snap["alarms"] = {} if self._audit is None else self._audit.alarms()
         snap["draining"] = self._draining
         snap["state"] = self.operation.state.value
         if self._components.plc is not None:
@@ -447,6 +449,8 @@ class Node:
                 "committed": self._audit.committed,
                 "pending": self._audit.pending,
                 "dropped": self._audit.dropped,
+                "unrecorded_parts": self._audit.unrecorded,
+                "write_failures": self._audit.write_failures,
             }
         return snap
 

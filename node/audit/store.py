@@ -14,13 +14,15 @@ writing (a lock file says who).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import fcntl
+import itertools
 import os
-import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -71,7 +73,11 @@ log = structlog.get_logger("lineside.audit")
 LOCK_FILE = ".lock"
 MAX_BATCH = 256
 """Records committed in one transaction at most (a burst is split into several)."""
-WRITE_ATTEMPTS = 3
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
+"""Back-off between attempts while the store refuses writes: doubles from the first to the max."""
+CLOSE_RETRY_S = 3.0
+"""How long close() keeps trying to write what is still waiting before it gives up on it."""
 FIRST_RETENTION_S = 60.0
 """Delay of the first periodic retention pass after opening (then every interval)."""
 
@@ -83,11 +89,10 @@ class _Item:
     enqueued_ns: int
 
 
-class _Stop:
-    pass
+Listener = Callable[[], None]
 
-
-_QueueItem = _Item | threading.Event | _Stop
+_TRANSIENT = (OSError, sqlite3.OperationalError)
+"""What the disk says (full, read-only, I/O error, locked): wait and write again."""
 
 
 class AuditStore:
@@ -118,11 +123,22 @@ class AuditStore:
         except BaseException:
             self._release()
             raise
-        self._queue: queue.Queue[_QueueItem] = queue.Queue(maxsize=settings.queue_max)
-        self._state = threading.Lock()
+        # Records wait in _items (oldest first) until committed; the writer reads the front
+        # and is the only one to remove from it, so a failed batch simply stays queued.
+        self._items: collections.deque[_Item] = collections.deque()
+        self._cv = threading.Condition()
+        self._hurry = threading.Event()
+        self._listeners: list[Listener] = []
         self._closed = False
+        self._accepted = 0
+        self._resolved = 0
         self._committed = 0
         self._dropped = 0
+        self._unrecorded = 0
+        self._write_failures = 0
+        self._failing_since: float | None = None
+        self._error = ""
+        self._overflow = False
         self._latency_ns: collections.deque[int] = collections.deque(maxlen=10_000)
         self._retention_lock = threading.Lock()
         self._stop_retention = threading.Event()
@@ -189,44 +205,60 @@ class AuditStore:
 
         The image is kept for every reject and a ``sample_passes`` share of
         passes; a kept image is copied here, so the caller may reuse its
-        buffer. A record that finds the queue full or the store closed is
-        dropped, counted in :attr:`dropped` and logged.
+        buffer. Records wait in memory while the store cannot write, up to
+        ``queue_max``; one that finds no room (or the store closed) is not
+        recorded: counted in :attr:`unrecorded` (and :attr:`dropped`), logged
+        with its id, and :attr:`overflowing` is set until the store writes again.
         """
         keep = image is not None and keep_image(
             record.result_id, record.verdict == "reject", self.settings.sample_passes
         )
         item = _Item(record, np.array(image, copy=True) if keep else None, time.monotonic_ns())
-        with self._state:
-            if not self._closed:
-                try:
-                    self._queue.put_nowait(item)
-                    return
-                except queue.Full:
-                    pass
+        with self._cv:
+            if not self._closed and len(self._items) < self.settings.queue_max:
+                self._items.append(item)
+                self._accepted += 1
+                self._cv.notify_all()
+                return
+            why = "store closed" if self._closed else "queue full"
             self._dropped += 1
+            self._unrecorded += 1
+            newly_full = not self._closed and not self._overflow
+            self._overflow = self._overflow or not self._closed
+            unrecorded = self._unrecorded
         log.error(
             "audit_record_dropped",
             result_id=record.result_id,
-            why="store closed" if self._closed else "queue full",
-            dropped=self._dropped,
+            why=why,
+            unrecorded=unrecorded,
+            queue_max=self.settings.queue_max,
         )
+        if newly_full:
+            self._tell()
 
     def flush(self, timeout_s: float = 5.0) -> None:
-        """Wait until every record enqueued before this call is committed (or dropped).
+        """Wait until every record queued before this call is committed (or dropped).
 
-        Raises ``TimeoutError`` when that takes longer than ``timeout_s``.
+        Raises ``TimeoutError`` when that takes longer than ``timeout_s`` (as it
+        does while the store cannot write).
         """
-        done = threading.Event()
-        deadline = time.monotonic() + timeout_s
-        with self._state:
-            if self._closed:
-                return
-        try:
-            self._queue.put(done, timeout=timeout_s)
-        except queue.Full as exc:
-            raise TimeoutError(f"audit queue still full after {timeout_s} s") from exc
-        if not done.wait(max(0.0, deadline - time.monotonic())):
-            raise TimeoutError(f"audit records not committed within {timeout_s} s")
+        with self._cv:
+            target = self._accepted
+            if not self._cv.wait_for(
+                lambda: self._resolved >= target or self._closed, timeout=timeout_s
+            ):
+                raise TimeoutError(
+                    f"audit records not committed within {timeout_s} s"
+                    + (f" (the store cannot write: {self._error})" if self._error else "")
+                )
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener()`` whenever :attr:`failing` or :attr:`overflowing` changes.
+
+        It is called from the writer thread or from the caller of :meth:`record`;
+        it must be quick and thread-safe (e.g. ``loop.call_soon_threadsafe``).
+        """
+        self._listeners.append(listener)
 
     @property
     def committed(self) -> int:
@@ -235,18 +267,52 @@ class AuditStore:
 
     @property
     def dropped(self) -> int:
-        """Records that could not be stored (queue full, closed, duplicate id, disk refused)."""
+        """Records not stored: :attr:`unrecorded` ones plus duplicate result ids."""
         return self._dropped
 
     @property
+    def unrecorded(self) -> int:
+        """Parts whose record is lost: no room left while the store could not write, the
+        store closed, or a record the database refused for good. Each is logged by id."""
+        return self._unrecorded
+
+    @property
     def pending(self) -> int:
-        """Records (and flush markers) waiting for the writer thread."""
-        return self._queue.qsize()
+        """Records waiting in memory for the writer thread (at most ``queue_max``)."""
+        return len(self._items)
+
+    @property
+    def failing(self) -> bool:
+        """True from a refused write until the next successful one."""
+        return self._failing_since is not None
+
+    @property
+    def overflowing(self) -> bool:
+        """True from the first record that found no room until the store writes again."""
+        return self._overflow
+
+    @property
+    def write_failures(self) -> int:
+        """Refused write attempts since the store was opened."""
+        return self._write_failures
 
     def alarms(self) -> dict[str, str]:
         """What an operator must see about the store now, by name, with a detail line:
+        ``audit`` while writes fail (or a record found no room) until one succeeds,
         ``audit_moved_aside`` (for the whole run) when a damaged database was replaced."""
         alarms: dict[str, str] = {}
+        if self._failing_since is not None:
+            for_s = time.monotonic() - self._failing_since
+            alarms["audit"] = (
+                f"audit store cannot write {self.directory} for {for_s:.0f} s ({self._error}); "
+                f"{len(self._items)} of {self.settings.queue_max} records waiting, "
+                f"{self._unrecorded} parts unrecorded"
+            )
+        elif self._overflow:
+            alarms["audit"] = (
+                f"audit writer behind: {self.settings.queue_max} records waiting, "
+                f"{self._unrecorded} parts unrecorded"
+            )
         if self.moved_aside is not None:
             alarms["audit_moved_aside"] = (
                 f"damaged audit database moved aside to {self.moved_aside}; a fresh store "
@@ -338,12 +404,17 @@ class AuditStore:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Write everything still queued, stop the threads and close the database."""
-        with self._state:
+        """Write everything still queued, stop the threads and close the database.
+
+        While the store cannot write, close() keeps trying for ``CLOSE_RETRY_S``;
+        what is still waiting after that is counted in :attr:`unrecorded` and logged.
+        """
+        with self._cv:
             if self._closed:
                 return
             self._closed = True
-        self._queue.put(_Stop())
+            self._cv.notify_all()
+        self._hurry.set()
         self._writer.join()
         self._stop_retention.set()
         self._retainer.join()
@@ -352,6 +423,7 @@ class AuditStore:
             path=str(self.directory),
             committed=self._committed,
             dropped=self._dropped,
+            unrecorded=self._unrecorded,
         )
         self._release()
 
@@ -381,52 +453,123 @@ class AuditStore:
     # ---- the writer thread -----------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        delay_s = 0.0
+        closing_since: float | None = None
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            pending: list[_Item] = []
-            stop = False
-            for item in batch:
-                if isinstance(item, _Item):
-                    pending.append(item)
-                    continue
-                self._write(pending)
-                pending = []
-                if isinstance(item, _Stop):
-                    stop = True
-                else:
-                    item.set()
-            self._write(pending)
-            if stop:
+            with self._cv:
+                self._cv.wait_for(lambda: bool(self._items) or self._closed)
+                if self._closed and closing_since is None:
+                    closing_since = time.monotonic()
+                if not self._items:
+                    return
+                batch = list(itertools.islice(self._items, MAX_BATCH))
+            error = self._commit(batch)
+            if error is None:
+                delay_s = 0.0
+                if self._failing_since is not None or self._overflow:
+                    self._recovered()
+                continue
+            self._failed(error)
+            if closing_since is not None and time.monotonic() - closing_since > CLOSE_RETRY_S:
+                self._give_up(error)
                 return
+            delay_s = min(RETRY_MAX_S, max(RETRY_FIRST_S, 2 * delay_s))
+            if closing_since is not None:
+                delay_s = RETRY_FIRST_S
+            self._hurry.wait(delay_s)
 
-    def _write(self, items: list[_Item]) -> None:
-        """Commit ``items``, retrying a refused write; drop (count, log) only after that."""
-        if not items:
-            return
-        error: BaseException | None = None
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                self._write_once(items)
-                return
-            except Exception as exc:  # noqa: BLE001 - the writer thread's supervisor: log, retry
-                error = exc
-                if self._wconn.in_transaction:
-                    self._wconn.execute("ROLLBACK")
-                log.error("audit_write_failed", attempt=attempt, records=len(items), error=str(exc))
-                time.sleep(0.05 * 4**attempt)
-        with self._state:
-            self._dropped += len(items)
+    def _commit(self, batch: list[_Item]) -> BaseException | None:
+        """Commit ``batch`` (the front of the queue) and take it off the queue.
+
+        Returns the error when the disk refused (the batch stays queued). A record the
+        database refuses for any other reason is isolated: the batch is written one by
+        one and only that record is dropped (counted, logged).
+        """
+        try:
+            self._write_once(batch)
+        except _TRANSIENT as exc:
+            self._rollback()
+            return exc
+        except Exception as exc:  # noqa: BLE001 - the writer's supervisor: isolate the record
+            self._rollback()
+            if len(batch) > 1:
+                for item in batch:
+                    error = self._commit([item])
+                    if error is not None:
+                        return error
+                return None
+            rec = batch[0].record
+            log.error("audit_record_refused", result_id=rec.result_id, error=repr(exc))
+            with self._cv:
+                self._dropped += 1
+                self._unrecorded += 1
+        self._resolve(len(batch))
+        return None
+
+    def _resolve(self, n: int) -> None:
+        with self._cv:
+            for _ in range(n):
+                self._items.popleft()
+            self._resolved += n
+            self._cv.notify_all()
+
+    def _rollback(self) -> None:
+        if self._wconn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._wconn.execute("ROLLBACK")
+
+    def _failed(self, error: BaseException) -> None:
+        with self._cv:
+            self._write_failures += 1
+            self._error = f"{type(error).__name__}: {error}"
+            first = self._failing_since is None
+            if first:
+                self._failing_since = time.monotonic()
         log.error(
-            "audit_records_dropped",
-            count=len(items),
-            result_ids=[i.record.result_id for i in items[:10]],
-            error=str(error),
+            "audit_write_failed",
+            path=str(self.directory),
+            error=self._error,
+            waiting=len(self._items),
+            failures=self._write_failures,
         )
+        if first:
+            self._tell()
+
+    def _recovered(self) -> None:
+        with self._cv:
+            since = self._failing_since
+            self._failing_since = None
+            self._error = ""
+            self._overflow = False
+        failed_for_s = 0.0 if since is None else time.monotonic() - since
+        log.warning(
+            "audit_write_recovered",
+            path=str(self.directory),
+            failed_for_s=round(failed_for_s, 1),
+            waiting=len(self._items),
+            unrecorded=self._unrecorded,
+        )
+        self._tell()
+
+    def _give_up(self, error: BaseException) -> None:
+        """close(): the store still refuses; what waits is lost — count it and name it."""
+        with self._cv:
+            lost = list(self._items)
+            self._items.clear()
+            self._dropped += len(lost)
+            self._unrecorded += len(lost)
+            self._resolved += len(lost)
+            self._cv.notify_all()
+        log.error(
+            "audit_records_unrecorded",
+            count=len(lost),
+            result_ids=[i.record.result_id for i in lost],
+            error=repr(error),
+        )
+
+    def _tell(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def _write_once(self, items: list[_Item]) -> None:
         ids = [i.record.result_id for i in items]
@@ -443,7 +586,7 @@ class AuditStore:
         for item in items:
             rec = item.record
             if rec.result_id in seen:
-                with self._state:
+                with self._cv:
                     self._dropped += 1
                 log.error("audit_duplicate_result", result_id=rec.result_id, dropped=self._dropped)
                 continue
@@ -468,7 +611,7 @@ class AuditStore:
         self._wconn.executemany(INSERT_SQL, rows)
         self._wconn.execute("COMMIT")
         now = time.monotonic_ns()
-        with self._state:
+        with self._cv:
             self._committed += len(rows)
         self._latency_ns.extend(now - i.enqueued_ns for i in written)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,105 @@ def test_a_store_of_another_kind_is_refused_not_moved(tmp_path: Path) -> None:
     with pytest.raises(AuditError, match="not an audit store"):
         AuditStore(AuditSettings(), folder)
     assert [p.name for p in folder.iterdir() if p.name.startswith(DB_NAME)] == [DB_NAME]
+
+
+# ---- writes the database refuses ----------------------------------------------------------
+# The database is made "full" with SQLite's own limit on its size (max_page_count): inserts
+# then fail with SQLITE_FULL, exactly as on a full disk, and succeed again once it is lifted.
+
+
+def _refuse_writes(store: AuditStore) -> None:
+    (pages,) = store._wconn.execute("PRAGMA page_count").fetchone()
+    store._wconn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def _allow_writes(store: AuditStore) -> None:
+    store._wconn.execute("PRAGMA max_page_count = 1073741823")
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def _record_until_failing(store: AuditStore, first: int) -> int:
+    """Record parts from ``first`` until the store says it cannot write; the next part id."""
+    part = first
+    while not store.failing:
+        store.record(F.record(part), None)
+        part += 1
+        assert part < first + 200, "the database never refused"
+        time.sleep(0.02)
+    return part
+
+
+def test_refused_writes_raise_the_alarm_and_lose_nothing_once_the_store_recovers(
+    tmp_path: Path,
+) -> None:
+    """A full database: the alarm is raised (listeners told, detail with the error and what
+    waits), records wait in memory, flush times out; once it has room the waiting records are
+    committed, the alarm clears and every record is in the database."""
+    told: list[tuple[bool, bool]] = []
+    with capture_logs() as logs, AuditStore(AuditSettings(queue_max=500), tmp_path / "a") as s:
+        s.listen(lambda: told.append((s.failing, s.overflowing)))
+        for i in range(5):
+            s.record(F.record(i), None)
+        s.flush()
+        _refuse_writes(s)
+        part = _record_until_failing(s, 5)
+        for i in range(part, 60):
+            s.record(F.record(i), None)
+        assert told == [(True, False)]
+        alarm = s.alarms()["audit"]
+        assert "database or disk is full" in alarm and "records waiting" in alarm
+        assert s.pending > 0 and s.unrecorded == 0
+        with pytest.raises(TimeoutError, match="cannot write"):
+            s.flush(timeout_s=0.3)
+        _allow_writes(s)
+        s.flush(timeout_s=10)
+        assert s.alarms() == {} and not s.failing
+        assert told == [(True, False), (False, False)]
+        assert s.committed == 60 and s.dropped == 0 and s.pending == 0
+        assert len(s.query(limit=1000)) == 60
+        assert s.write_failures >= 1
+    events = [e["event"] for e in logs]
+    assert "audit_write_failed" in events and "audit_write_recovered" in events
+
+
+def test_records_beyond_queue_max_are_counted_and_named_never_silently_lost(
+    tmp_path: Path,
+) -> None:
+    """With the store refusing and ``queue_max`` records waiting, each further record is
+    logged by id and counted unrecorded; the bound holds; after recovery committed plus
+    unrecorded is every record."""
+    with capture_logs() as logs, AuditStore(AuditSettings(queue_max=10), tmp_path / "a") as s:
+        _refuse_writes(s)
+        part = _record_until_failing(s, 0)
+        for i in range(part, part + 30):
+            s.record(F.record(i), None)
+        assert s.pending == 10 and s.overflowing
+        lost = [e["result_id"] for e in logs if e["event"] == "audit_record_dropped"]
+        assert len(lost) == s.unrecorded >= 30 - 10
+        _allow_writes(s)
+        s.flush(timeout_s=10)
+        assert not s.overflowing and s.alarms() == {}
+        assert s.committed + s.unrecorded == part + 30
+        stored = {r.result_id for r in s.query(limit=1000)}
+        assert len(stored) == s.committed and not stored & set(lost)
+
+
+def test_close_while_the_store_refuses_counts_and_names_what_is_lost(tmp_path: Path) -> None:
+    """close() keeps trying for a while, then counts every record still waiting as
+    unrecorded and logs their ids; a record after close is unrecorded too."""
+    s = AuditStore(AuditSettings(), tmp_path / "a")
+    _refuse_writes(s)
+    part = _record_until_failing(s, 0)
+    with capture_logs() as logs:
+        s.close()
+        s.record(F.record(999), None)
+    given_up = next(e for e in logs if e["event"] == "audit_records_unrecorded")
+    assert given_up["count"] == s.unrecorded - 1 > 0
+    assert s.committed + s.unrecorded == part + 1
+    assert given_up["result_ids"][0] == f"run1-{s.committed}"
