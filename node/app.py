@@ -148,6 +148,7 @@ class Node:
         self._tracking_lost = False
         self._drained = asyncio.Event()
         self._audit: AuditStore | None = None
+        self._audit_stopped = False
         self._model_name = ""
         self._camera: Acquisition | None = None
         self._inspection: InspectionQueue | None = None
@@ -197,7 +198,14 @@ class Node:
             )
             actuation = stack.enter_context(parts.actuation(output, self.tracker, self._acted))
             self._actuation = actuation
-            signals = PlcSignals(cfg, self.operation, self.watchdog, parts.plc or output, parts.plc)
+            signals = PlcSignals(
+                cfg,
+                self.operation,
+                self.watchdog,
+                parts.plc or output,
+                parts.plc,
+                alarm=lambda: "audit" if self._audit and "audit" in self._audit.alarms() else None,
+            )
             self._signals = signals
             log.info("node_started", name=cfg.node.name, backend=backend.name)
             self.operation.started()
@@ -268,9 +276,41 @@ class Node:
         """The audit store (``[audit]``); a folder or database it cannot use is a
         ``StartupError`` naming ``audit.directory``."""
         try:
-            return AuditStore(self.cfg.audit, self.cfg.audit_directory)
+            store = AuditStore(self.cfg.audit, self.cfg.audit_directory)
         except AuditError as exc:
             raise StartupError(f"audit.directory: {exc}") from exc
+        loop = asyncio.get_running_loop()
+
+        def changed() -> None:  # on the writer thread, or on the loop from record()
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+                loop.call_soon_threadsafe(self._audit_changed)
+
+        store.listen(changed)
+        return store
+
+    def _audit_changed(self) -> None:
+        """The store began or stopped refusing writes, or a record found no room.
+
+        With ``audit.on_failure = "stop"`` a record with no room is the ``audit`` fault:
+        Error, PLC Ready dropped and heartbeat stopped, and every part without a verdict
+        (now or until the store writes again) is a fail-safe reject. With ``"continue"``
+        parts keep their verdicts and the alarm stays raised; either way each part not
+        recorded is counted (``status()["audit"]["unrecorded_parts"]``).
+        """
+        store = self._audit
+        if store is None:
+            return
+        if self._signals is not None:
+            self._signals.alarm_changed()
+        if store.overflowing and self.cfg.audit.on_failure == "stop" and not self._audit_stopped:
+            self._audit_stopped = True
+            self.operation.raise_fault("audit", store.alarms().get("audit", "no room"))
+            for st in self._book:
+                if st.verdict is None:
+                    self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_AUDIT))
+        elif self._audit_stopped and not (store.overflowing or store.failing):
+            self._audit_stopped = False
+            self.operation.clear_fault("audit")
 
     async def _open_hmi(self, stack: AsyncExitStack) -> None:
         """Serve results, state and methods to HMI panels (``[hmi]``), from a thread of its
@@ -347,6 +387,9 @@ class Node:
     def _at_camera(self, st: InFlightPart) -> None:
         assert self._camera is not None
         if st.verdict is not None:  # already a fail-safe reject: no frame can change that
+            return
+        if self._audit_stopped:  # its record could not be kept: it must not pass
+            self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_AUDIT))
             return
         if not self.operation.inspecting:
             state = self.operation.state.value
