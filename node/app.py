@@ -34,7 +34,7 @@ import structlog
 from drivers.camera.base import Camera
 from drivers.plc.base import EncoderSource, RejectOutput
 from models.backend import Backend
-from node.audit.store import AuditError, AuditStore
+from node.audit.store import AuditError, AuditSpillError, AuditStore
 from node.config import Config
 from node.errors import StartupError
 from node.line.acquisition import Acquisition
@@ -274,11 +274,17 @@ class Node:
 
     def _open_audit(self) -> AuditStore:
         """The audit store (``[audit]``); a folder or database it cannot use is a
-        ``StartupError`` naming ``audit.directory``."""
+        ``StartupError`` naming ``audit.directory`` (or ``audit.spill_directory``)."""
+        settings, spill = self.cfg.audit, self.cfg.audit.spill_directory
         try:
-            store = AuditStore(self.cfg.audit, self.cfg.audit_directory)
+            store = AuditStore(
+                settings,
+                self.cfg.audit_directory,
+                spill_directory=None if spill is None else self.cfg.node.state_dir / spill,
+            )
         except AuditError as exc:
-            raise StartupError(f"audit.directory: {exc}") from exc
+            key = "spill_directory" if isinstance(exc, AuditSpillError) else "directory"
+            raise StartupError(f"audit.{key}: {exc}") from exc
         loop = asyncio.get_running_loop()
 
         def changed() -> None:  # on the writer thread, or on the loop from record()
@@ -494,6 +500,7 @@ class Node:
                 "dropped": self._audit.dropped,
                 "unrecorded_parts": self._audit.unrecorded,
                 "write_failures": self._audit.write_failures,
+                "spilled": self._audit.spilled,
             }
         return snap
 

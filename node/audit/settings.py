@@ -60,6 +60,13 @@ class AuditSettings(BaseModel):
     (``audit_record_dropped``), never blocking the event loop; then ``on_failure``
     applies. 2000 records are 40 s of production at 50 parts/s."""
 
+    spill_directory: Path | None = None
+    """A second folder — best on another disk — where records that wait while the store
+    cannot write are moved as durable files, so an outage is bounded by that disk rather than
+    by ``queue_max``; they are imported into the store as soon as it writes again (or at the
+    next start). None: records wait in memory only. A relative path is resolved by the caller
+    against the node's ``state_dir``."""
+
     on_failure: OnFailure = "stop"
     """When ``queue_max`` records wait and another finds no room: ``"stop"`` raises the
     ``audit`` fault (Error, PLC Ready dropped, heartbeat stopped, every part a fail-safe

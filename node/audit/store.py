@@ -58,17 +58,24 @@ from node.audit.schema import (
     record_to_row,
 )
 from node.audit.settings import AuditSettings
+from node.audit.spill import Spill, SpilledRecord
 from node.line.results import percentiles
 
 __all__ = [
     "AuditError",
     "AuditSchemaError",
+    "AuditSpillError",
     "AuditStore",
     "RetentionReport",
     "record_from_result",
 ]
 
 log = structlog.get_logger("lineside.audit")
+
+
+class AuditSpillError(AuditError):
+    """The spill folder (``audit.spill_directory``) cannot be used."""
+
 
 LOCK_FILE = ".lock"
 MAX_BATCH = 256
@@ -82,11 +89,18 @@ FIRST_RETENTION_S = 60.0
 """Delay of the first periodic retention pass after opening (then every interval)."""
 
 
+SPILL_SLICE_S = 0.5
+"""While the store refuses writes, the writer moves what waits in memory to the spill folder
+at least this often (between its attempts)."""
+
+
 @dataclass(slots=True)
 class _Item:
     record: AuditRecord
     image: npt.NDArray[Any] | None
     enqueued_ns: int
+    png: bytes | None = None
+    """The kept image already encoded (a record read back from a spill file)."""
 
 
 Listener = Callable[[], None]
@@ -98,13 +112,21 @@ _TRANSIENT = (OSError, sqlite3.OperationalError)
 class AuditStore:
     """The audit trail of one node: records, kept images, reviews and retention.
 
-    ``directory`` is the store's folder (created if missing). Raises
-    ``AuditError`` when it cannot be opened or another process holds it,
+    ``directory`` is the store's folder (created if missing); ``spill_directory`` (None:
+    none) where records wait as files while the store cannot write
+    (:mod:`node.audit.spill`). Raises ``AuditError`` when it cannot be opened or another
+    process holds it, ``AuditSpillError`` when the spill folder cannot be used,
     ``AuditSchemaError`` for a store written by a newer lineside. Use as a
     context manager, or call :meth:`close`.
     """
 
-    def __init__(self, settings: AuditSettings, directory: Path) -> None:
+    def __init__(
+        self,
+        settings: AuditSettings,
+        directory: Path,
+        *,
+        spill_directory: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.directory = directory
         self.image_dir = directory / IMAGES_DIR
@@ -120,9 +142,12 @@ class AuditStore:
         """Where a damaged database found at open was moved (a fresh one replaced it)."""
         try:
             self._open_or_fail()
+            self._spill = None if spill_directory is None else _open_spill(spill_directory)
         except BaseException:
             self._release()
             raise
+        self._spill_files = collections.deque([] if self._spill is None else self._spill.files())
+        self._own_spills: set[Path] = set()
         # Records wait in _items (oldest first) until committed; the writer reads the front
         # and is the only one to remove from it, so a failed batch simply stays queued.
         self._items: collections.deque[_Item] = collections.deque()
@@ -139,6 +164,7 @@ class AuditStore:
         self._failing_since: float | None = None
         self._error = ""
         self._overflow = False
+        self._spilled = sum(Spill.count(f) for f in self._spill_files)
         self._latency_ns: collections.deque[int] = collections.deque(maxlen=10_000)
         self._retention_lock = threading.Lock()
         self._stop_retention = threading.Event()
@@ -292,6 +318,11 @@ class AuditStore:
         return self._overflow
 
     @property
+    def spilled(self) -> int:
+        """Records waiting as files in the spill folder (this run's and earlier ones')."""
+        return self._spilled
+
+    @property
     def write_failures(self) -> int:
         """Refused write attempts since the store was opened."""
         return self._write_failures
@@ -306,7 +337,8 @@ class AuditStore:
             alarms["audit"] = (
                 f"audit store cannot write {self.directory} for {for_s:.0f} s ({self._error}); "
                 f"{len(self._items)} of {self.settings.queue_max} records waiting, "
-                f"{self._unrecorded} parts unrecorded"
+                + (f"{self._spilled} spilled, " if self._spill is not None else "")
+                + f"{self._unrecorded} parts unrecorded"
             )
         elif self._overflow:
             alarms["audit"] = (
@@ -457,26 +489,110 @@ class AuditStore:
         closing_since: float | None = None
         while True:
             with self._cv:
-                self._cv.wait_for(lambda: bool(self._items) or self._closed)
+                self._cv.wait_for(lambda: bool(self._items or self._spill_files) or self._closed)
                 if self._closed and closing_since is None:
                     closing_since = time.monotonic()
-                if not self._items:
+                if not self._items and not self._spill_files:
                     return
                 batch = list(itertools.islice(self._items, MAX_BATCH))
-            error = self._commit(batch)
+            # spilled records are older than any in memory: they go in first
+            error = self._import(self._spill_files[0]) if self._spill_files else self._commit(batch)
             if error is None:
                 delay_s = 0.0
                 if self._failing_since is not None or self._overflow:
                     self._recovered()
                 continue
             self._failed(error)
-            if closing_since is not None and time.monotonic() - closing_since > CLOSE_RETRY_S:
-                self._give_up(error)
-                return
-            delay_s = min(RETRY_MAX_S, max(RETRY_FIRST_S, 2 * delay_s))
+            self._spill_waiting()
             if closing_since is not None:
+                if not self._items:  # all of it is in spill files: the next start imports them
+                    log.warning("audit_left_spilled", records=self._spilled, error=str(error))
+                    return
+                if time.monotonic() - closing_since > CLOSE_RETRY_S:
+                    self._give_up(error)
+                    return
                 delay_s = RETRY_FIRST_S
-            self._hurry.wait(delay_s)
+            else:
+                delay_s = min(RETRY_MAX_S, max(RETRY_FIRST_S, 2 * delay_s))
+            self._back_off(delay_s)
+
+    def _back_off(self, delay_s: float) -> None:
+        """Wait ``delay_s`` (close() cuts it short), spilling what arrives meanwhile."""
+        until = time.monotonic() + delay_s
+        while (left := until - time.monotonic()) > 0:
+            if self._hurry.wait(min(left, SPILL_SLICE_S)):
+                return
+            self._spill_waiting()
+
+    def _spill_waiting(self) -> None:
+        """Move every record waiting in memory to spill files (when there is a spill folder)."""
+        spill = self._spill
+        if spill is None:
+            return
+        while True:
+            with self._cv:
+                batch = list(itertools.islice(self._items, MAX_BATCH))
+            if not batch:
+                return
+            try:
+                path = spill.write([SpilledRecord(i.record, _png_of(i)) for i in batch])
+            except OSError as exc:
+                log.error("audit_spill_failed", path=str(spill.directory), error=str(exc))
+                return
+            with self._cv:
+                for _ in batch:
+                    self._items.popleft()
+                self._spilled += len(batch)
+                self._spill_files.append(path)
+                self._own_spills.add(path)
+                self._cv.notify_all()
+            log.warning("audit_records_spilled", path=str(path), records=len(batch))
+
+    def _import(self, path: Path) -> BaseException | None:
+        """Commit one spill file's records and delete it; the error when the disk refused."""
+        assert self._spill is not None
+        count = Spill.count(path)
+        try:
+            spilled = self._spill.read(path)
+        except (OSError, ValueError) as exc:
+            self._unimportable(path, count, exc)
+            return None
+        items = [_Item(s.record, None, 0, s.png) for s in spilled]
+        try:
+            self._write_once(items, replay=True)
+            self._spill.remove(path)
+        except _TRANSIENT as exc:
+            self._rollback()
+            return exc
+        except Exception as exc:  # noqa: BLE001 - the writer's supervisor: keep the file aside
+            self._rollback()
+            self._unimportable(path, count, exc)
+            return None
+        self._imported(path, count)
+        log.info("audit_spill_imported", path=str(path), records=len(items))
+        return None
+
+    def _imported(self, path: Path, count: int, *, lost: bool = False) -> None:
+        with self._cv:
+            self._spill_files.popleft()
+            self._spilled -= count
+            if lost:
+                self._unrecorded += count
+                self._dropped += count
+            if path in self._own_spills:
+                self._own_spills.discard(path)
+                self._resolved += count
+            self._cv.notify_all()
+
+    def _unimportable(self, path: Path, count: int, exc: BaseException) -> None:
+        """A spill file that cannot be read or stored: renamed aside (its records count as
+        unrecorded: they are not in the store, though the file keeps them)."""
+        assert self._spill is not None
+        try:
+            self._spill.set_aside(path, repr(exc))
+        except OSError as err:
+            log.error("audit_spill_unreadable", path=str(path), error=repr(exc), rename=str(err))
+        self._imported(path, count, lost=True)
 
     def _commit(self, batch: list[_Item]) -> BaseException | None:
         """Commit ``batch`` (the front of the queue) and take it off the queue.
@@ -571,7 +687,12 @@ class AuditStore:
         for listener in self._listeners:
             listener()
 
-    def _write_once(self, items: list[_Item]) -> None:
+    def _write_once(self, items: list[_Item], *, replay: bool = False) -> None:
+        """Write the images, then commit the rows naming them in one transaction.
+
+        A result id already stored is a duplicate, counted and logged — except when
+        ``replay``-ing a spill file, which may have been imported before a crash.
+        """
         ids = [i.record.result_id for i in items]
         marks = ", ".join("?" * len(ids))
         seen = {
@@ -583,15 +704,15 @@ class AuditStore:
         rows: list[tuple[Any, ...]] = []
         stored: list[StoredImage] = []
         written: list[_Item] = []
+        duplicates: list[str] = []
         for item in items:
             rec = item.record
             if rec.result_id in seen:
-                with self._cv:
-                    self._dropped += 1
-                log.error("audit_duplicate_result", result_id=rec.result_id, dropped=self._dropped)
+                duplicates.append(rec.result_id)
                 continue
             seen.add(rec.result_id)
-            image = self._store_image(item) if item.image is not None else None
+            has_image = item.image is not None or item.png is not None
+            image = self._store_image(item) if has_image else None
             if image is not None:
                 stored.append(image)
             rec = dataclasses.replace(
@@ -613,16 +734,19 @@ class AuditStore:
         now = time.monotonic_ns()
         with self._cv:
             self._committed += len(rows)
-        self._latency_ns.extend(now - i.enqueued_ns for i in written)
+            if not replay:
+                self._dropped += len(duplicates)
+        self._latency_ns.extend(now - i.enqueued_ns for i in written if i.enqueued_ns)
+        for result_id in duplicates:
+            if replay:
+                log.info("audit_spilled_already_stored", result_id=result_id)
+            else:
+                log.error("audit_duplicate_result", result_id=result_id, dropped=self._dropped)
 
     def _store_image(self, item: _Item) -> StoredImage | None:
-        assert item.image is not None
         rec = item.record
-        try:
-            data = encode_png(item.image)
-        except ValueError as exc:
-            # the record matters more than its picture: store it without one
-            log.error("audit_image_unstorable", result_id=rec.result_id, error=str(exc))
+        data = _png_of(item)
+        if data is None:
             return None
         rel = image_relpath(rec.result_id, rec.wall_time_ns)
         return write_atomic(self.image_dir, rel, data, durable=self._durable)
@@ -637,6 +761,28 @@ class AuditStore:
                 self.apply_retention()
             except Exception as exc:  # noqa: BLE001 - the retention thread must live on
                 log.error("audit_retention_failed", error=str(exc))
+
+
+def _png_of(item: _Item) -> bytes | None:
+    """The item's kept image as PNG; None when it has none or it cannot be one (logged: the
+    record matters more than its picture, and is stored without it)."""
+    if item.png is not None or item.image is None:
+        return item.png
+    try:
+        item.png = encode_png(item.image)
+    except ValueError as exc:
+        log.error("audit_image_unstorable", result_id=item.record.result_id, error=str(exc))
+        item.image = None
+        return None
+    item.image = None  # encoded once, whatever the number of attempts
+    return item.png
+
+
+def _open_spill(directory: Path) -> Spill:
+    try:
+        return Spill(directory)
+    except OSError as exc:
+        raise AuditSpillError(f"{directory}: cannot write there ({_os_reason(exc)})") from exc
 
 
 def _os_reason(exc: OSError) -> str:

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from node.audit.images import file_sha256
 from node.audit.schema import DB_NAME
 from node.audit.settings import AuditSettings
-from node.audit.store import AuditError, AuditStore
+from node.audit.store import AuditError, AuditSpillError, AuditStore
 from tests.unit.node.audit import factories as F
 from tests.unit.node.audit.mounts import read_only_folder
 
@@ -181,3 +182,85 @@ def test_close_while_the_store_refuses_counts_and_names_what_is_lost(tmp_path: P
     assert given_up["count"] == s.unrecorded - 1 > 0
     assert s.committed + s.unrecorded == part + 1
     assert given_up["result_ids"][0] == f"run1-{s.committed}"
+
+
+# ---- the spill folder ---------------------------------------------------------------------
+
+
+def _spill_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("spill-*.json"))
+
+
+def test_waiting_records_move_to_the_spill_folder_and_come_back_when_the_store_recovers(
+    tmp_path: Path,
+) -> None:
+    """With a spill folder, records that wait while the database refuses are moved there as
+    files — more than ``queue_max`` of them, none unrecorded — and imported once it has room:
+    every record committed, rejects with their images, the folder empty, the alarm clear."""
+    spill = tmp_path / "spill"
+    settings = AuditSettings(queue_max=40, sample_passes=0.0)
+    with AuditStore(settings, tmp_path / "a", spill_directory=spill) as s:
+        _refuse_writes(s)
+        first = part = _record_until_failing(s, 0)
+        for _ in range(4):
+            for i in range(part, part + 30):
+                s.record(F.record(i, "crack" if i % 3 == 0 else None), F.image(i, 32))
+            part += 30
+            _wait(lambda: s.pending == 0)
+        assert s.unrecorded == 0 and s.spilled > settings.queue_max
+        assert _spill_files(spill) and "spilled" in s.alarms()["audit"]
+        _allow_writes(s)
+        s.flush(timeout_s=15)
+        assert s.committed == part and s.spilled == 0 and s.alarms() == {}
+        assert _spill_files(spill) == []
+        records = s.query(limit=1000)
+        assert len(records) == part
+        rejects = [r for r in records if r.verdict == "reject" and r.part_id >= first]
+        assert rejects and all(r.image_path for r in rejects)
+        for r in rejects:
+            assert file_sha256(s.image_dir / str(r.image_path)) == r.image_sha256
+
+
+def test_records_spilled_at_close_are_imported_at_the_next_start(tmp_path: Path) -> None:
+    """close() while the database refuses puts what waits in the spill folder at once and
+    loses nothing; the next store on that folder imports every record."""
+    spill = tmp_path / "spill"
+    s = AuditStore(AuditSettings(), tmp_path / "a", spill_directory=spill)
+    _refuse_writes(s)
+    part = _record_until_failing(s, 0)
+    for i in range(part, part + 25):
+        s.record(F.record(i), None)
+    t0 = time.monotonic()
+    s.close()
+    assert time.monotonic() - t0 < 2.0  # spilled, not waited on
+    assert s.unrecorded == 0 and s.committed + s.spilled == part + 25
+    with AuditStore(AuditSettings(), tmp_path / "a", spill_directory=spill) as again:
+        _wait(lambda: again.spilled == 0)
+        assert len(again.query(limit=1000)) == part + 25
+    assert _spill_files(spill) == []
+
+
+def test_an_unreadable_spill_file_is_set_aside_and_counted(tmp_path: Path) -> None:
+    """A spill file that cannot be read is renamed ``.unreadable`` (kept), logged, and its
+    records (the name says how many) counted unrecorded; the store goes on."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    bad = spill / "spill-00000000000000000001-1-000001-n3.json"
+    bad.write_text("{ not json")
+    with (
+        capture_logs() as logs,
+        AuditStore(AuditSettings(), tmp_path / "a", spill_directory=spill) as s,
+    ):
+        _wait(lambda: s.spilled == 0)
+        assert s.unrecorded == 3
+        s.record(F.record(1), None)
+        s.flush()
+    assert not bad.exists() and bad.with_name(bad.name + ".unreadable").is_file()
+    assert any(e["event"] == "audit_spill_unreadable" for e in logs)
+
+
+def test_a_spill_folder_that_cannot_be_written_is_refused(tmp_path: Path) -> None:
+    """A read-only spill folder is an ``AuditSpillError`` naming it and the OS's reason."""
+    with read_only_folder(tmp_path / "ro") as folder, pytest.raises(AuditSpillError) as err:
+        AuditStore(AuditSettings(), tmp_path / "a", spill_directory=folder / "spill")
+    assert str(err.value).startswith(f"{folder / 'spill'}: cannot write there (")
