@@ -109,6 +109,12 @@ _TRANSIENT = (OSError, sqlite3.OperationalError)
 """What the disk says (full, read-only, I/O error, locked): wait and write again."""
 
 
+def _store_refused(exc: BaseException) -> bool:
+    """The disk, or a database damaged since it was opened: no record can be written, so
+    records wait (and the alarm tells the operator) rather than being dropped one by one."""
+    return isinstance(exc, _TRANSIENT) or corruption(exc) is not None
+
+
 class AuditStore:
     """The audit trail of one node: records, kept images, reviews and retention.
 
@@ -561,11 +567,10 @@ class AuditStore:
         try:
             self._write_once(items, replay=True)
             self._spill.remove(path)
-        except _TRANSIENT as exc:
+        except Exception as exc:  # noqa: BLE001 - the writer's supervisor: wait, or set aside
             self._rollback()
-            return exc
-        except Exception as exc:  # noqa: BLE001 - the writer's supervisor: keep the file aside
-            self._rollback()
+            if _store_refused(exc):
+                return exc
             self._unimportable(path, count, exc)
             return None
         self._imported(path, count)
@@ -603,11 +608,10 @@ class AuditStore:
         """
         try:
             self._write_once(batch)
-        except _TRANSIENT as exc:
+        except Exception as exc:  # noqa: BLE001 - the writer's supervisor: wait, or isolate
             self._rollback()
-            return exc
-        except Exception as exc:  # noqa: BLE001 - the writer's supervisor: isolate the record
-            self._rollback()
+            if _store_refused(exc):
+                return exc
             if len(batch) > 1:
                 for item in batch:
                     error = self._commit([item])
