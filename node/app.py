@@ -149,6 +149,7 @@ class Node:
         self._drained = asyncio.Event()
         self._audit: AuditStore | None = None
         self._audit_stopped = False
+        self._audit_overflows = 0
         self._model_name = ""
         self._camera: Acquisition | None = None
         self._inspection: InspectionQueue | None = None
@@ -308,13 +309,16 @@ class Node:
             return
         if self._signals is not None:
             self._signals.alarm_changed()
-        if store.overflowing and self.cfg.audit.on_failure == "stop" and not self._audit_stopped:
+        overflowed = store.overflows != self._audit_overflows
+        self._audit_overflows = store.overflows
+        if overflowed and self.cfg.audit.on_failure == "stop" and not self._audit_stopped:
             self._audit_stopped = True
-            self.operation.raise_fault("audit", store.alarms().get("audit", "no room"))
+            why = store.alarms().get("audit", f"{store.unrecorded} parts unrecorded")
+            self.operation.raise_fault("audit", why)
             for st in self._book:
                 if st.verdict is None:
                     self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_AUDIT))
-        elif self._audit_stopped and not (store.overflowing or store.failing):
+        if self._audit_stopped and not (store.overflowing or store.failing):
             self._audit_stopped = False
             self.operation.clear_fault("audit")
 

@@ -170,6 +170,7 @@ class AuditStore:
         self._failing_since: float | None = None
         self._error = ""
         self._overflow = False
+        self._overflows = 0
         self._spilled = sum(Spill.count(f) for f in self._spill_files)
         self._latency_ns: collections.deque[int] = collections.deque(maxlen=10_000)
         self._retention_lock = threading.Lock()
@@ -256,7 +257,9 @@ class AuditStore:
             self._dropped += 1
             self._unrecorded += 1
             newly_full = not self._closed and not self._overflow
-            self._overflow = self._overflow or not self._closed
+            if newly_full:
+                self._overflow = True
+                self._overflows += 1
             unrecorded = self._unrecorded
         log.error(
             "audit_record_dropped",
@@ -327,6 +330,12 @@ class AuditStore:
     def spilled(self) -> int:
         """Records waiting as files in the spill folder (this run's and earlier ones')."""
         return self._spilled
+
+    @property
+    def overflows(self) -> int:
+        """How many times :attr:`overflowing` began (a listener that comes late still sees
+        that records went unrecorded even if the store has written again since)."""
+        return self._overflows
 
     @property
     def write_failures(self) -> int:

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from hil.line import sim_config
+from hil.line import run_line, sim_config
 from hil.plc_rig import PlcRig, run_plc_line
 from node.audit.reader import AuditReader
+from node.audit.schema import DB_NAME
 from node.config import Config
 from tests.unit.node.audit.mounts import fill, read_only_folder, tmpfs
 
@@ -59,6 +60,23 @@ def test_a_read_only_audit_folder_stops_the_start_with_one_line(
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith(f"lineside: audit.directory: {folder}: cannot write there ("), line
     assert "Read-only file system" in line or "Permission denied" in line
+
+
+async def test_a_damaged_store_is_moved_aside_and_the_node_runs_on_a_fresh_one(
+    taught_config: Config, tmp_path: Path
+) -> None:
+    """A store whose database is not SQLite any more: the node starts anyway, on a fresh
+    store that records every part, and its status names where the old file went."""
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    (folder / DB_NAME).write_bytes(b"\x00garbage where the pages were\x00" * 200)
+    cfg = sim_config(taught_config, audit={"directory": folder})
+    report, node, _ = await run_line(cfg, 12)
+    alarm = node.status()["alarms"]["audit_moved_aside"]
+    moved = sorted(folder.glob(f"{DB_NAME}.corrupt-*"))
+    assert len(moved) == 1 and str(moved[0]) in alarm
+    assert node.recorder is not None
+    assert len(_records_of(folder, node.recorder.run_id)) == report["parts"] == 12
 
 
 # ---- a full disk under the running node ------------------------------------------------------
