@@ -34,7 +34,7 @@ import structlog
 from drivers.camera.base import Camera
 from drivers.plc.base import EncoderSource, RejectOutput
 from models.backend import Backend
-from node.audit.store import AuditStore
+from node.audit.store import AuditError, AuditSpillError, AuditStore
 from node.config import Config
 from node.errors import StartupError
 from node.line.acquisition import Acquisition
@@ -151,6 +151,8 @@ class Node:
         self._tracking_lost = False
         self._drained = asyncio.Event()
         self._audit: AuditStore | None = None
+        self._audit_stopped = False
+        self._audit_overflows = 0
         self._model_name = ""
         self._camera: Acquisition | None = None
         self._inspection: InspectionQueue | None = None
@@ -179,7 +181,7 @@ class Node:
                 inspector, executor, cfg.inspection.batch_size, self.watchdog, self._inspected
             )
             if cfg.audit.enabled:
-                self._audit = stack.enter_context(AuditStore(cfg.audit, cfg.audit_directory))
+                self._audit = stack.enter_context(self._open_audit())
             self.recorder = Recorder(
                 cfg, model_identity(backend, cfg), store=self._audit, stats=self.stats.snapshot
             )
@@ -202,7 +204,14 @@ class Node:
             )
             actuation = stack.enter_context(parts.actuation(output, self.tracker, self._acted))
             self._actuation = actuation
-            signals = PlcSignals(cfg, self.operation, self.watchdog, parts.plc or output, parts.plc)
+            signals = PlcSignals(
+                cfg,
+                self.operation,
+                self.watchdog,
+                parts.plc or output,
+                parts.plc,
+                alarm=lambda: "audit" if self._audit and "audit" in self._audit.alarms() else None,
+            )
             self._signals = signals
             log.info("node_started", name=cfg.node.name, backend=backend.name)
             self.operation.started()
@@ -271,6 +280,55 @@ class Node:
         self.summary.undecided_at_stop = len(self._book)
         if self._book:
             log.warning("parts_undecided_at_stop", part_ids=self._book.ids())
+
+    def _open_audit(self) -> AuditStore:
+        """The audit store (``[audit]``); a folder or database it cannot use is a
+        ``StartupError`` naming ``audit.directory`` (or ``audit.spill_directory``)."""
+        settings, spill = self.cfg.audit, self.cfg.audit.spill_directory
+        try:
+            store = AuditStore(
+                settings,
+                self.cfg.audit_directory,
+                spill_directory=None if spill is None else self.cfg.node.state_dir / spill,
+            )
+        except AuditError as exc:
+            key = "spill_directory" if isinstance(exc, AuditSpillError) else "directory"
+            raise StartupError(f"audit.{key}: {exc}") from exc
+        loop = asyncio.get_running_loop()
+
+        def changed() -> None:  # on the writer thread, or on the loop from record()
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+                loop.call_soon_threadsafe(self._audit_changed)
+
+        store.listen(changed)
+        return store
+
+    def _audit_changed(self) -> None:
+        """The store began or stopped refusing writes, or a record found no room.
+
+        With ``audit.on_failure = "stop"`` a record with no room is the ``audit`` fault:
+        Error, PLC Ready dropped and heartbeat stopped, and every part without a verdict
+        (now or until the store writes again) is a fail-safe reject. With ``"continue"``
+        parts keep their verdicts and the alarm stays raised; either way each part not
+        recorded is counted (``status()["audit"]["unrecorded_parts"]``).
+        """
+        store = self._audit
+        if store is None:
+            return
+        if self._signals is not None:
+            self._signals.alarm_changed()
+        overflowed = store.overflows != self._audit_overflows
+        self._audit_overflows = store.overflows
+        if overflowed and self.cfg.audit.on_failure == "stop" and not self._audit_stopped:
+            self._audit_stopped = True
+            why = store.alarms().get("audit", f"{store.unrecorded} parts unrecorded")
+            self.operation.raise_fault("audit", why)
+            for st in self._book:
+                if st.verdict is None:
+                    self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_AUDIT))
+        if self._audit_stopped and not (store.overflowing or store.failing):
+            self._audit_stopped = False
+            self.operation.clear_fault("audit")
 
     async def _open_hmi(self, stack: AsyncExitStack) -> None:
         """Serve results, state and methods to HMI panels (``[hmi]``), from a thread of its
@@ -365,6 +423,9 @@ class Node:
         assert self._camera is not None
         if st.verdict is not None:  # already a fail-safe reject: no frame can change that
             return
+        if self._audit_stopped:  # its record could not be kept: it must not pass
+            self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_AUDIT))
+            return
         if not self.operation.inspecting:
             state = self.operation.state.value
             self._decide(st, Judge.fail_safe(st.part_id, Reason.FAILSAFE_NOT_INSPECTING, state))
@@ -453,11 +514,14 @@ class Node:
         snap = self.stats.snapshot()
         snap["in_flight"] = len(self._book)
         snap["belt_mm_s"] = round(self.tracker.speed_cps / self.cfg.line.counts_per_mm, 1)
-        # healthy: the pipeline moves, no fault is active and none waits for a Reset
+        snap["alarms"] = alarms = {} if self._audit is None else self._audit.alarms()
+        # healthy: the pipeline moves, no fault is active and none waits for a Reset, and
+        # every part is being recorded
         snap["healthy"] = (
             self.watchdog.healthy()
             and self.operation.trusted
             and self.operation.state is not VisionState.ERROR
+            and "audit" not in alarms
         )
         snap["faults"] = dict(self.operation.active_faults)
         snap["draining"] = self._draining
@@ -469,6 +533,9 @@ class Node:
                 "committed": self._audit.committed,
                 "pending": self._audit.pending,
                 "dropped": self._audit.dropped,
+                "unrecorded_parts": self._audit.unrecorded,
+                "write_failures": self._audit.write_failures,
+                "spilled": self._audit.spilled,
             }
         return snap
 

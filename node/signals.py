@@ -4,7 +4,8 @@ The heartbeat toggles only while the progress watchdog says the pipeline moves
 and no fault keeps the node from guaranteeing its rejects (``Operation.trusted``),
 so a PLC that sees it stop can fail safe. With a PLC link
 (``[plc]``) the node's operating state is mirrored to its ready/error outputs —
-ready while inspecting, error while in Error — and each part's verdict, defect
+ready while inspecting, error while in Error, the error code of the fault (or of a
+raised alarm, error bit clear) — and each part's verdict, defect
 code and the result counter are written (``plc.publish_verdicts``), latest first:
 when the link is slower than the line, intermediate verdicts are skipped and the
 counter shows how many.
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from drivers.plc.tracked import error_code
 from node.config import Config
 from node.errors import PlcError
 from node.line.judge import Verdict
@@ -53,7 +55,9 @@ class PlcSignals:
     """Keeps the heartbeat, state and verdict outputs current; see the module docstring.
 
     ``target`` carries the heartbeat; ``plc`` (None without a PLC link) also gets
-    state and verdicts. Each write waits at most ``reject.timeout_ms``.
+    state and verdicts. ``alarm`` names the alarm raised now (None: none), shown as
+    the error code outside Error; call :meth:`alarm_changed` when it changes. Each
+    write waits at most ``reject.timeout_ms``.
     """
 
     def __init__(
@@ -63,8 +67,10 @@ class PlcSignals:
         watchdog: ProgressWatchdog,
         target: HeartbeatTarget,
         plc: StateOutputs | None,
+        alarm: Callable[[], str | None] | None = None,
     ) -> None:
         self._operation = operation
+        self._alarm = alarm
         self._watchdog = watchdog
         self._target = target
         self._plc = plc
@@ -85,6 +91,17 @@ class PlcSignals:
             plc = self._plc
             tasks["plc-state"] = lambda: self._state_loop(plc, halt)
         return tasks
+
+    def alarm_changed(self) -> None:
+        """An alarm was raised or cleared: write the error code again."""
+        self._state_changed.set()
+
+    def _error_code(self) -> int:
+        fault = self._operation.fault
+        if fault is not None:
+            return error_code(fault)
+        alarm = self._alarm() if self._alarm is not None else None
+        return 0 if alarm is None else error_code(alarm)
 
     def verdict(self, verdict: Verdict) -> None:
         """A part's result is published: write its verdict when the link is free."""
@@ -115,6 +132,7 @@ class PlcSignals:
                         await plc.set_node_state(
                             ready=self._operation.inspecting and state is not VisionState.ERROR,
                             error=state is VisionState.ERROR,
+                            error_code=self._error_code(),
                         )
                 if self._verdict_changed.is_set():
                     self._verdict_changed.clear()

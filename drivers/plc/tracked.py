@@ -29,10 +29,24 @@ REASON_CODES: Final[dict[str, int]] = {
     "trigger_late": 17,
     "not_inspecting": 18,
     "tracking_lost": 19,
+    "audit_unavailable": 20,
 }
 """Verdict reason (``node.line.judge.Reason`` values) → code written to the PLC."""
 
 REASON_UNKNOWN: Final = 99
+
+ERROR_CODES: Final[dict[str, int]] = {
+    "camera": 3,
+    "plc": 4,
+    "model": 5,
+    "encoder": 6,
+    "audit": 7,
+}
+"""The node's ``error_code`` output: which fault holds it in Error (or, with ``node_error``
+clear, which alarm is raised); 0 none, 99 any other. Camera, PLC and model match the
+``lineside`` exit codes of the same errors."""
+
+ERROR_OTHER: Final = 99
 
 DEFECT_CODES: Final[dict[str, int]] = {
     "scratch": 1,
@@ -55,6 +69,11 @@ VERDICT_FAILSAFE_REJECT: Final = 3
 def reason_code(reason: str) -> int:
     """The PLC code of a verdict reason; unknown reasons map to ``REASON_UNKNOWN`` (99)."""
     return REASON_CODES.get(reason, REASON_UNKNOWN)
+
+
+def error_code(fault: str) -> int:
+    """The PLC code of a node fault or alarm; unknown ones map to ``ERROR_OTHER`` (99)."""
+    return ERROR_CODES.get(fault, ERROR_OTHER)
 
 
 def defect_code(defect_type: str | None) -> int:

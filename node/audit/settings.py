@@ -10,6 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+OnFailure = Literal["stop", "continue"]
+"""What the node does when the store cannot write and ``queue_max`` records wait."""
+
 Synchronous = Literal["normal", "full"]
 """SQLite's ``PRAGMA synchronous`` level for the store (always in WAL mode)."""
 
@@ -51,6 +54,22 @@ class AuditSettings(BaseModel):
     runs a minute after opening, or after this interval if it is shorter)."""
 
     queue_max: Annotated[int, Field(ge=1)] = 2000
-    """Records waiting for the writer thread at most; a record beyond it is dropped, counted
-    and logged (``audit_record_dropped``) instead of blocking the event loop. 2000 records
-    are 40 s of production at 50 parts/s."""
+    """Records waiting in memory at most — for the writer thread, or for the store to accept
+    writes again (it retries with back-off and raises the ``audit`` alarm meanwhile). A
+    record beyond it is not recorded: counted (``unrecorded_parts``), logged by id
+    (``audit_record_dropped``), never blocking the event loop; then ``on_failure``
+    applies. 2000 records are 40 s of production at 50 parts/s."""
+
+    spill_directory: Path | None = None
+    """A second folder — best on another disk — where records that wait while the store
+    cannot write are moved as durable files, so an outage is bounded by that disk rather than
+    by ``queue_max``; they are imported into the store as soon as it writes again (or at the
+    next start). None: records wait in memory only. A relative path is resolved by the caller
+    against the node's ``state_dir``."""
+
+    on_failure: OnFailure = "stop"
+    """When ``queue_max`` records wait and another finds no room: ``"stop"`` raises the
+    ``audit`` fault (Error, PLC Ready dropped, heartbeat stopped, every part a fail-safe
+    reject ``audit_unavailable`` until the store writes again) — no part passes without a
+    record; ``"continue"`` keeps judging and acting on parts, the alarm raised and every
+    part not recorded counted and shown (``unrecorded_parts``)."""

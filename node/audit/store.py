@@ -1,11 +1,13 @@
 """The audit store: every part's record committed off the event loop, nothing lost.
 
 ``record()`` only enqueues (it is called on the event loop at line rate); one
-writer thread takes what is queued, writes the kept images (atomically, and
-fsynced at ``synchronous = "full"``) and then commits the rows that name them
-in one transaction — so a committed row always has its image. ``flush()``
+writer thread (:mod:`node.audit.writer`) takes what is queued, writes the kept
+images (atomically, and fsynced at ``synchronous = "full"``) and then commits
+the rows that name them in one transaction — so a committed row always has its
+image — and waits out a store that cannot write, under an alarm. ``flush()``
 waits for everything enqueued so far; ``close()`` writes what is still
-queued. Reads and reviews use a connection of their own
+queued. Opening moves a damaged database aside (:mod:`node.audit.recovery`).
+Reads and reviews use a connection of their own
 (:class:`~node.audit.reader.AuditReader`); retention runs on a thread of its
 own in short transactions. One process at a time may hold a store open for
 writing (a lock file says who).
@@ -13,15 +15,11 @@ writing (a lock file says who).
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import fcntl
 import os
-import queue
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -32,34 +30,30 @@ import structlog
 
 from node.audit.build import record_from_result
 from node.audit.images import (
-    StoredImage,
     clear_tmp,
-    encode_png,
-    fsync_dir,
-    image_relpath,
     keep_image,
     remove_orphans,
-    write_atomic,
 )
 from node.audit.reader import AuditReader
 from node.audit.record import AuditRecord, Review
+from node.audit.recovery import check_integrity, corruption, move_aside
 from node.audit.retention import RetentionReport, apply_retention, image_bytes
 from node.audit.schema import (
     DB_NAME,
     IMAGES_DIR,
-    INSERT_SQL,
     AuditError,
     AuditSchemaError,
     connect,
     ensure_schema,
-    record_to_row,
 )
 from node.audit.settings import AuditSettings
-from node.line.results import percentiles
+from node.audit.spill import Spill
+from node.audit.writer import AuditWriter, Listener
 
 __all__ = [
     "AuditError",
     "AuditSchemaError",
+    "AuditSpillError",
     "AuditStore",
     "RetentionReport",
     "record_from_result",
@@ -67,65 +61,83 @@ __all__ = [
 
 log = structlog.get_logger("lineside.audit")
 
+
+class AuditSpillError(AuditError):
+    """The spill folder (``audit.spill_directory``) cannot be used."""
+
+
 LOCK_FILE = ".lock"
-MAX_BATCH = 256
-"""Records committed in one transaction at most (a burst is split into several)."""
-WRITE_ATTEMPTS = 3
 FIRST_RETENTION_S = 60.0
 """Delay of the first periodic retention pass after opening (then every interval)."""
-
-
-@dataclass(slots=True)
-class _Item:
-    record: AuditRecord
-    image: npt.NDArray[Any] | None
-    enqueued_ns: int
-
-
-class _Stop:
-    pass
-
-
-_QueueItem = _Item | threading.Event | _Stop
 
 
 class AuditStore:
     """The audit trail of one node: records, kept images, reviews and retention.
 
-    ``directory`` is the store's folder (created if missing). Raises
-    ``AuditError`` when it cannot be opened or another process holds it,
+    ``directory`` is the store's folder (created if missing); ``spill_directory`` (None:
+    none) where records wait as files while the store cannot write
+    (:mod:`node.audit.spill`). Raises ``AuditError`` when it cannot be opened or another
+    process holds it, ``AuditSpillError`` when the spill folder cannot be used,
     ``AuditSchemaError`` for a store written by a newer lineside. Use as a
     context manager, or call :meth:`close`.
     """
 
-    def __init__(self, settings: AuditSettings, directory: Path) -> None:
+    def __init__(
+        self,
+        settings: AuditSettings,
+        directory: Path,
+        *,
+        spill_directory: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.directory = directory
         self.image_dir = directory / IMAGES_DIR
         self._durable = settings.synchronous == "full"
-        directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _lock(directory)
+        except OSError as exc:  # read-only, no permission, not a folder: say which and why
+            raise AuditError(f"{directory}: cannot write there ({_os_reason(exc)})") from exc
         self._conns: list[sqlite3.Connection] = []
         self._reader: AuditReader | None = None
+        self.moved_aside: Path | None = None
+        """Where a damaged database found at open was moved (a fresh one replaced it)."""
         try:
-            self._open()
+            self._open_or_fail()
+            self._spill = None if spill_directory is None else _open_spill(spill_directory)
         except BaseException:
             self._release()
             raise
-        self._queue: queue.Queue[_QueueItem] = queue.Queue(maxsize=settings.queue_max)
-        self._state = threading.Lock()
+        self._writer = AuditWriter(settings, directory, self.image_dir, self._wconn, self._spill)
         self._closed = False
-        self._committed = 0
-        self._dropped = 0
-        self._latency_ns: collections.deque[int] = collections.deque(maxlen=10_000)
         self._retention_lock = threading.Lock()
         self._stop_retention = threading.Event()
-        self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
         self._retainer = threading.Thread(
             target=self._retention_loop, name="audit-retention", daemon=True
         )
         self._writer.start()
         self._retainer.start()
+
+    def _open_or_fail(self) -> None:
+        """Open the store; a damaged database is moved aside and a fresh one created
+        (:mod:`node.audit.recovery`); any other error of the folder or the database
+        becomes ``AuditError``."""
+        try:
+            try:
+                self._open()
+            except (AuditError, sqlite3.DatabaseError) as exc:
+                why = corruption(exc)
+                if why is None:
+                    raise
+                self._close_connections()
+                self.moved_aside = move_aside(self.directory, why)
+                self._open()
+        except AuditError:
+            raise
+        except OSError as exc:
+            raise AuditError(f"{self.directory}: cannot write there ({_os_reason(exc)})") from exc
+        except sqlite3.Error as exc:
+            raise AuditError(f"{self.directory}: cannot open the audit database: {exc}") from exc
 
     def _open(self) -> None:
         db = self.directory / DB_NAME
@@ -137,6 +149,7 @@ class AuditStore:
         self._wconn = connect(db, sync, create=True)
         self._conns.append(self._wconn)
         version = ensure_schema(self._wconn, db)  # also replays a crashed writer's WAL
+        check_integrity(self._wconn, db)
         self._retention_conn = connect(db, sync, create=False)
         self._conns.append(self._retention_conn)
         self._reader = AuditReader(self.directory, sync)
@@ -161,63 +174,95 @@ class AuditStore:
 
         The image is kept for every reject and a ``sample_passes`` share of
         passes; a kept image is copied here, so the caller may reuse its
-        buffer. A record that finds the queue full or the store closed is
-        dropped, counted in :attr:`dropped` and logged.
+        buffer. See :meth:`AuditWriter.record` for what happens when the store
+        cannot write.
         """
         keep = image is not None and keep_image(
             record.result_id, record.verdict == "reject", self.settings.sample_passes
         )
-        item = _Item(record, np.array(image, copy=True) if keep else None, time.monotonic_ns())
-        with self._state:
-            if not self._closed:
-                try:
-                    self._queue.put_nowait(item)
-                    return
-                except queue.Full:
-                    pass
-            self._dropped += 1
-        log.error(
-            "audit_record_dropped",
-            result_id=record.result_id,
-            why="store closed" if self._closed else "queue full",
-            dropped=self._dropped,
-        )
+        self._writer.record(record, np.array(image, copy=True) if keep else None)
 
     def flush(self, timeout_s: float = 5.0) -> None:
-        """Wait until every record enqueued before this call is committed (or dropped).
+        """Wait until every record queued before this call is committed (or dropped).
 
-        Raises ``TimeoutError`` when that takes longer than ``timeout_s``.
+        Raises ``TimeoutError`` when that takes longer than ``timeout_s`` (as it
+        does while the store cannot write).
         """
-        done = threading.Event()
-        deadline = time.monotonic() + timeout_s
-        with self._state:
-            if self._closed:
-                return
-        try:
-            self._queue.put(done, timeout=timeout_s)
-        except queue.Full as exc:
-            raise TimeoutError(f"audit queue still full after {timeout_s} s") from exc
-        if not done.wait(max(0.0, deadline - time.monotonic())):
-            raise TimeoutError(f"audit records not committed within {timeout_s} s")
+        self._writer.flush(timeout_s)
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener()`` whenever :attr:`failing` or :attr:`overflowing` changes
+        (from the writer thread or the caller of :meth:`record`: quick and thread-safe)."""
+        self._writer.listen(listener)
+
+    @property
+    def writer(self) -> AuditWriter:
+        """The writer thread's side: counters and state while the store cannot write."""
+        return self._writer
 
     @property
     def committed(self) -> int:
         """Records committed since this store was opened."""
-        return self._committed
+        return self._writer.committed
 
     @property
     def dropped(self) -> int:
-        """Records that could not be stored (queue full, closed, duplicate id, disk refused)."""
-        return self._dropped
+        """Records not stored: :attr:`unrecorded` ones plus duplicate result ids."""
+        return self._writer.dropped
+
+    @property
+    def unrecorded(self) -> int:
+        """Parts whose record is lost (no room, closed, refused for good); each logged."""
+        return self._writer.unrecorded
 
     @property
     def pending(self) -> int:
-        """Records (and flush markers) waiting for the writer thread."""
-        return self._queue.qsize()
+        """Records waiting in memory for the writer thread (at most ``queue_max``)."""
+        return self._writer.pending
+
+    @property
+    def failing(self) -> bool:
+        """True from a refused write until the next successful one."""
+        return self._writer.failing
+
+    @property
+    def overflowing(self) -> bool:
+        """True from the first record that found no room until the store writes again."""
+        return self._writer.overflowing
+
+    @property
+    def overflows(self) -> int:
+        """How many times :attr:`overflowing` began."""
+        return self._writer.overflows
+
+    @property
+    def spilled(self) -> int:
+        """Records waiting as files in the spill folder."""
+        return self._writer.spilled
+
+    @property
+    def write_failures(self) -> int:
+        """Refused write attempts since the store was opened."""
+        return self._writer.write_failures
+
+    def alarms(self) -> dict[str, str]:
+        """What an operator must see about the store now, by name, with a detail line:
+        ``audit`` while writes fail (or a record found no room) until one succeeds,
+        ``audit_moved_aside`` (for the whole run) when a damaged database was replaced."""
+        alarms: dict[str, str] = {}
+        alarm = self._writer.alarm()
+        if alarm is not None:
+            alarms["audit"] = alarm
+        if self.moved_aside is not None:
+            alarms["audit_moved_aside"] = (
+                f"damaged audit database moved aside to {self.moved_aside}; a fresh store "
+                "was opened"
+            )
+        return alarms
 
     def commit_latency_ms(self) -> dict[str, float]:
         """p50/p99/max of enqueue → commit over the last 10 000 records, in milliseconds."""
-        return percentiles(ns / 1e6 for ns in list(self._latency_ns))
+        return self._writer.commit_latency_ms()
 
     # ---- reads and reviews (any thread) ----------------------------------------------------
 
@@ -299,31 +344,36 @@ class AuditStore:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Write everything still queued, stop the threads and close the database."""
-        with self._state:
-            if self._closed:
-                return
-            self._closed = True
-        self._queue.put(_Stop())
-        self._writer.join()
+        """Write everything still queued, stop the threads and close the database.
+
+        While the store cannot write, see :meth:`AuditWriter.close`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
         self._stop_retention.set()
         self._retainer.join()
         log.info(
             "audit_store_closed",
             path=str(self.directory),
-            committed=self._committed,
-            dropped=self._dropped,
+            committed=self.committed,
+            dropped=self.dropped,
+            unrecorded=self.unrecorded,
         )
         self._release()
 
     def _release(self) -> None:
+        self._close_connections()
+        os.close(self._lock_fd)
+
+    def _close_connections(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
         for conn in self._conns:
             conn.close()
         self._conns.clear()
-        os.close(self._lock_fd)
 
     def __enter__(self) -> AuditStore:
         return self
@@ -336,112 +386,6 @@ class AuditStore:
     ) -> None:
         self.close()
 
-    # ---- the writer thread -----------------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            pending: list[_Item] = []
-            stop = False
-            for item in batch:
-                if isinstance(item, _Item):
-                    pending.append(item)
-                    continue
-                self._write(pending)
-                pending = []
-                if isinstance(item, _Stop):
-                    stop = True
-                else:
-                    item.set()
-            self._write(pending)
-            if stop:
-                return
-
-    def _write(self, items: list[_Item]) -> None:
-        """Commit ``items``, retrying a refused write; drop (count, log) only after that."""
-        if not items:
-            return
-        error: BaseException | None = None
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                self._write_once(items)
-                return
-            except Exception as exc:  # noqa: BLE001 - the writer thread's supervisor: log, retry
-                error = exc
-                if self._wconn.in_transaction:
-                    self._wconn.execute("ROLLBACK")
-                log.error("audit_write_failed", attempt=attempt, records=len(items), error=str(exc))
-                time.sleep(0.05 * 4**attempt)
-        with self._state:
-            self._dropped += len(items)
-        log.error(
-            "audit_records_dropped",
-            count=len(items),
-            result_ids=[i.record.result_id for i in items[:10]],
-            error=str(error),
-        )
-
-    def _write_once(self, items: list[_Item]) -> None:
-        ids = [i.record.result_id for i in items]
-        marks = ", ".join("?" * len(ids))
-        seen = {
-            row[0]
-            for row in self._wconn.execute(
-                f"SELECT result_id FROM records WHERE result_id IN ({marks})", ids
-            )
-        }
-        rows: list[tuple[Any, ...]] = []
-        stored: list[StoredImage] = []
-        written: list[_Item] = []
-        for item in items:
-            rec = item.record
-            if rec.result_id in seen:
-                with self._state:
-                    self._dropped += 1
-                log.error("audit_duplicate_result", result_id=rec.result_id, dropped=self._dropped)
-                continue
-            seen.add(rec.result_id)
-            image = self._store_image(item) if item.image is not None else None
-            if image is not None:
-                stored.append(image)
-            rec = dataclasses.replace(
-                rec,
-                image_path=None if image is None else image.relpath,
-                image_sha256=None if image is None else image.sha256,
-                review=None,
-            )
-            rows.append(record_to_row(rec, None if image is None else image.size_bytes))
-            written.append(item)
-        if self._durable and stored:
-            for folder in {(self.image_dir / s.relpath).parent for s in stored}:
-                fsync_dir(folder)
-            if any(s.new_folder for s in stored):
-                fsync_dir(self.image_dir)
-        self._wconn.execute("BEGIN IMMEDIATE")
-        self._wconn.executemany(INSERT_SQL, rows)
-        self._wconn.execute("COMMIT")
-        now = time.monotonic_ns()
-        with self._state:
-            self._committed += len(rows)
-        self._latency_ns.extend(now - i.enqueued_ns for i in written)
-
-    def _store_image(self, item: _Item) -> StoredImage | None:
-        assert item.image is not None
-        rec = item.record
-        try:
-            data = encode_png(item.image)
-        except ValueError as exc:
-            # the record matters more than its picture: store it without one
-            log.error("audit_image_unstorable", result_id=rec.result_id, error=str(exc))
-            return None
-        rel = image_relpath(rec.result_id, rec.wall_time_ns)
-        return write_atomic(self.image_dir, rel, data, durable=self._durable)
-
     # ---- the retention thread --------------------------------------------------------------
 
     def _retention_loop(self) -> None:
@@ -452,6 +396,18 @@ class AuditStore:
                 self.apply_retention()
             except Exception as exc:  # noqa: BLE001 - the retention thread must live on
                 log.error("audit_retention_failed", error=str(exc))
+
+
+def _open_spill(directory: Path) -> Spill:
+    try:
+        return Spill(directory)
+    except OSError as exc:
+        raise AuditSpillError(f"{directory}: cannot write there ({_os_reason(exc)})") from exc
+
+
+def _os_reason(exc: OSError) -> str:
+    """The OS's words for ``exc`` without the path (the message names the folder already)."""
+    return exc.strerror or str(exc)
 
 
 def _lock(directory: Path) -> int:

@@ -37,6 +37,7 @@ class Reason(enum.StrEnum):
     FAILSAFE_SHUTDOWN = "node_stopping"
     FAILSAFE_NOT_INSPECTING = "not_inspecting"
     FAILSAFE_TRACKING = "tracking_lost"
+    FAILSAFE_AUDIT = "audit_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
