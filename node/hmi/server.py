@@ -29,6 +29,7 @@ from asyncua.server.server import Server
 
 from node.audit.record import AuditRecord
 from node.hmi.interfaces import NodeControl, ResultQuery
+from node.hmi.limits import RequestBudget, apply_limits
 from node.hmi.machine_vision import MachineVisionModel, import_nodeset, recipe_of
 from node.hmi.methods import HmiMethods
 from node.hmi.plain import NAMESPACE, PlainNamespace
@@ -86,7 +87,9 @@ class HmiServer:
         self._pki = Pki(d if d.is_absolute() else state_dir / d)
         self._uri = settings.application_uri or f"urn:lineside:{node_name}:hmi"
         self.machine = StateMachine()
-        self.methods = HmiMethods(control, results, self.machine)
+        self.methods = HmiMethods(
+            control, results, self.machine, max_string_length=settings.max_string_length
+        )
         self._server: Server | None = None
         self._plain: PlainNamespace | None = None
         self._model: MachineVisionModel | None = None
@@ -151,10 +154,11 @@ class HmiServer:
 
     async def _start(self) -> None:
         s = self.settings
-        users = HmiUserManager(s.users)
+        users = HmiUserManager.from_settings(s)
         server = Server(user_manager=users)
         self._server = server
         await server.init()
+        apply_limits(server, s)
         server.set_endpoint(s.endpoint)
         server.set_server_name(f"lineside {self._node_name}")
         server.product_uri = "urn:lineside"
@@ -171,7 +175,14 @@ class HmiServer:
             self._validator = TrustListValidator(self._pki, trust_all=s.trust_all_clients)
             await self._validator.load()
             server.set_certificate_validator(self._validator)
-        server.set_security_policy(policies, permission_ruleset=HmiPermissions(users))
+        permissions = HmiPermissions(users, allow_insecure_writes=s.allow_insecure_writes)
+        server.set_security_policy(policies, permission_ruleset=permissions)
+        if s.allow_insecure_writes:
+            log.warning(
+                "hmi_insecure_writes_allowed",
+                key="hmi.allow_insecure_writes",
+                detail="Write and Call accepted without signing: commissioning only",
+            )
 
         idx = await server.register_namespace(NAMESPACE)
         assert idx == self.namespace_index
@@ -186,7 +197,9 @@ class HmiServer:
 
         await server.start()
         # asyncua keeps the channel policy factories it made at start() in a private list
-        mark_channel_security(server._policies)
+        mark_channel_security(
+            server._policies, lambda: RequestBudget(s.max_requests_per_s, s.request_burst)
+        )
         self._url = self._bound_url(server)
         self._task = asyncio.create_task(self._publisher(), name="hmi-publisher")
         log.info(
