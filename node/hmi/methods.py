@@ -109,6 +109,10 @@ class HmiMethods:
         self.prepared_recipe: str = ""
         """The recipe last prepared over OPC UA (or set by the node)."""
 
+    def use_machine(self, machine: StateMachine) -> None:
+        """Check commands against ``machine`` from now on (the server replaced its own)."""
+        self._machine = machine
+
     # -- wrapping -------------------------------------------------------------------------
     def handler(
         self, name: str, fn: Callable[..., Awaitable[Outputs]], n_inputs: int

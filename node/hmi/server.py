@@ -9,7 +9,8 @@ The node calls :meth:`HmiServer.publish`, :meth:`set_state` and
 :meth:`set_health` from the event loop; they only put an item on a bounded
 queue. One publisher task, owned by the server for its lifetime, applies the
 items in order, so a slow OPC UA write never holds up the node. When the queue
-is full the oldest item is dropped (``dropped`` counts them; logged).
+is full the oldest result or health update is dropped (``dropped`` counts them;
+logged); state changes are kept.
 """
 
 from __future__ import annotations
@@ -80,13 +81,16 @@ class HmiServer:
         control: NodeControl,
         results: ResultQuery,
         node_name: str,
+        initial_state: VisionState = VisionState.PREOPERATIONAL,
+        initial_detail: str = "",
     ) -> None:
         self.settings = settings
         self._node_name = node_name
         d = settings.certificate_dir
         self._pki = Pki(d if d.is_absolute() else state_dir / d)
         self._uri = settings.application_uri or f"urn:lineside:{node_name}:hmi"
-        self.machine = StateMachine()
+        self.machine = StateMachine(initial_state)
+        self.machine.move(initial_state, initial_detail)
         self.methods = HmiMethods(
             control, results, self.machine, max_string_length=settings.max_string_length
         )
@@ -193,7 +197,7 @@ class HmiServer:
             await self._model.build(handlers, self.methods.not_implemented)
         self._plain = PlainNamespace(server, idx)
         await self._plain.build(handlers["review_result"])
-        await self._apply(_State(self.machine.state, ""))
+        await self._apply(_State(self.machine.state, self.machine.detail))
 
         await server.start()
         # asyncua keeps the channel policy factories it made at start() in a private list
@@ -233,7 +237,9 @@ class HmiServer:
     # -- what the node calls ---------------------------------------------------------------------
     def _put(self, item: _Item) -> None:
         if len(self._queue) >= self.settings.queue_size:
-            self._queue.popleft()
+            # drop the oldest display update; state changes are few and must all arrive
+            oldest = next((i for i, q in enumerate(self._queue) if not isinstance(q, _State)), 0)
+            del self._queue[oldest]
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
                 log.warning("hmi_updates_dropped", dropped=self.dropped)
@@ -248,6 +254,14 @@ class HmiServer:
             InvalidTransition: the move breaks the state rules (a bug in the caller).
         """
         self.machine.move(state, detail)
+        self._put(_State(state, detail))
+
+    def force_state(self, state: VisionState, detail: str = "") -> None:
+        """Take the node's ``state`` whatever the current one (after the HMI process missed
+        a step); the panels see it like any other change."""
+        self.machine = StateMachine(state)
+        self.machine.move(state, detail)
+        self.methods.use_machine(self.machine)
         self._put(_State(state, detail))
 
     def publish(

@@ -89,6 +89,9 @@ class HmiSettings(_Settings):
     queue_size: Annotated[int, Field(ge=16, le=100_000)] = 2000
     """Pending updates held for the OPC UA side; beyond this the oldest are dropped
     (counted, logged) so the node never waits for its HMI clients."""
+    nice: Annotated[int, Field(ge=0, le=19)] = 10
+    """How much lower the HMI process's CPU priority is than the node's (``nice`` increment),
+    so that where cores are shared the line's process runs first."""
     allow_insecure_writes: bool = False
     """Accept Write and Call requests on the SecurityPolicy None endpoint too (commissioning
     only; logged as a warning at every start). Without it they need a Sign or

@@ -140,7 +140,9 @@ async def test_panel_sees_every_part_and_halt_makes_parts_fail_safe(
                     f"{ns}:StartContinuous",
                     ua.MeasIdDataType(Id=""),
                     ua.PartIdDataType(Id=""),
-                    ua.RecipeIdExternalDataType(Id=cfg.inspection.recipe.name),
+                    # a client in another process cannot build RecipeIdExternalDataType from
+                    # the 40100 dictionary (asyncua); empty: keep the recipe in force
+                    ua.Variant(),
                     ua.ProductIdDataType(Id=""),
                     ua.Variant([], ua.VariantType.Variant),
                 )
