@@ -131,6 +131,7 @@ class HmiProcess:
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self._url = settings.endpoint
+        self._child_pid: int | None = None
         self.dropped = 0
         """Display updates dropped because the queue to the HMI process was full."""
         self.restarts = 0
@@ -231,6 +232,7 @@ class HmiProcess:
         )
         proc = ctx.Process(target=child_main, args=(there, args), name="lineside-hmi", daemon=True)
         proc.start()
+        self._child_pid = proc.pid
         there.close()
         deadline = time.monotonic() + _START_TIMEOUT_S
         try:
@@ -325,7 +327,7 @@ class HmiProcess:
     def _log(self, msg: tuple[Any, ...]) -> None:
         _, method, event, fields = msg
         logger = structlog.get_logger(str(fields.pop("logger", "node.hmi")))
-        getattr(logger, method, logger.info)(event, hmi_pid=self.pid, **fields)
+        getattr(logger, method, logger.info)(event, hmi_pid=self._child_pid, **fields)
 
     async def _answer(self, call_id: int, name: str, args: tuple[Any, ...]) -> None:
         """Run one of the HMI's calls on the node's loop and queue the answer."""
