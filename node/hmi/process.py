@@ -32,6 +32,7 @@ import itertools
 import logging
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from collections.abc import Mapping, MutableMapping
@@ -526,6 +527,10 @@ def _configure_child_logging(link: _Link, level: int) -> None:
 
 def child_main(conn: Connection, args: _ChildArgs) -> None:
     """Entry point of the HMI process (``multiprocessing`` target)."""
+    # Ctrl-C reaches the whole process group and systemd signals the whole cgroup: the
+    # node decides when its HMI stops (a "stop" message, or the pipe closing with it)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     link = _Link(conn)
     _configure_child_logging(link, args.log_level)
     if args.settings.nice:

@@ -207,3 +207,53 @@ speed_mm_s = 320.0
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("lineside: hmi.endpoint opc.tcp://127.0.0.1:")
     assert "Traceback" not in done.stderr
+
+
+def test_sigterm_to_the_whole_group_stops_node_and_hmi_cleanly(
+    taught_config: Config, tmp_path: Path
+) -> None:
+    """systemd signals every process of the service: with SIGTERM sent to the node and its
+    HMI process together, the node drains and exits 0, its HMI stops with it, and no
+    ``hmi_process_died`` is logged."""
+    port = free_port()
+    cfg_path = tmp_path / "node.toml"
+    cfg_path.write_text(f"""
+[node]
+state_dir = "{tmp_path / "state"}"
+[line]
+counts_per_mm = 4.0
+part_pitch_mm = 32.0
+part_length_mm = 24.0
+camera_position_mm = 100.0
+reject_position_mm = 400.0
+actuator_lead_mm = 6.0
+[inspection.classical]
+template = "{taught_config.inspection.classical.template}"
+[hmi]
+endpoint = "opc.tcp://127.0.0.1:{port}/lineside/"
+nodeset = "{tmp_path / "absent.xml"}"
+security_policies = []
+[sim]
+speed_mm_s = 320.0
+""")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node", "--json-logs", "run", str(cfg_path), "--no-live"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if '"node_started"' in line:
+                break
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "hmi_process_died" not in out
+    assert '"hmi_server_stopped"' in out
