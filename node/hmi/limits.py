@@ -5,7 +5,9 @@ sessions and subscriptions and ask as fast as it likes. :func:`apply_limits`
 sets what asyncua exposes (message size and chunk count, connections) and
 wraps session creation to enforce the rest:
 
-- ``max_sessions`` open sessions (``BadTooManySessions``);
+- ``max_sessions`` open sessions (``BadTooManySessions``); a session whose
+  connection was lost with subscriptions open is kept for a reconnect, at most
+  ``max_session_timeout_s``;
 - ``max_subscriptions_per_session`` and ``max_monitored_items_per_session``
   (``BadTooManySubscriptions`` / ``BadTooManyMonitoredItems``);
 - ``max_requests_per_s`` per connection with a burst of ``request_burst``
@@ -128,6 +130,7 @@ def apply_limits(server: Server, settings: HmiSettings) -> None:
     # connections not yet holding a session count too; leave room for a few of those
     iserver.max_connections = settings.max_sessions + 5
     iserver.max_subscriptions = settings.max_sessions * settings.max_subscriptions_per_session
+    iserver.max_session_timeout_ms = settings.max_session_timeout_s * 1000.0
     sessions: weakref.WeakSet[InternalSession] = weakref.WeakSet()
     create = iserver.create_session
 

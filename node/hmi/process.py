@@ -323,6 +323,9 @@ class HmiProcess:
                 continue
             self.restarts += 1
             log.warning("hmi_process_restarted", restarts=self.restarts, url=self._url)
+            if self._closing.is_set() and self._conn is not None:  # closed meanwhile
+                with contextlib.suppress(OSError):
+                    self._conn.send(("stop",))
             return
 
     def _log(self, msg: tuple[Any, ...]) -> None:

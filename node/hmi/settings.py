@@ -98,6 +98,9 @@ class HmiSettings(_Settings):
     SignAndEncrypt channel and are refused with ``BadSecurityModeInsufficient``."""
     max_sessions: Annotated[int, Field(ge=1, le=1000)] = 20
     """Open sessions at once; one more is refused with ``BadTooManySessions``."""
+    max_session_timeout_s: Annotated[float, Field(ge=10, le=3600)] = 60.0
+    """Longest session timeout granted: a session whose panel vanished with subscriptions
+    open keeps its slot (for a reconnect) this long at most (asyncua allows 600 s)."""
     max_subscriptions_per_session: Annotated[int, Field(ge=1, le=1000)] = 10
     """Subscriptions one session may hold (``BadTooManySubscriptions`` beyond)."""
     max_monitored_items_per_session: Annotated[int, Field(ge=1, le=100_000)] = 1000
