@@ -291,14 +291,20 @@ class HmiProcess:
                     return
                 self._restart()
                 continue
-            kind = msg[0]
-            if kind == "call":
-                assert self._loop is not None
-                asyncio.run_coroutine_threadsafe(self._answer(*msg[1:]), self._loop)
-            elif kind == "log":
-                self._log(msg)
-            elif kind == "stats":
-                self.child = msg[1]
+            try:
+                self._dispatch(msg)
+            except Exception as exc:  # noqa: BLE001 - this thread's supervisor: log, go on
+                log.error("hmi_message_failed", kind=str(msg[0]), error=repr(exc))
+
+    def _dispatch(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "call":
+            assert self._loop is not None
+            asyncio.run_coroutine_threadsafe(self._answer(*msg[1:]), self._loop)
+        elif kind == "log":
+            self._log(msg)
+        elif kind == "stats":
+            self.child = msg[1]
 
     def _restart(self) -> None:
         proc = self._proc
