@@ -1,6 +1,15 @@
-"""HMI server benchmark: result → client notification latency, and events missed.
+"""HMI server benchmarks: notification latency and events missed; or the line under a flood.
 
-Prints one JSON object::
+``python bench/hmi.py --flood 10 --seconds 20`` runs the node on the simulated
+line twice, for the same parts: once with no HMI client, once with 10 anonymous
+clients (a process of their own, at low priority: they stand for panel PCs
+elsewhere) that subscribe at 10 ms and browse the whole address space without
+pause. It prints one JSON object: each run's fail-safe rejects (by reason), part
+latency p50/p99/max and scheduler lateness, the clients' counters (requests,
+refused by the server's limits, reconnects), and ``extra_failsafes`` (the
+target is 0) and the latency p99 difference.
+
+Without ``--flood`` it prints one JSON object::
 
     {"parts_per_s": {"10": {"clients": {"1": {"latency_ms": {p50, p99, max},
                                              "events_missed": 0, "events": n}, "10": ...}},
@@ -30,9 +39,14 @@ from typing import Any
 
 import structlog
 
+from hil.line import default_template_path, run_line, sim_config
+from hil.plc_modbus import free_port
+from hil.score import machine
+from node.config import DEFAULT_CONFIG, load_config
 from node.hmi import HmiServer, HmiSettings
 from node.line.results import percentiles
-from node.sim.hmi import MemoryResults, SimControl, panel_process, sample_record
+from node.service.logs import configure
+from node.sim.hmi import MemoryResults, SimControl, flood_process, panel_process, sample_record
 from node.state import VisionState
 
 NODESET = Path(__file__).resolve().parents[1] / "../shared/opcua/Opc.Ua.MachineVision.NodeSet2.xml"
@@ -94,15 +108,85 @@ async def main(seconds: float, rates: list[int], clients: list[int]) -> dict[str
     return out
 
 
+async def line_run(cfg: Any, parts: int, clients: int, client_nice: int) -> dict[str, Any]:
+    """The sim line for ``parts`` parts, with ``clients`` flooding its HMI server."""
+    proc = None
+    if clients:
+        ctx = mp.get_context("spawn")
+        here, there = ctx.Pipe()
+        url = cfg.hmi.endpoint.replace("0.0.0.0", "127.0.0.1")
+        proc = ctx.Process(target=flood_process, args=(url, clients, there, client_nice))
+        proc.start()
+        assert here.recv() == "ready"
+    try:
+        report, node, _ = await run_line(cfg, parts)
+    finally:
+        counts: dict[str, int] = {}
+        if proc is not None:
+            here.send("stop")
+            if here.poll(30):
+                counts = here.recv()
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    return {
+        "clients": clients,
+        "parts": report["parts"],
+        "failsafe_rejects": report["failsafe_rejects"],
+        "failsafe_reasons": report["failsafe_reasons"],
+        "latency_ms": report["latency_ms"],
+        "scheduler_lateness_ms": report["scheduler_lateness_ms"],
+        "hmi": node.status().get("hmi"),
+        "client_counts": counts,
+    }
+
+
+async def flood(args: argparse.Namespace) -> dict[str, Any]:
+    """Baseline and flooded runs of the sim line; see the module docstring."""
+    base = load_config(args.config)
+    belt = min(args.rate * base.line.part_pitch_mm, base.line.max_speed_mm_s)
+    cfg = sim_config(base, sim={"speed_mm_s": belt, "seed": 7})
+    template = default_template_path(cfg.node.state_dir, cfg)
+    cfg = sim_config(
+        cfg,
+        inspection={"classical": {**cfg.inspection.classical.model_dump(), "template": template}},
+        hmi={"enabled": True, "endpoint": f"opc.tcp://127.0.0.1:{free_port()}/lineside/"},
+    )
+    parts = max(1, int(args.seconds * belt / cfg.line.part_pitch_mm))
+    quiet = await line_run(cfg, parts, 0, args.client_nice)
+    busy = await line_run(cfg, parts, args.flood, args.client_nice)
+    return {
+        "bench": "hmi_flood",
+        "seconds": args.seconds,
+        "parts": parts,
+        "belt_mm_s": belt,
+        "backend": cfg.inspection.backend,
+        "without_clients": quiet,
+        "with_clients": busy,
+        "extra_failsafes": busy["failsafe_rejects"] - quiet["failsafe_rejects"],
+        "latency_p99_delta_ms": round(busy["latency_ms"]["p99"] - quiet["latency_ms"]["p99"], 2),
+        "machine": machine(),
+    }
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=20.0, help="per combination")
+    ap.add_argument("--seconds", type=float, default=20.0, help="per combination / per run")
     ap.add_argument("--rates", type=int, nargs="+", default=[10, 50])
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 10])
+    ap.add_argument("--flood", type=int, default=0, help="clients flooding the running node")
+    ap.add_argument("--rate", type=float, default=20.0, help="--flood: parts per second")
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="--flood: node config")
+    ap.add_argument("--client-nice", type=int, default=10, help="--flood: clients' nice")
     args = ap.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     import logging
 
     logging.basicConfig(level=logging.ERROR)  # asyncua's per-session warnings
-    json.dump(asyncio.run(main(args.seconds, args.rates, args.clients)), sys.stdout, indent=1)
+    if args.flood:
+        configure(json=True, level="error", file=sys.stderr)
+        out = asyncio.run(flood(args))
+    else:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+        out = asyncio.run(main(args.seconds, args.rates, args.clients))
+    json.dump(out, sys.stdout, indent=1)
     print()

@@ -1,6 +1,7 @@
 """Run the HMI server with simulated parts and check it with a non-asyncua client.
 
-Starts an ``HmiServer`` (OPC 40100 NodeSet, the shipped fakes, 10 parts/s) and runs
+Starts the HMI server in its own process as the node does (``HmiProcess``: OPC 40100
+NodeSet, the shipped fakes, 10 parts/s) and runs
 ``node hil/hmi_client_check.cjs`` (node-opcua) against it::
 
     npm install --prefix /tmp/hmi-node node-opcua-client@2.186.4
@@ -19,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from node.hmi import HmiServer, HmiSettings
+from node.hmi import HmiSettings
+from node.hmi.process import HmiProcess
 from node.sim.hmi import MemoryResults, SimControl, sample_record
 from node.state import VisionState
 
@@ -32,7 +34,7 @@ async def check(node_modules: Path, events: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         settings = HmiSettings(endpoint="opc.tcp://127.0.0.1:0/lineside/", nodeset=NODESET)
         results = MemoryResults()
-        async with HmiServer(
+        async with HmiProcess(
             settings, state_dir=Path(tmp), control=SimControl(), results=results, node_name="hil"
         ) as hmi:
             hmi.set_state(VisionState.INITIALIZED)

@@ -55,7 +55,7 @@ from node.signals import PlcSignals
 from node.state import VisionState
 
 if TYPE_CHECKING:
-    from node.hmi.thread import HmiThread
+    from node.hmi.process import HmiProcess
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +143,7 @@ class Node:
         self.summary = RunSummary()
         self.ready = asyncio.Event()
         self.recorder: Recorder | None = None
-        self.hmi: HmiThread | None = None
+        self.hmi: HmiProcess | None = None
         self._components = components
         self._on_status = on_status
         self._book = PartBook()
@@ -331,14 +331,14 @@ class Node:
             self.operation.clear_fault("audit")
 
     async def _open_hmi(self, stack: AsyncExitStack) -> None:
-        """Serve results, state and methods to HMI panels (``[hmi]``), from a thread of its
-        own (``node.hmi.thread``); every published part reaches it through the recorder."""
-        from node.hmi.thread import HmiThread
+        """Serve results, state and methods to HMI panels (``[hmi]``), from a process of its
+        own (``node.hmi.process``); every published part reaches it through the recorder."""
+        from node.hmi.process import HmiProcess
 
         assert self._audit is not None and self.recorder is not None  # the config requires audit
         try:
             self.hmi = hmi = await stack.enter_async_context(
-                HmiThread.for_node(self.cfg, self.operation, self._audit)
+                HmiProcess.for_node(self.cfg, self.operation, self._audit)
             )
         except OSError as exc:  # e.g. the port is taken: say which setting to look at
             raise StartupError(f"hmi.endpoint {self.cfg.hmi.endpoint}: {exc}") from exc
@@ -528,6 +528,8 @@ class Node:
         snap["state"] = self.operation.state.value
         if self._components.plc is not None:
             snap["plc"] = self._components.plc.snapshot()
+        if self.hmi is not None:
+            snap["hmi"] = self.hmi.snapshot()
         if self._audit is not None:
             snap["audit"] = {
                 "committed": self._audit.committed,

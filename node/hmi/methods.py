@@ -3,8 +3,10 @@
 Every handler is called by asyncua with the object's NodeId and the input
 Variants, and answers a list of output Variants or a Bad ``StatusCode``:
 
-- ``BadUserAccessDenied``: the caller is not a configured operator or engineer
-  (anonymous Call requests are refused before this, by ``security.HmiPermissions``);
+- ``BadUserAccessDenied``: the caller is not a configured user, or an operator
+  calling an engineer's method (see :data:`OPERATOR_METHODS`; anonymous Call
+  requests are refused before this, by ``security.HmiPermissions``);
+- ``BadOutOfRange``: a string input longer than ``max_string_length``;
 - ``BadInvalidState``: the node's state does not allow the command now;
 - ``BadInvalidArgument`` / ``BadNotFound``: bad input, unknown result or recipe;
 - ``BadArgumentsMissing`` / ``BadTooManyArguments``: wrong number of inputs;
@@ -32,6 +34,39 @@ log = structlog.get_logger(__name__)
 V = ua.VariantType
 Outputs = list[ua.Variant]
 _MAX_RESULTS = 1000
+
+OPERATOR_METHODS = frozenset(
+    {
+        "halt",
+        "reset",
+        "review_result",
+        "get_result_by_id",
+        "get_result_list_filtered",
+        "get_recipe_list_filtered",
+    }
+)
+"""What an ``operator`` may call: stop the line, clear a fault, review results, and look.
+Modes, Start/Stop and recipes are the ``engineer``'s (who may call everything)."""
+
+
+def _too_long(value: Any, limit: int) -> bool:
+    """Whether ``value`` (a string, id structure, LocalizedText or list of those) holds a
+    string longer than ``limit``."""
+    if isinstance(value, str):
+        return len(value) > limit
+    if isinstance(value, bytes):
+        return len(value) > limit
+    if isinstance(value, list | tuple):
+        return any(_too_long(v, limit) for v in value)
+    if isinstance(value, ua.Variant):
+        return _too_long(value.Value, limit)
+    if isinstance(value, ua.LocalizedText):
+        return _too_long(value.Text, limit)
+    for field in ("Id", "Text", "Description"):
+        inner = getattr(value, field, None)
+        if inner is not None and _too_long(inner, limit):
+            return True
+    return False
 
 
 class Refused(Exception):
@@ -63,13 +98,20 @@ class HmiMethods:
         control: NodeControl,
         results: ResultQuery,
         machine: StateMachine,
+        *,
+        max_string_length: int = 1024,
     ) -> None:
+        self._max_len = max_string_length
         self._control = control
         self._results = results
         self._machine = machine
         self._jobs = 0
         self.prepared_recipe: str = ""
         """The recipe last prepared over OPC UA (or set by the node)."""
+
+    def use_machine(self, machine: StateMachine) -> None:
+        """Check commands against ``machine`` from now on (the server replaced its own)."""
+        self._machine = machine
 
     # -- wrapping -------------------------------------------------------------------------
     def handler(
@@ -79,8 +121,12 @@ class HmiMethods:
 
         async def call(parent: ua.NodeId, *args: ua.Variant) -> Outputs | ua.StatusCode:
             caller = current_user()
-            if caller.role is None:
+            if caller.role is None or (caller.role != "engineer" and name not in OPERATOR_METHODS):
+                log.warning("hmi_call_denied", method=name, user=caller.name, role=caller.role)
                 return status(StatusCodes.BadUserAccessDenied)
+            if any(_too_long(a.Value, self._max_len) for a in args):
+                log.warning("hmi_call_refused", method=name, user=caller.name, reason="too long")
+                return status(StatusCodes.BadOutOfRange)
             if len(args) != n_inputs:
                 return status(
                     StatusCodes.BadArgumentsMissing

@@ -6,7 +6,11 @@
 - Client certificates on secured endpoints must be in ``trusted/`` (DER or PEM);
   a refused one is saved to ``rejected/`` so an engineer can move it to ``trusted/``.
 - Anonymous sessions may browse, read and subscribe; Write and Call requests need
-  a user who logged in with a name and password from the settings.
+  a user who logged in with a name and password from the settings, on a Sign or
+  SignAndEncrypt channel (unless ``allow_insecure_writes``); what each role may
+  call is decided in ``node.hmi.methods``.
+- Wrong passwords back off and lock out per user name (``node.hmi.lockout``);
+  each connection has a request budget (``node.hmi.limits.RequestBudget``).
 - The method handlers learn who called them from :func:`current_user`: asyncua
   handles one connection's requests one after the other in one task, and the
   permission check runs in that task just before the request is dispatched.
@@ -18,7 +22,7 @@ import contextvars
 import datetime as dt
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from node.hmi.settings import HmiUser, Role
+from node.hmi.limits import RequestBudget
+from node.hmi.lockout import LoginGuard, Verdict
+from node.hmi.settings import HmiSettings, HmiUser, Role
 from node.hmi.uahelp import ObjectIds, StatusCodes, nid
 from node.hmi.users import verify_password
 
@@ -58,16 +64,22 @@ LOCAL = Caller("local", "engineer")
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("hmi_caller", default=LOCAL)
 _secured: contextvars.ContextVar[bool] = contextvars.ContextVar("hmi_secured", default=True)
+_budget: contextvars.ContextVar[RequestBudget | None] = contextvars.ContextVar(
+    "hmi_budget", default=None
+)
 
 
-def mark_channel_security(factories: Iterable[Any]) -> None:
+def mark_channel_security(
+    factories: Iterable[Any], budget: Callable[[], RequestBudget] | None = None
+) -> None:
     """Let the certificate check know whether the current secure channel is encrypted.
 
     asyncua validates any client certificate a session presents, even on the
     SecurityPolicy None channel, where it protects nothing (and many clients send
     one anyway). Each channel picks its policy in its connection task, the same
     task that later creates the session, so the policy factories record it in a
-    context variable. ``factories`` are asyncua's ``SecurityPolicyFactory`` objects.
+    context variable. ``factories`` are asyncua's ``SecurityPolicyFactory`` objects;
+    ``budget`` makes each connection's request budget, kept the same way.
     """
     for factory in factories:
         secured = factory.mode != ua.MessageSecurityMode.None_
@@ -75,6 +87,8 @@ def mark_channel_security(factories: Iterable[Any]) -> None:
 
         def wrapped(peer_certificate: Any, _c: Any = create, _s: bool = secured) -> Any:
             _secured.set(_s)
+            if budget is not None and _budget.get() is None:
+                _budget.set(budget())
             return _c(peer_certificate)
 
         factory.create = wrapped
@@ -203,12 +217,25 @@ class TrustListValidator:
 class HmiUserManager(UserManager):
     """Anonymous sessions get ``UserRole.Anonymous``; configured users ``UserRole.User``.
 
-    A wrong name or password refuses the session (``BadUserAccessDenied``). The
-    scrypt check runs on the event loop (about 50 ms, once per login).
+    A wrong name or password refuses the session (``BadUserAccessDenied``), and so
+    does a login while its name is backing off or locked out (``guard``). The
+    scrypt check runs on the event loop (about 50 ms, once per admitted login).
     """
 
-    def __init__(self, users: Iterable[HmiUser]) -> None:
+    def __init__(self, users: Iterable[HmiUser], guard: LoginGuard | None = None) -> None:
         self._users = {u.name: u for u in users}
+        self._guard = guard
+
+    @classmethod
+    def from_settings(cls, settings: HmiSettings) -> HmiUserManager:
+        """The users of ``settings`` with its back-off and lockout rules."""
+        guard = LoginGuard(
+            backoff_after=settings.login_backoff_after,
+            backoff_s=settings.login_backoff_s,
+            lockout_after=settings.login_lockout_after,
+            lockout_s=settings.login_lockout_s,
+        )
+        return cls(settings.users, guard)
 
     def role_of(self, name: str | None) -> Role | None:
         """The configured role of ``name``."""
@@ -227,10 +254,17 @@ class HmiUserManager(UserManager):
             # X509 identity tokens are not offered, so no name means an anonymous token
             # (``certificate`` is then the secure channel's client certificate, if any)
             return User(role=UserRole.Anonymous)
+        guard = self._guard
+        if guard is not None and guard.admit(username) is not Verdict.CHECK:
+            return None
         u = self._users.get(username or "")
         if u is None or password is None or not verify_password(password, u.password_hash):
             log.warning("hmi_login_refused", user=username)
+            if guard is not None:
+                guard.failed(username)
             return None
+        if guard is not None:
+            guard.succeeded(username)
         log.info("hmi_login", user=username, role=u.role)
         return User(role=UserRole.User, name=u.name)
 
@@ -240,18 +274,23 @@ _DENIED_TO_ANONYMOUS = {
     nid(ObjectIds.CallRequest_Encoding_DefaultBinary),
     nid(ObjectIds.HistoryUpdateRequest_Encoding_DefaultBinary),
 }
+_NEED_SECURED = _DENIED_TO_ANONYMOUS
+_UNMETERED = {nid(ObjectIds.PublishRequest_Encoding_DefaultBinary)}
+"""Publish requests are paced by the server (one answer per publishing interval)."""
 
 
 class HmiPermissions(SimpleRoleRuleset):
-    """Anonymous: everything a reading client needs; users: that plus Write and Call.
+    """Anonymous: everything a reading client needs; users: that plus Write and Call,
+    on a signed channel unless ``allow_insecure_writes``.
 
     Address-space changes (AddNodes, DeleteNodes, ...) are refused to everyone
-    over the network.
+    over the network. Every request but Publish spends the connection's budget.
     """
 
-    def __init__(self, users: HmiUserManager) -> None:
+    def __init__(self, users: HmiUserManager, *, allow_insecure_writes: bool = False) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._users = users
+        self._insecure_ok = allow_insecure_writes
         user_ids = {nid(t) for t in USER_TYPES}
         self._allowed = {
             UserRole.Anonymous: user_ids - _DENIED_TO_ANONYMOUS,
@@ -260,12 +299,26 @@ class HmiPermissions(SimpleRoleRuleset):
         }
 
     def check_validity(self, user: User, action_type_id: ua.NodeId, body: Any) -> bool:
-        """Whether ``user`` may make a request of type ``action_type_id``."""
+        """Whether ``user`` may make a request of type ``action_type_id``.
+
+        Raises:
+            ServiceError: ``BadTooManyOperations`` past the request budget,
+                ``BadSecurityModeInsufficient`` for a user's Write or Call on an
+                unsigned channel.
+        """
+        budget = _budget.get()
+        if budget is not None and action_type_id not in _UNMETERED and not budget.take():
+            raise ServiceError(StatusCodes.BadTooManyOperations)
         if user.role == UserRole.Anonymous or user.name is None:
             _caller.set(ANONYMOUS)
         else:
             _caller.set(Caller(user.name, self._users.role_of(user.name)))
-        return action_type_id in self._allowed.get(user.role, set())
+        allowed = action_type_id in self._allowed.get(user.role, set())
+        insecure = not self._insecure_ok and not _secured.get()
+        if allowed and insecure and action_type_id in _NEED_SECURED:
+            log.warning("hmi_insecure_write_refused", user=user.name)
+            raise ServiceError(StatusCodes.BadSecurityModeInsufficient)
+        return allowed
 
 
 def security_policy_types(

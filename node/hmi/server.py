@@ -9,7 +9,8 @@ The node calls :meth:`HmiServer.publish`, :meth:`set_state` and
 :meth:`set_health` from the event loop; they only put an item on a bounded
 queue. One publisher task, owned by the server for its lifetime, applies the
 items in order, so a slow OPC UA write never holds up the node. When the queue
-is full the oldest item is dropped (``dropped`` counts them; logged).
+is full the oldest result or health update is dropped (``dropped`` counts them;
+logged); state changes are kept.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from asyncua.server.server import Server
 
 from node.audit.record import AuditRecord
 from node.hmi.interfaces import NodeControl, ResultQuery
+from node.hmi.limits import RequestBudget, apply_limits
 from node.hmi.machine_vision import MachineVisionModel, import_nodeset, recipe_of
 from node.hmi.methods import HmiMethods
 from node.hmi.plain import NAMESPACE, PlainNamespace
@@ -79,14 +81,19 @@ class HmiServer:
         control: NodeControl,
         results: ResultQuery,
         node_name: str,
+        initial_state: VisionState = VisionState.PREOPERATIONAL,
+        initial_detail: str = "",
     ) -> None:
         self.settings = settings
         self._node_name = node_name
         d = settings.certificate_dir
         self._pki = Pki(d if d.is_absolute() else state_dir / d)
         self._uri = settings.application_uri or f"urn:lineside:{node_name}:hmi"
-        self.machine = StateMachine()
-        self.methods = HmiMethods(control, results, self.machine)
+        self.machine = StateMachine(initial_state)
+        self.machine.move(initial_state, initial_detail)
+        self.methods = HmiMethods(
+            control, results, self.machine, max_string_length=settings.max_string_length
+        )
         self._server: Server | None = None
         self._plain: PlainNamespace | None = None
         self._model: MachineVisionModel | None = None
@@ -151,10 +158,11 @@ class HmiServer:
 
     async def _start(self) -> None:
         s = self.settings
-        users = HmiUserManager(s.users)
+        users = HmiUserManager.from_settings(s)
         server = Server(user_manager=users)
         self._server = server
         await server.init()
+        apply_limits(server, s)
         server.set_endpoint(s.endpoint)
         server.set_server_name(f"lineside {self._node_name}")
         server.product_uri = "urn:lineside"
@@ -171,7 +179,14 @@ class HmiServer:
             self._validator = TrustListValidator(self._pki, trust_all=s.trust_all_clients)
             await self._validator.load()
             server.set_certificate_validator(self._validator)
-        server.set_security_policy(policies, permission_ruleset=HmiPermissions(users))
+        permissions = HmiPermissions(users, allow_insecure_writes=s.allow_insecure_writes)
+        server.set_security_policy(policies, permission_ruleset=permissions)
+        if s.allow_insecure_writes:
+            log.warning(
+                "hmi_insecure_writes_allowed",
+                key="hmi.allow_insecure_writes",
+                detail="Write and Call accepted without signing: commissioning only",
+            )
 
         idx = await server.register_namespace(NAMESPACE)
         assert idx == self.namespace_index
@@ -182,11 +197,13 @@ class HmiServer:
             await self._model.build(handlers, self.methods.not_implemented)
         self._plain = PlainNamespace(server, idx)
         await self._plain.build(handlers["review_result"])
-        await self._apply(_State(self.machine.state, ""))
+        await self._apply(_State(self.machine.state, self.machine.detail))
 
         await server.start()
         # asyncua keeps the channel policy factories it made at start() in a private list
-        mark_channel_security(server._policies)
+        mark_channel_security(
+            server._policies, lambda: RequestBudget(s.max_requests_per_s, s.request_burst)
+        )
         self._url = self._bound_url(server)
         self._task = asyncio.create_task(self._publisher(), name="hmi-publisher")
         log.info(
@@ -220,7 +237,9 @@ class HmiServer:
     # -- what the node calls ---------------------------------------------------------------------
     def _put(self, item: _Item) -> None:
         if len(self._queue) >= self.settings.queue_size:
-            self._queue.popleft()
+            # drop the oldest display update; state changes are few and must all arrive
+            oldest = next((i for i, q in enumerate(self._queue) if not isinstance(q, _State)), 0)
+            del self._queue[oldest]
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
                 log.warning("hmi_updates_dropped", dropped=self.dropped)
@@ -235,6 +254,14 @@ class HmiServer:
             InvalidTransition: the move breaks the state rules (a bug in the caller).
         """
         self.machine.move(state, detail)
+        self._put(_State(state, detail))
+
+    def force_state(self, state: VisionState, detail: str = "") -> None:
+        """Take the node's ``state`` whatever the current one (after the HMI process missed
+        a step); the panels see it like any other change."""
+        self.machine = StateMachine(state)
+        self.machine.move(state, detail)
+        self.methods.use_machine(self.machine)
         self._put(_State(state, detail))
 
     def publish(

@@ -24,8 +24,9 @@ SecurityPolicyName = Literal[
 """A secured endpoint, named as asyncua's ``ua.SecurityPolicyType`` members are."""
 
 Role = Literal["operator", "engineer"]
-"""``operator``: may call methods (control, review); ``engineer``: the same, and is the role
-meant for commissioning. Anonymous sessions may browse, read and subscribe only."""
+"""``operator``: Halt, Reset, ReviewResult and the read-only query methods; ``engineer``:
+every method (modes, Start/Stop, recipes) too. Anonymous sessions may browse, read and
+subscribe only (see ``node.hmi.methods.OPERATOR_METHODS``)."""
 
 
 class _Settings(BaseModel):
@@ -88,6 +89,43 @@ class HmiSettings(_Settings):
     queue_size: Annotated[int, Field(ge=16, le=100_000)] = 2000
     """Pending updates held for the OPC UA side; beyond this the oldest are dropped
     (counted, logged) so the node never waits for its HMI clients."""
+    nice: Annotated[int, Field(ge=0, le=19)] = 10
+    """How much lower the HMI process's CPU priority is than the node's (``nice`` increment),
+    so that where cores are shared the line's process runs first."""
+    allow_insecure_writes: bool = False
+    """Accept Write and Call requests on the SecurityPolicy None endpoint too (commissioning
+    only; logged as a warning at every start). Without it they need a Sign or
+    SignAndEncrypt channel and are refused with ``BadSecurityModeInsufficient``."""
+    max_sessions: Annotated[int, Field(ge=1, le=1000)] = 20
+    """Open sessions at once; one more is refused with ``BadTooManySessions``."""
+    max_session_timeout_s: Annotated[float, Field(ge=10, le=3600)] = 60.0
+    """Longest session timeout granted: a session whose panel vanished with subscriptions
+    open keeps its slot (for a reconnect) this long at most (asyncua allows 600 s)."""
+    max_subscriptions_per_session: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Subscriptions one session may hold (``BadTooManySubscriptions`` beyond)."""
+    max_monitored_items_per_session: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Monitored items one session may hold (``BadTooManyMonitoredItems`` beyond)."""
+    max_message_size: Annotated[int, Field(ge=65_536, le=256 * 1024 * 1024)] = 4 * 1024 * 1024
+    """Largest OPC UA message in bytes, either way (asyncua's default is 100 MB)."""
+    max_requests_per_s: Annotated[float, Field(gt=0, le=100_000)] = 200.0
+    """Requests one session may make per second on average (Publish requests aside, which
+    the server paces itself); beyond it a request is answered ``BadTooManyOperations``."""
+    request_burst: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Requests a session may make at once before the rate applies (browsing a panel's
+    screen or loading the 40100 type definitions takes a few hundred)."""
+    max_string_length: Annotated[int, Field(ge=16, le=65_536)] = 1024
+    """Longest string a method accepts (review comment, cause, ids); longer ones are refused
+    with ``BadOutOfRange``."""
+    login_backoff_after: Annotated[int, Field(ge=1, le=100)] = 3
+    """Wrong passwords for one user name before each further try must wait."""
+    login_backoff_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    """The first wait; it doubles with every further wrong password. A login tried sooner is
+    refused without looking at the password."""
+    login_lockout_after: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Wrong passwords for one user name that lock it out (even the right password is
+    refused until ``login_lockout_s`` has passed)."""
+    login_lockout_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
+    """How long a lockout lasts."""
 
     @field_validator("endpoint")
     @classmethod
@@ -104,6 +142,8 @@ class HmiSettings(_Settings):
         names = [u.name for u in self.users]
         if len(names) != len(set(names)):
             problems.append("users: duplicate name")
+        if self.login_lockout_after < self.login_backoff_after:
+            problems.append("login_lockout_after: less than login_backoff_after")
         if problems:
             raise ValueError("; ".join(problems))
         return self

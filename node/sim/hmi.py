@@ -211,3 +211,92 @@ def panel_process(url: str, n_clients: int, pipe: Connection, plain: bool = Fals
         return arrivals
 
     pipe.send(asyncio.run(run()))
+
+
+def flood_process(url: str, n_clients: int, pipe: Connection, nice: int = 0) -> None:
+    """Busy anonymous panels in a process of their own (run with ``multiprocessing``).
+
+    Each of ``n_clients`` asyncua clients connects to ``url`` (retrying until the
+    server listens), subscribes to LastResult at 10 ms and to the VisionSystem's
+    events where there is one, then browses the whole address space, reading each
+    node's name, over and over. Refused requests (the server's limits) are counted
+    and the client goes on. Sends ``"ready"`` on ``pipe`` at once, runs until it
+    receives anything, then sends its counters (``requests``, ``refused``,
+    ``errors``, ``connects``, ``notifications``). ``nice`` lowers this process's
+    priority: the clients stand for panel PCs elsewhere on the network.
+    """
+    import asyncio
+    import logging
+    import os
+
+    from asyncua.client.client import Client
+    from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+
+    from node.hmi.uahelp import nid
+
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    if nice:
+        os.nice(nice)
+    counts = dict.fromkeys(("requests", "refused", "errors", "connects", "notifications"), 0)
+
+    class Handler:
+        def event_notification(self, event: Any) -> None:
+            counts["notifications"] += 1
+
+        def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+            counts["notifications"] += 1
+
+    async def browse(node: Any, depth: int, stop: asyncio.Event) -> None:
+        if depth == 0 or stop.is_set():
+            return
+        try:
+            counts["requests"] += 1
+            children = await node.get_children()
+        except UaStatusCodeError:
+            counts["refused"] += 1
+            return
+        for child in children:
+            if stop.is_set():
+                return
+            try:
+                counts["requests"] += 1
+                await child.read_browse_name()
+            except UaStatusCodeError:
+                counts["refused"] += 1
+            await browse(child, depth - 1, stop)
+
+    async def panel(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with Client(url, timeout=10) as c:
+                    counts["connects"] += 1
+                    sub = await c.create_subscription(10, Handler())
+                    names = ("PartId", "Verdict", "Explanation", "Thumbnail")
+                    await sub.subscribe_data_change(
+                        [c.get_node(f"ns=2;s=Lineside.LastResult.{n}") for n in names]
+                    )
+                    try:
+                        ns = await c.get_namespace_index(
+                            "http://opcfoundation.org/UA/MachineVision"
+                        )
+                        vs = await c.nodes.objects.get_child("2:VisionSystem")
+                        await sub.subscribe_events(vs, nid(1024, ns), queuesize=100)
+                    except (UaError, ValueError):
+                        pass  # no 40100 model served
+                    while not stop.is_set():
+                        await browse(c.nodes.objects, 6, stop)
+            except Exception:  # noqa: BLE001 - a refused or dropped session: count, reconnect
+                counts["errors"] += 1
+                await asyncio.sleep(0.2)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            for k in range(n_clients):
+                tg.create_task(panel(stop), name=f"panel-{k}")
+            pipe.send("ready")
+            await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+            stop.set()
+
+    asyncio.run(run())
+    pipe.send(counts)

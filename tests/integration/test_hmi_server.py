@@ -32,6 +32,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 NODESET = Path(__file__).resolve().parents[2] / "../shared/opcua/Opc.Ua.MachineVision.NodeSet2.xml"
 MV = "http://opcfoundation.org/UA/MachineVision"
 OPERATOR = ("olga", "orange-7")
+ENGINEER = ("emil", "emerald-9")
 
 
 class Rig:
@@ -57,12 +58,15 @@ class Rig:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
-    """A running HMI server on a free loopback port with the 40100 NodeSet and one operator."""
+    """A running HMI server on a free loopback port with the 40100 NodeSet, an operator and an
+    engineer, taking calls on the unsigned endpoint too (signing: test_hmi_access.py)."""
     settings = HmiSettings(
         endpoint="opc.tcp://127.0.0.1:0/lineside/",
         nodeset=NODESET,
+        allow_insecure_writes=True,
         users=[
-            HmiUser(name=OPERATOR[0], role="operator", password_hash=hash_password(OPERATOR[1]))
+            HmiUser(name=OPERATOR[0], role="operator", password_hash=hash_password(OPERATOR[1])),
+            HmiUser(name=ENGINEER[0], role="engineer", password_hash=hash_password(ENGINEER[1])),
         ],
     )
     results, control = MemoryResults(), SimControl(recipes=["default", "fine-pitch"])
@@ -226,9 +230,9 @@ async def test_wrong_password_is_refused(rig: Rig) -> None:
 
 
 async def test_state_machine_follows_start_camera_error_reset_and_halt(rig: Rig) -> None:
-    """CurrentState follows the node: Initialized, Ready and ContinuousExecution by an operator's
+    """CurrentState follows the node: Initialized, Ready and ContinuousExecution by an engineer's
     calls, Error on a camera error, back through Reset, Halted by Halt and out again by Reset."""
-    async with _client(rig, OPERATOR) as c:
+    async with _client(rig, ENGINEER) as c:
         ns, vs = await _mv(c)
         sm = await vs.get_child(f"{ns}:VisionStateMachine")
         auto = await sm.get_child(f"{ns}:AutomaticModeStateMachine")
@@ -281,7 +285,7 @@ async def test_result_and_recipe_management_answer_from_the_store(rig: Rig) -> N
     """GetResultById and GetResultListFiltered read the audit store; recipes are the config's."""
     rig.publish(3)
     await rig.hmi.drain()
-    async with _client(rig, OPERATOR) as c:
+    async with _client(rig, ENGINEER) as c:
         await c.load_data_type_definitions()
         ns, vs = await _mv(c)
         rm = await vs.get_child(f"{ns}:ResultManagement")

@@ -22,6 +22,7 @@ from node.line.results import PartResult
 NODESET = Path(__file__).resolve().parents[2] / "../shared/opcua/Opc.Ua.MachineVision.NodeSet2.xml"
 MV = "http://opcfoundation.org/UA/MachineVision"
 OPERATOR = ("olga", "orange-7")
+ENGINEER = ("emil", "emerald-9")
 
 
 _progress = asyncio.Event()
@@ -58,7 +59,8 @@ async def test_panel_sees_every_part_and_halt_makes_parts_fail_safe(
 ) -> None:
     """A client gets one ResultReadyEvent per published part and the node's state; an
     operator's Halt makes the node reject every part as ``not_inspecting`` (never pass
-    one); Reset and StartContinuous resume inspection; anonymous Halt is refused. An
+    one); Reset and an engineer's StartContinuous resume inspection; anonymous Halt is
+    refused (the panel uses the unsigned endpoint, allowed by the commissioning key). An
     operator's ReviewResult of a rejected part lands in the audit store, and
     ``lineside audit dataset`` puts that part's image where the review says."""
     port = free_port()
@@ -70,12 +72,18 @@ async def test_panel_sees_every_part_and_halt_makes_parts_fail_safe(
             "enabled": True,
             "endpoint": f"opc.tcp://127.0.0.1:{port}/lineside/",
             "nodeset": NODESET,
+            "allow_insecure_writes": True,
             "users": [
                 {
                     "name": OPERATOR[0],
                     "role": "operator",
                     "password_hash": hash_password(OPERATOR[1]),
-                }
+                },
+                {
+                    "name": ENGINEER[0],
+                    "role": "engineer",
+                    "password_hash": hash_password(ENGINEER[1]),
+                },
             ],
         },
     )
@@ -115,23 +123,35 @@ async def test_panel_sees_every_part_and_halt_makes_parts_fail_safe(
                 osm = await (await op.nodes.objects.get_child("2:VisionSystem")).get_child(
                     f"{ns}:VisionStateMachine"
                 )
-                auto = await osm.get_child(f"{ns}:AutomaticModeStateMachine")
-                await op.load_data_type_definitions()
                 await osm.call_method(f"{ns}:Halt", _int32(0), "jam at the feeder")
                 first_halted = node.tracker.next_part_id  # created after the halt
                 await _until(lambda: any(r.part_id >= first_halted + 6 for r in results))
                 assert await _state(vs, ns) == "Halted"
                 await osm.call_method(f"{ns}:Reset", _int32(0), "cleared")
+            eng = Client(url, timeout=5)
+            eng.set_user(ENGINEER[0])
+            eng.set_password(ENGINEER[1])
+            async with eng:
+                await eng.load_data_type_definitions()
+                auto = await (await eng.nodes.objects.get_child("2:VisionSystem")).get_child(
+                    [f"{ns}:VisionStateMachine", f"{ns}:AutomaticModeStateMachine"]
+                )
                 await auto.call_method(
                     f"{ns}:StartContinuous",
                     ua.MeasIdDataType(Id=""),
                     ua.PartIdDataType(Id=""),
-                    ua.RecipeIdExternalDataType(Id=cfg.inspection.recipe.name),
+                    # a client in another process cannot build RecipeIdExternalDataType from
+                    # the 40100 dictionary (asyncua); empty: keep the recipe in force
+                    ua.Variant(),
                     ua.ProductIdDataType(Id=""),
                     ua.Variant([], ua.VariantType.Variant),
                 )
-                first_resumed = node.tracker.next_part_id
-                await _until(lambda: any(r.part_id >= first_resumed + 6 for r in results))
+            first_resumed = node.tracker.next_part_id
+            await _until(lambda: any(r.part_id >= first_resumed + 6 for r in results))
+            op = Client(url, timeout=5)
+            op.set_user(OPERATOR[0])
+            op.set_password(OPERATOR[1])
+            async with op:
                 # an operator overrules a judged reject: it was a good part
                 judged = next(r for r in results if r.verdict.reason.value == "defect")
                 assert node.recorder is not None
