@@ -49,6 +49,7 @@ import structlog
 
 from drivers.plc.settings import RejectMode
 from drivers.sim.fakegv import FakeGvCamera
+from hil import mounts
 from hil.line import ensure_template, sim_config, until_line_clear
 from hil.plc_modbus import free_port
 from hil.plc_process import EmulatorProcess
@@ -135,8 +136,11 @@ class Scenario:
     belt_mm_s: float | None = None
     model: bool = False
     """Wrap the model so ``Run.model_fault`` can stall it or make it answer NaN."""
-    prepare: Callable[[Config, Path], Config] | None = None
-    """Change the config before the run (a tampered package, a read-only folder)."""
+    prepare: Callable[[Config, Path, contextlib.ExitStack], Config] | None = None
+    """Change the config before the run (a tampered package, a read-only folder); what it
+    sets up for the run (a mount) it leaves on the stack, closed after the run is scored."""
+    refusal_key: str = ""
+    """``refused``: the config key the node's one-line refusal must name."""
     node_process: bool = False
     """Run the node in a process of its own (``hil.node_process``) that the fault kills."""
 
@@ -236,7 +240,7 @@ class _FaultyModel:
         ]
 
 
-def _tampered_package(cfg: Config, work: Path) -> Config:
+def _tampered_package(cfg: Config, work: Path, stack: contextlib.ExitStack) -> Config:
     """A copy of the configured package whose manifest thresholds were raised by hand
     (what turned every defect reject off on a line before packages were hashed)."""
     source = cfg.inspection.model.package
@@ -276,6 +280,35 @@ async def _hmi_flood(run: Run) -> None:
     run.mark("lift")
     with contextlib.suppress(ValueError):
         run.extra["flood"] = json.loads(out.decode().strip().splitlines()[-1])
+
+
+_AUDIT_DISK_BYTES = 16 * 2**20
+
+
+def _audit_on_tmpfs(cfg: Config, work: Path, stack: contextlib.ExitStack) -> Config:
+    """The audit store on a 16 MiB tmpfs of its own, a short queue before the line stops."""
+    disk = stack.enter_context(mounts.tmpfs(work / "audit-disk", _AUDIT_DISK_BYTES))
+    audit = cfg.audit.model_dump() | {"directory": disk, "queue_max": 40, "on_failure": "stop"}
+    return sim_config(cfg, audit=audit)
+
+
+async def _audit_disk_full(run: Run) -> None:
+    """The audit disk fills up (another writer took the space) for 2 s, then is freed."""
+    await run.after_parts(0.3)
+    assert run.rig is not None
+    disk = run.rig.cfg.audit_directory
+    run.mark("inject")
+    filler = await asyncio.to_thread(mounts.fill, disk, 0)
+    await asyncio.sleep(_FAULT_S)
+    await asyncio.to_thread(filler.unlink)
+    run.mark("lift")
+    await run.reset_when_clear(20.0)
+
+
+def _audit_read_only(cfg: Config, work: Path, stack: contextlib.ExitStack) -> Config:
+    """The audit folder on a read-only file system (a remount gone wrong)."""
+    folder = stack.enter_context(mounts.read_only_folder(work / "audit-ro"))
+    return sim_config(cfg, audit=cfg.audit.model_dump() | {"directory": folder})
 
 
 async def _nothing(run: Run) -> None:
@@ -340,6 +373,21 @@ SCENARIOS: tuple[Scenario, ...] = (
         reasons=("tracking_lost",),
     ),
     Scenario(
+        "audit_disk_full",
+        "the audit store's disk is full for 2 s (a 16 MiB tmpfs filled by another writer)",
+        _audit_disk_full,
+        reasons=("audit_unavailable",),
+        prepare=_audit_on_tmpfs,
+    ),
+    Scenario(
+        "audit_read_only",
+        "the audit folder is on a read-only file system at start",
+        _nothing,
+        expects="refused",
+        refusal_key="audit.directory",
+        prepare=_audit_read_only,
+    ),
+    Scenario(
         "sigkill_restart",
         "the node process is killed (SIGKILL) and restarted 2 s later, as systemd would",
         _nothing,
@@ -356,6 +404,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the model package's manifest thresholds are edited by hand before start",
         _nothing,
         expects="refused",
+        refusal_key="inspection.model.package",
         prepare=_tampered_package,
     ),
 )
@@ -374,7 +423,13 @@ def plc_watch_s(cfg: Config, speed_mm_s: float) -> float:
     return min(1.5, round(0.45 * travel_mm / speed_mm_s, 3))
 
 
-def scenario_config(base: Config, scenario: Scenario, work: Path, hmi_port: int) -> Config:
+def scenario_config(
+    base: Config,
+    scenario: Scenario,
+    work: Path,
+    hmi_port: int,
+    stack: contextlib.ExitStack,
+) -> Config:
     """The base config made for one scenario run in ``work``."""
     sim = {"defect_rate": 0.2, "seed": 11, **scenario.sim}
     speed = float(sim.get("speed_mm_s", base.sim.speed_mm_s))
@@ -397,7 +452,7 @@ def scenario_config(base: Config, scenario: Scenario, work: Path, hmi_port: int)
         }
     cfg = sim_config(base, **sections)
     if scenario.prepare is not None:
-        cfg = scenario.prepare(cfg, work)
+        cfg = scenario.prepare(cfg, work, stack)
     return cfg
 
 
@@ -468,6 +523,19 @@ async def run_scenario(
     mode: RejectMode = "plc_tracked",
 ) -> dict[str, Any]:
     """Run one scenario over ``parts`` parts; return its row (the JSON written for it)."""
+    with contextlib.ExitStack() as stack:
+        return await _run_scenario(scenario, transport, base, parts, work, mode, stack)
+
+
+async def _run_scenario(
+    scenario: Scenario,
+    transport: Transport,
+    base: Config,
+    parts: int,
+    work: Path,
+    mode: RejectMode,
+    stack: contextlib.ExitStack,
+) -> dict[str, Any]:
     hmi_port = free_port()
     run = Run(scenario, parts)
     row: dict[str, Any] = {
@@ -477,7 +545,7 @@ async def run_scenario(
         "fault": scenario.fault,
     }
     try:
-        cfg = scenario_config(base, scenario, work, hmi_port)
+        cfg = scenario_config(base, scenario, work, hmi_port, stack)
         node_cfg = plc_config(cfg, transport, mode, free_port())
     except Exception as exc:  # noqa: BLE001 - a refusal is the scenario's result
         return row | _refused(scenario, exc)
@@ -738,7 +806,7 @@ def _refused(scenario: Scenario, exc: Exception) -> dict[str, Any]:
         exc = first
     line = str(exc).strip().splitlines()
     why = " ".join(s.strip() for s in line)[:300]
-    ok = scenario.expects == "refused"
+    ok = scenario.expects == "refused" and scenario.refusal_key in why
     return {
         "refused_at_start": why,
         "error": type(exc).__name__,
@@ -777,7 +845,9 @@ def _assess(
     committed = int(audit.get("committed", 0))
     lost = max(0, committed - rows) if rows is not None else None
     unrecorded = len(results) - rows if rows is not None else None
-    detect_ms = _detect_ms(scenario, run, results, inject_ns, t0)
+    detect_ms = (
+        _detect_ms(scenario, run, results, inject_ns, t0) if scenario.expects == "fault" else None
+    )
     failures = []
     if report["fault_escapes"]:
         failures.append(f"{report['fault_escapes']} defective parts escaped because of the fault")

@@ -1,80 +1,39 @@
-"""Folders that fail like real disks: a tiny tmpfs that fills up, a read-only folder.
-
-A full disk or a read-only file system is simulated with the real thing — a
-tmpfs mounted for the test — so the store meets the errors the kernel gives.
-Mounting needs root (or CAP_SYS_ADMIN); where it is refused the test is skipped
-with the reason. A read-only folder for a user other than root is a plain chmod.
-"""
+"""The rig's real failing folders (``hil.mounts``) for tests: a refused mount skips the test
+with the reason instead of failing it."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
+from hil import mounts
+from hil.mounts import fill, resize
 
-def _mount(path: Path, options: str) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs at {path}: {done.stderr.strip()}")
+__all__ = ["fill", "read_only_folder", "resize", "tmpfs"]
 
 
-def _umount(path: Path) -> None:
-    # lazy: a store that failed to close must not leave the mount behind
-    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+def _or_skip(cm: AbstractContextManager[Path]) -> Iterator[Path]:
+    try:
+        entered = cm.__enter__()
+    except mounts.MountRefused as exc:
+        pytest.skip(str(exc))
+    try:
+        yield entered
+    finally:
+        cm.__exit__(None, None, None)
 
 
 @contextlib.contextmanager
 def tmpfs(path: Path, size_bytes: int) -> Iterator[Path]:
-    """A tmpfs of ``size_bytes`` mounted at ``path`` (created) for the block's duration."""
-    _mount(path, f"size={size_bytes}")
-    try:
-        yield path
-    finally:
-        _umount(path)
-
-
-def resize(path: Path, size_bytes: int) -> None:
-    """Grow (or shrink) the tmpfs at ``path`` in place: a full disk that gets space again."""
-    subprocess.run(
-        ["mount", "-o", f"remount,size={size_bytes}", str(path)], capture_output=True, check=True
-    )
-
-
-def fill(path: Path, leave_bytes: int) -> Path:
-    """Write a filler file in ``path`` until only about ``leave_bytes`` are free; its path."""
-    filler = path / "filler.bin"
-    st = os.statvfs(path)
-    free = st.f_bavail * st.f_frsize
-    with filler.open("wb") as f:
-        f.write(b"\0" * max(0, free - leave_bytes))
-    return filler
+    """``hil.mounts.tmpfs``, skipped where mounting is refused."""
+    yield from _or_skip(mounts.tmpfs(path, size_bytes))
 
 
 @contextlib.contextmanager
 def read_only_folder(path: Path) -> Iterator[Path]:
-    """``path`` as a folder nobody (root included) can write: a read-only tmpfs for root,
-    a chmod 555 folder for anyone else."""
-    if os.geteuid() != 0:
-        path.mkdir(parents=True, exist_ok=True)
-        path.chmod(0o555)
-        try:
-            yield path
-        finally:
-            path.chmod(0o755)
-        return
-    _mount(path, "size=1m,ro")
-    try:
-        yield path
-    finally:
-        _umount(path)
+    """``hil.mounts.read_only_folder``, skipped where mounting is refused."""
+    yield from _or_skip(mounts.read_only_folder(path))

@@ -1,0 +1,82 @@
+"""Folders that fail like real disks: a tiny tmpfs that fills up, a read-only folder.
+
+A full disk or a read-only file system is simulated with the real thing — a
+tmpfs mounted for the scenario — so the store meets the errors the kernel gives.
+Mounting needs root (or CAP_SYS_ADMIN); where it is refused ``MountRefused`` says
+why. A read-only folder for a user other than root is a plain chmod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class MountRefused(RuntimeError):
+    """The tmpfs could not be mounted (not root, or no mount in this container)."""
+
+
+def _mount(path: Path, options: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise MountRefused(f"cannot mount a tmpfs at {path}: {done.stderr.strip()}")
+
+
+def _umount(path: Path) -> None:
+    # lazy: a store that failed to close must not leave the mount behind
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size_bytes: int) -> Iterator[Path]:
+    """A tmpfs of ``size_bytes`` mounted at ``path`` (created) for the block's duration."""
+    _mount(path, f"size={size_bytes}")
+    try:
+        yield path
+    finally:
+        _umount(path)
+
+
+def resize(path: Path, size_bytes: int) -> None:
+    """Grow (or shrink) the tmpfs at ``path`` in place: a full disk that gets space again."""
+    subprocess.run(
+        ["mount", "-o", f"remount,size={size_bytes}", str(path)], capture_output=True, check=True
+    )
+
+
+def fill(path: Path, leave_bytes: int) -> Path:
+    """Write a filler file in ``path`` until only about ``leave_bytes`` are free; its path."""
+    filler = path / "filler.bin"
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    with filler.open("wb") as f:
+        f.write(b"\0" * max(0, free - leave_bytes))
+    return filler
+
+
+@contextlib.contextmanager
+def read_only_folder(path: Path) -> Iterator[Path]:
+    """``path`` as a folder nobody (root included) can write: a read-only tmpfs for root,
+    a chmod 555 folder for anyone else."""
+    if os.geteuid() != 0:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+        return
+    _mount(path, "size=1m,ro")
+    try:
+        yield path
+    finally:
+        _umount(path)
