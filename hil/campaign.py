@@ -807,6 +807,8 @@ def _refused(scenario: Scenario, exc: Exception) -> dict[str, Any]:
     line = str(exc).strip().splitlines()
     why = " ".join(s.strip() for s in line)[:300]
     ok = scenario.expects == "refused" and scenario.refusal_key in why
+    if not ok:
+        log.error("scenario_run_raised", scenario=scenario.name, exc_info=exc)
     return {
         "refused_at_start": why,
         "error": type(exc).__name__,
