@@ -499,7 +499,7 @@ async def _watch_hmi(run: Run, endpoint: str, t0: int) -> None:
             idx = await client.get_namespace_index("urn:lineside:hmi")
             nodes = {
                 k: client.get_node(f"ns={idx};s=Lineside.Health.{k}")
-                for k in ("State", "StateDetail", "Camera", "Plc", "Model")
+                for k in ("State", "StateDetail", "Camera", "Plc", "Model", "Audit")
             }
             while True:
                 values = await client.read_values(list(nodes.values()))
@@ -703,7 +703,7 @@ async def _killed_and_restarted(
         "detected_by": "the PLC's heartbeat watch",
         "marks_s": {k: round((v - t0) / 1e9, 3) for k, v in run.marks.items()},
         "plc_saw": _changes(run.plc_seen, ("node_ready", "node_error", "heartbeat_ok")),
-        "hmi_saw": _changes(run.hmi_seen, ("State", "Camera", "Plc", "Model", "error")),
+        "hmi_saw": _changes(run.hmi_seen, ("State", "Camera", "Plc", "Model", "Audit", "error")),
         "passed": not failures,
         "why_failed": "; ".join(failures) or None,
         "_timeline": [],
@@ -896,7 +896,7 @@ def _assess(
         "node_states": dict(states),
         "node_saw": _changes(run.timeline, ("state", "healthy", "faults")),
         "plc_saw": _changes(run.plc_seen, ("node_ready", "node_error", "heartbeat_ok")),
-        "hmi_saw": _changes(run.hmi_seen, ("State", "Camera", "Plc", "Model", "error")),
+        "hmi_saw": _changes(run.hmi_seen, ("State", "Camera", "Plc", "Model", "Audit", "error")),
         "latency_ms": report["latency_ms"],
         **run.extra,
         "passed": not failures,

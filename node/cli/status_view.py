@@ -46,6 +46,12 @@ def render_status(name: str, snap: dict[str, Any]) -> Group:
         state = "[green]healthy"
     else:
         state = "[red]pipeline stalled"
+    alarms = snap.get("alarms") or {}
+    unrecorded = (snap.get("audit") or {}).get("unrecorded_parts", 0)
+    if alarms and not faults:
+        state = "[yellow]" + "; ".join(f"{name} alarm: {why}" for name, why in alarms.items())
+    if unrecorded:
+        state += f"[/]   [red]{unrecorded} parts unrecorded"
     if snap["draining"]:
         state = "[yellow]draining"
     types = ", ".join(f"{k}: {v}" for k, v in sorted(snap["defects_by_type"].items())) or "—"

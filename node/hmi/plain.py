@@ -61,6 +61,7 @@ HEALTH: dict[str, tuple[V, Any]] = {
     "Camera": (V.String, "unknown"),
     "Plc": (V.String, "unknown"),
     "Model": (V.String, "unknown"),
+    "Audit": (V.String, "unknown"),
     "State": (V.String, VisionState.PREOPERATIONAL.value),
     "StateDetail": (V.String, ""),
 }

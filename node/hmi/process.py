@@ -385,22 +385,49 @@ class HmiProcess:
         thumb = thumbnail_png if self.settings.publish_thumbnails else None
         self._put(("result", record, thumb, dict(stats)))
 
-    def set_health(self, *, camera: str, plc: str, model: str) -> None:
+    def set_health(self, *, camera: str, plc: str, model: str, audit: str = "ok") -> None:
         """Queue the resources' health."""
-        self._put(("health", camera, plc, model))
+        self._put(("health", camera, plc, model, audit))
 
     def show_health(self, operation: Operation, status: Mapping[str, Any], model: str) -> None:
-        """Queue the health of camera, PLC link and model from the node's ``status()``."""
-        camera = f"error: {operation.machine.detail}" if operation.fault == "camera" else "ok"
-        plc = status.get("plc")
-        self.set_health(
-            camera=camera, plc="not used" if plc is None else str(plc["state"]), model=model
-        )
+        """Queue the health of camera, PLC link, model and audit store from the node's
+        ``status()``: an active fault or alarm is shown in words on its resource."""
+        self.set_health(**health_words(operation, status, model))
 
     def set_recipe(self, name: str) -> None:
         """The recipe now in force (also the one a restarted HMI shows)."""
         self._recipe = name
         self._put(("recipe", name), droppable=False)
+
+
+def health_words(operation: Operation, status: Mapping[str, Any], model: str) -> dict[str, str]:
+    """Camera, PLC, model and audit health in the words a panel shows: ``ok``, the link
+    state, or ``fault: <why>`` while a fault on it is active (``error: <why>`` while its
+    error holds the node in Error)."""
+    faults = operation.active_faults
+    held = operation.fault
+
+    def word(name: str, fine: str) -> str:
+        if name in faults:
+            return f"fault: {faults[name]}"
+        if held == name:
+            return f"error: {operation.machine.detail}"
+        return fine
+
+    plc = status.get("plc")
+    alarms = status.get("alarms") or {}
+    audit = status.get("audit") or {}
+    audit_fine = "ok"
+    if "audit" in alarms:
+        audit_fine = f"alarm: {alarms['audit']}"
+    elif audit.get("unrecorded_parts"):
+        audit_fine = f"{audit['unrecorded_parts']} parts unrecorded"
+    return {
+        "camera": word("camera", "ok"),
+        "plc": word("plc", "not used" if plc is None else str(plc["state"])),
+        "model": word("model", model),
+        "audit": word("audit", audit_fine),
+    }
 
 
 # -- the HMI process --------------------------------------------------------------------------
@@ -586,7 +613,7 @@ async def _serve(conn: Connection, link: _Link, a: _ChildArgs) -> None:
                 log.warning("hmi_state_resynced", state=msg[1].value, error=str(exc))
                 server.force_state(msg[1], msg[2])
         elif kind == "health":
-            server.set_health(camera=msg[1], plc=msg[2], model=msg[3])
+            server.set_health(camera=msg[1], plc=msg[2], model=msg[3], audit=msg[4])
         elif kind == "recipe":
             server.set_recipe(msg[1])
 

@@ -274,9 +274,9 @@ class HmiServer:
         thumb = thumbnail_png if self.settings.publish_thumbnails else None
         self._put(_Result(record, thumb, dict(stats)))
 
-    def set_health(self, *, camera: str, plc: str, model: str) -> None:
+    def set_health(self, *, camera: str, plc: str, model: str, audit: str = "ok") -> None:
         """Health of the node's resources, in words (``ok``, ``reconnecting``, ...)."""
-        self._put(_Health({"Camera": camera, "Plc": plc, "Model": model}))
+        self._put(_Health({"Camera": camera, "Plc": plc, "Model": model, "Audit": audit}))
 
     def set_recipe(self, name: str) -> None:
         """The recipe now in force (set by the node when it changes it itself)."""
