@@ -46,6 +46,7 @@ async def main(cfg: Config, parts: int) -> None:
             word, _, arg = line.decode().strip().partition(" ")
             if word == "start":
                 sim.world.start(int(arg))
+        stop.set()  # stdin closed: the rig that started this node is gone
 
     async def announce() -> None:
         await node.ready.wait()

@@ -95,12 +95,24 @@ async def _child_main(
     # fail-safe rejects and compare outputs must go on through a network outage.
     cpu = asyncio.get_running_loop().create_task(_cpu_scan(program), name="plc-cpu")
     loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    loop.add_reader(conn.fileno(), lambda: inbox.put_nowait(conn.recv()))
+    inbox: asyncio.Queue[tuple[str, Any, int]] = asyncio.Queue()
+
+    def receive() -> None:
+        try:
+            inbox.put_nowait(conn.recv())
+        except (EOFError, OSError):  # the rig is gone (killed): stop, do not spin on EOF
+            loop.remove_reader(conn.fileno())
+            inbox.put_nowait(("parent_gone", None, 0))
+
+    loop.add_reader(conn.fileno(), receive)
     conn.send(("ready", None, 0))
     while True:
         cmd, arg, seq = await inbox.get()
         reply: Any = None
+        if cmd == "parent_gone":
+            cpu.cancel()
+            await emulator.stop()
+            return
         if cmd == "start_belt":
             sim.world.start(arg)
         elif cmd == "stop_server":

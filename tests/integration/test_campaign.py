@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_every_fault_ends_in_a_recorded_fail_safe_never_a_silent_pass(tmp_path: Path) -> None:
     """``python -m hil.campaign --parts 100 --transport alternate``: every scenario passes —
     no defective part escaped because of the fault, no committed audit record lost, every
