@@ -4,7 +4,8 @@
 
 The node runs as in production (sim drivers, the model, the audit store and the
 HMI server on a free port) at ``--rate`` parts per second. Every 10 s the
-process's resident memory (RSS) and open file descriptors are sampled. Growth is
+process's resident memory (RSS, with the processes it started: the HMI server,
+the sim camera's renderer) and open file descriptors are sampled. Growth is
 measured from the end of the first tenth of the run (imports, caches and the
 model's arenas have settled by then) to the end. Prints one JSON object and writes
 it with an RSS/fd plot (``soak.json``, ``soak.png``) to ``--out``.
@@ -56,6 +57,29 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def children_rss_mb(pid: int | None = None) -> float:
+    """Resident memory of every process this one started (the HMI server, the sim
+    camera's renderer), summed in MiB: a leak there counts as the node's."""
+    pid = os.getpid() if pid is None else pid
+    total = 0.0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/status", encoding="ascii") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1]) / 1024
+            except OSError:
+                continue
+            total += children_rss_mb(kid)
+    return total
+
+
 class _Counts:
     """A result sink that keeps counts only (a soak must not grow by its own bookkeeping)."""
 
@@ -90,8 +114,15 @@ async def soak(cfg: Config, minutes: float, progress: Progress) -> dict[str, Any
         end = t0 + minutes * 60
         while True:
             now = time.monotonic()
+            own, kids = rss_mb(), children_rss_mb()
             samples.append(
-                {"t_s": round(now - t0, 1), "rss_mb": round(rss_mb(), 2), "fds": open_fds()}
+                {
+                    "t_s": round(now - t0, 1),
+                    "rss_mb": round(own + kids, 2),
+                    "node_rss_mb": round(own, 2),
+                    "children_rss_mb": round(kids, 2),
+                    "fds": open_fds(),
+                }
             )
             progress.update(task, completed=now - t0)
             if now >= end:
@@ -122,6 +153,8 @@ async def soak(cfg: Config, minutes: float, progress: Progress) -> dict[str, Any
             "max": max(s["rss_mb"] for s in samples),
         },
         "rss_growth": round(growth, 4),
+        "node_rss_mb": {"settled": settle["node_rss_mb"], "end": last["node_rss_mb"]},
+        "children_rss_mb": {"settled": settle["children_rss_mb"], "end": last["children_rss_mb"]},
         "fds": {"settled": settle["fds"], "end": last["fds"]},
         "samples": samples,
     }
