@@ -15,6 +15,7 @@ function by whoever builds the world.
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -82,6 +83,8 @@ class SimWorld:
             raise ValueError("speed_profile needs at least one (t_s, speed_mm_s) step")
         self._segments: list[_Segment] = []
         self._parts: list[SimPart] = []
+        self._max_jitter_mm = 0.0
+        """The largest |placement jitter| so far: part k's centre is within it of nominal."""
         self._lock = threading.Lock()
         self.hits: list[ActuatorHit] = []
 
@@ -146,25 +149,39 @@ class SimWorld:
                 nominal = self.first_part_mm + k * self.pitch_mm
                 if nominal - self.pitch_mm > upto_cross_mm:
                     return
-                cross = nominal + self.placement_jitter_mm(k)
+                jitter = self.placement_jitter_mm(k)
+                self._max_jitter_mm = max(self._max_jitter_mm, abs(jitter))
+                cross = nominal + jitter
                 self._parts.append(SimPart(k, cross, self.part_length_mm, self.part_factory(k)))
+
+    def _crossing(self, lo_mm: float, hi_mm: float) -> list[SimPart]:
+        """Parts whose crossing point (``cross_mm``) is in [lo_mm, hi_mm]: found by index from
+        the nominal pitch, so a long run's lookups do not grow with the parts made."""
+        with self._lock:
+            j = self._max_jitter_mm
+            first = max(0, math.floor((lo_mm - j - self.first_part_mm) / self.pitch_mm))
+            last = math.ceil((hi_mm + j - self.first_part_mm) / self.pitch_mm)
+            window = self._parts[first : max(first, last + 1)]
+        return [p for p in window if lo_mm <= p.cross_mm <= hi_mm]
 
     def parts_near(self, position_mm: float, t_ns: int, radius_mm: float) -> list[SimPart]:
         """Parts whose centre is within ``radius_mm`` of ``position_mm`` at ``t_ns``."""
         d = self.displacement_mm(t_ns)
         self._ensure_parts(d - position_mm + radius_mm)
-        with self._lock:
-            parts = list(self._parts)
-        return [p for p in parts if abs(d - p.cross_mm - position_mm) <= radius_mm]
+        return self._crossing(d - position_mm - radius_mm, d - position_mm + radius_mm)
 
     def parts_beyond(self, position_mm: float, t_ns: int) -> list[SimPart]:
         """Every part whose centre is downstream of ``position_mm`` at ``t_ns``, in belt
         order — made first if nothing has asked for them yet (the belt carried them anyway)."""
         d = self.displacement_mm(t_ns)
         self._ensure_parts(d - position_mm)
+        limit = d - position_mm
         with self._lock:
-            parts = list(self._parts)
-        return [p for p in parts if d - p.cross_mm > position_mm]
+            j = self._max_jitter_mm
+            sure = max(0, math.floor((limit - j - self.first_part_mm) / self.pitch_mm))
+            parts = self._parts[:sure]  # every part up to here is past, jitter or not
+            rest = self._parts[sure:]
+        return parts + [p for p in rest if p.cross_mm < limit]
 
     def part_position_mm(self, part: SimPart, t_ns: int) -> float:
         """Where ``part``'s centre is at ``t_ns``."""
@@ -179,11 +196,10 @@ class SimWorld:
         if d1 <= d0:
             return ()
         self._ensure_parts(d1 + self.part_length_mm)
-        with self._lock:
-            parts = list(self._parts)
+        half = self.part_length_mm / 2
         modulus = 1 << self.encoder_bits
         out = []
-        for p in parts:
+        for p in self._crossing(d0 - half, d1 + half):
             lead = p.cross_mm - p.length_mm / 2
             if d0 < lead <= d1:
                 out.append((int(lead * self.counts_per_mm) + self.count_offset) % modulus)
@@ -208,8 +224,8 @@ class SimWorld:
         """
         acts_at_d = self.displacement_mm(t_ns) + self.actuator_lead_mm
         self._ensure_parts(acts_at_d - self.reject_position_mm + self.part_length_mm)
-        with self._lock:
-            parts = list(self._parts)
+        at = acts_at_d - self.reject_position_mm
+        parts = self._crossing(at - self.part_length_mm, at + self.part_length_mm)
         best: SimPart | None = None
         best_err = 0.0
         for p in parts:

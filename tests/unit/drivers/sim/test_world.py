@@ -90,3 +90,40 @@ def test_latched_edges_are_exact_and_none_are_lost() -> None:
     edges = w.edges_between(int(20 / 1000 * 1e9), int(90 / 1000 * 1e9))
     assert edges == tuple((65_500 + 4 * mm) % 65536 for mm in (25, 55, 85))
     assert w.edges_between(int(90 / 1000 * 1e9), int(91 / 1000 * 1e9)) == ()
+
+
+def test_part_lookups_over_a_long_jittered_run_match_a_full_scan() -> None:
+    """After 20,000 parts with placement jitter (the soak's length), the sensor, the
+    latched edges, the parts past a station and the actuator's aim find exactly what a scan
+    of every part finds — they look only near the belt's position, so a long run's sensor
+    polls do not slow down as parts accumulate."""
+    import random
+
+    jitter = random.Random(3)
+    w = make_world(
+        speed_profile=[(0.0, 1000.0)],
+        placement_jitter_mm=lambda i: jitter.uniform(-6.0, 6.0),
+        encoder_bits=32,
+    )
+    end_ns = 600 * 10**9  # 600 m of belt: 20,000 parts at 30 mm
+    w.parts_beyond(0.0, end_ns)
+    every = w.parts
+    assert len(every) >= 20_000
+    probe = random.Random(5)
+    for _ in range(200):
+        t = probe.randrange(0, end_ns)
+        d = w.displacement_mm(t)
+        near = {p.index for p in every if abs(d - p.cross_mm - 100.0) <= 14.0}
+        assert {p.index for p in w.parts_near(100.0, t, 14.0)} == near
+        beyond = [p.index for p in every if d - p.cross_mm > 400.0]
+        assert [p.index for p in w.parts_beyond(400.0, t)] == beyond
+        t1 = t + probe.randrange(1, 50_000_000)
+        d1 = w.displacement_mm(t1)
+        leads = [p for p in every if d < p.cross_mm - p.length_mm / 2 <= d1]
+        assert len(w.edges_between(t, t1)) == len(leads)
+    hit = w.strike(1, end_ns // 2)
+    acts = w.displacement_mm(end_ns // 2) + w.actuator_lead_mm - w.reject_position_mm
+    under = [p for p in every if abs(acts - p.cross_mm) <= p.length_mm / 2]
+    assert hit.part_index == (
+        min(under, key=lambda p: abs(acts - p.cross_mm)).index if under else None
+    )
