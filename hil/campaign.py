@@ -983,10 +983,10 @@ def plot_timeline(row: dict[str, Any], path: Path) -> None:
     for s in row.get("_timeline", []):
         if s["state"] == "Error" or not s["healthy"]:
             ax.axvspan(s["t_s"], s["t_s"] + _STATUS_EVERY_S, color="tab:red", alpha=0.08, lw=0)
-    for name, t in row.get("marks_s", {}).items():
+    for i, (name, t) in enumerate(row.get("marks_s", {}).items()):
         for a in (ax, ax2):
             a.axvline(t, color="black", ls="--", lw=0.8)
-        ax.text(t, len(kinds) - 0.4, f" {name}", fontsize=8, va="top")
+        ax.text(t, len(kinds) - 0.4 - 0.25 * i, f" {name}", fontsize=8, va="top")
     plc = row.get("_plc", [])
     ax2.step([p["t_s"] for p in plc], [p["node_ready"] for p in plc], where="post", label="Ready")
     ax2.step(
