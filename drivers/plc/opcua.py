@@ -136,14 +136,15 @@ class OpcUaTransport:
     async def _subscribe(self, session: UaSession) -> Subscription:
         s = self.settings
         try:
-            async with asyncio.timeout(s.connect_timeout_ms / 1000):
-                sub = await session.client.create_subscription(
-                    s.publishing_interval_ms, handler=None, queue_maxsize=10_000
-                )
-                nodes = [session.nodes[n] for n in self._io.input_nodes()]
-                handles: list[int | ua.StatusCode] = await sub.subscribe_data_change(  # type: ignore[call-overload]  # ua.Double: a float the stubs type apart
-                    nodes, queuesize=s.queue_size, sampling_interval=s.sampling_interval_ms
-                )
+            with session.patient(s.connect_timeout_ms / 1000):
+                async with asyncio.timeout(s.connect_timeout_ms / 1000):
+                    sub = await session.client.create_subscription(
+                        s.publishing_interval_ms, handler=None, queue_maxsize=10_000
+                    )
+                    nodes = [session.nodes[n] for n in self._io.input_nodes()]
+                    handles: list[int | ua.StatusCode] = await sub.subscribe_data_change(  # type: ignore[call-overload]  # ua.Double: a float the stubs type apart
+                        nodes, queuesize=s.queue_size, sampling_interval=s.sampling_interval_ms
+                    )
         except (TimeoutError, UaError, OSError) as exc:
             raise PlcLinkError(f"subscribing failed: {exc}") from exc
         bad = [

@@ -13,7 +13,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from asyncua import ua
@@ -89,6 +89,21 @@ class UaSession:
         except UA_ERRORS as exc:
             self.lost.set()
             raise PlcLinkError(f"write {names}: {type(exc).__name__}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def patient(self, timeout_s: float) -> Iterator[None]:
+        """Requests sent inside wait up to ``timeout_s`` instead of the running
+        ``request_timeout_ms`` (setting up a subscription is slower than a Write)."""
+        protocol = self.client.uaclient.protocol
+        if protocol is None:
+            yield
+            return
+        before = protocol.timeout
+        protocol.timeout = timeout_s
+        try:
+            yield
+        finally:
+            protocol.timeout = before
 
     async def close(self) -> None:
         """Disconnect (at most 1 s; never raises)."""

@@ -24,6 +24,9 @@ from node.line.tracker import Tracker
 
 log = structlog.get_logger(__name__)
 
+_RETRY_PAUSE_S = 0.01
+"""Between tries of a report (a link that is down fails at once)."""
+
 
 class ResultReporter(Protocol):
     """The PLC edge as this actuation uses it (``node.plc.NodePlc``)."""
@@ -36,9 +39,10 @@ class ResultReporter(Protocol):
 class PlcTrackedActuation:
     """Hands rejects to the PLC one at a time, in order (an ``Actuation``).
 
-    A reject the PLC did not acknowledge within ``timeout_s`` is reported
-    ``not_fired``: the PLC's own watchdog on the handshake and the
-    heartbeat make it fail safe.
+    A reject the PLC did not acknowledge within ``timeout_s`` is handed over again while
+    another try still fits before its fire point; one that cannot be is reported
+    ``not_fired`` (the node then goes to Error, and the PLC's own watch of the
+    handshake and the heartbeat make it fail safe).
     """
 
     def __init__(
@@ -76,13 +80,30 @@ class PlcTrackedActuation:
             verdict = st.verdict
             assert verdict is not None
             t0 = time.monotonic_ns()
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    origin_raw = self._tracker.raw_count(st.part.origin_count)
-                    await self._plc.report(st.part_id, origin_raw, verdict)
-            except (TimeoutError, PlcError) as exc:
-                log.error("plc_report_failed", part_id=st.part_id, error=str(exc))
-                self._on_acted(st, "not_fired")
-                continue
-            self.stats.report_ms.append((time.monotonic_ns() - t0) / 1e6)
-            self._on_acted(st, "rejected")
+            origin_raw = self._tracker.raw_count(st.part.origin_count)
+            tries = 0
+            while True:
+                tries += 1
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        await self._plc.report(st.part_id, origin_raw, verdict)
+                except (TimeoutError, PlcError) as exc:
+                    if self._time_for_another(st):
+                        log.warning("plc_report_retry", part_id=st.part_id, error=str(exc))
+                        await asyncio.sleep(_RETRY_PAUSE_S)
+                        continue
+                    log.error("plc_report_failed", part_id=st.part_id, error=str(exc), tries=tries)
+                    self._on_acted(st, "not_fired")
+                    break
+                self.stats.report_ms.append((time.monotonic_ns() - t0) / 1e6)
+                self._on_acted(st, "rejected")
+                break
+
+    def _time_for_another(self, st: InFlightPart) -> bool:
+        """Whether a new try can still be acknowledged before the part's fire point (a try
+        that failed after the PLC took the result makes it strike twice at the same count:
+        harmless, where a reject never handed over is not)."""
+        eta = self._tracker.eta_ns(st.part.fire_count)
+        if eta is None:
+            return False
+        return eta - time.monotonic_ns() > (self._timeout_s + _RETRY_PAUSE_S) * 1e9
