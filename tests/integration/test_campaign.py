@@ -44,6 +44,6 @@ def test_every_fault_ends_in_a_recorded_fail_safe_never_a_silent_pass(tmp_path: 
         assert r["fault_escapes"] == 0 and r["committed_records_lost"] == 0, r
         assert r["unrecorded_parts"] is not None
         assert (out / f"{r['scenario']}-{r['transport']}.png").stat().st_size > 10_000
-    faults = [r for r in rows if r["scenario"] not in ("tampered_package", "hmi_flood")]
-    assert all(r["detect_ms"] is not None for r in faults)
+    faults = [r for r in rows if not r.get("refused_at_start") and r["scenario"] != "hmi_flood"]
+    assert faults and all(r["detect_ms"] is not None for r in faults), faults
     assert "fault campaign" in proc.stdout
