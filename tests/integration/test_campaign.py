@@ -20,8 +20,9 @@ def test_every_fault_ends_in_a_recorded_fail_safe_never_a_silent_pass(tmp_path: 
     """``python -m hil.campaign --parts 100 --transport alternate``: every scenario passes —
     no defective part escaped because of the fault, no committed audit record lost, every
     unrecorded part counted, the node showed each fault (state, health or a fail-safe
-    reason naming it) and refused the tampered package — and each run left JSON and a
-    PNG timeline; the exit status says so."""
+    reason naming it), the PLC stopped trusting it within 5 s of each fault, and it
+    refused the tampered package and the read-only audit folder — and each run left JSON
+    and a PNG timeline; the exit status says so."""
     out = tmp_path / "campaign"
     args = ["--parts", "100", "--transport", "alternate", "--out", str(out)]
     proc = subprocess.run(
@@ -46,4 +47,9 @@ def test_every_fault_ends_in_a_recorded_fail_safe_never_a_silent_pass(tmp_path: 
         assert (out / f"{r['scenario']}-{r['transport']}.png").stat().st_size > 10_000
     faults = [r for r in rows if not r.get("refused_at_start") and r["scenario"] != "hmi_flood"]
     assert faults and all(r["detect_ms"] is not None for r in faults), faults
+    # the PLC stopped trusting the node within 5 s of each fault (heartbeat watch, Ready, Error)
+    for r in faults:
+        t = r["marks_s"]["inject"]
+        seen = [p for p in r["plc_saw"] if t - 0.01 <= p["t_s"] <= t + 5.0]
+        assert any(not p["heartbeat_ok"] for p in seen), (r["scenario"], r["plc_saw"])
     assert "fault campaign" in proc.stdout
