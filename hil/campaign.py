@@ -475,18 +475,7 @@ async def _observe(run: Run, t0: int) -> None:
         )
         if time.monotonic() >= next_plc:
             next_plc = time.monotonic() + _PLC_EVERY_S
-            stats = await rig.emulator.call("stats")
-            out = stats.get("outputs", {})
-            run.plc_seen.append(
-                {
-                    "t_s": (time.monotonic_ns() - t0) / 1e9,
-                    "node_ready": int(out.get("node_ready", 0)),
-                    "node_error": int(out.get("node_error", 0)),
-                    "error_code": int(out.get("error_code", 0)),
-                    "heartbeat_ok": bool(stats.get("heartbeat_ok")),
-                    "failsafe_strikes": int(stats.get("failsafe_strikes", 0)),
-                }
-            )
+            await _sample_plc(run, rig.emulator, t0)
         await asyncio.sleep(_STATUS_EVERY_S)
 
 
@@ -759,19 +748,24 @@ async def _tell(proc: asyncio.subprocess.Process, line: str) -> None:
 
 async def _watch_plc(run: Run, emulator: EmulatorProcess, t0: int) -> None:
     while True:
-        stats = await emulator.call("stats")
-        out = stats.get("outputs", {})
-        run.plc_seen.append(
-            {
-                "t_s": (time.monotonic_ns() - t0) / 1e9,
-                "node_ready": int(out.get("node_ready", 0)),
-                "node_error": int(out.get("node_error", 0)),
-                "error_code": int(out.get("error_code", 0)),
-                "heartbeat_ok": bool(stats.get("heartbeat_ok")),
-                "failsafe_strikes": int(stats.get("failsafe_strikes", 0)),
-            }
-        )
+        await _sample_plc(run, emulator, t0)
         await asyncio.sleep(_PLC_EVERY_S)
+
+
+async def _sample_plc(run: Run, emulator: EmulatorProcess, t0: int) -> None:
+    """What the PLC sees of the node now: Ready, Error, its code, heartbeat trust."""
+    stats = await emulator.call("stats")
+    out = stats.get("outputs", {})
+    run.plc_seen.append(
+        {
+            "t_s": (time.monotonic_ns() - t0) / 1e9,
+            "node_ready": int(out.get("node_ready", 0)),
+            "node_error": int(out.get("node_error", 0)),
+            "error_code": int(out.get("error_code", 0)),
+            "heartbeat_ok": bool(stats.get("heartbeat_ok")),
+            "failsafe_strikes": int(stats.get("failsafe_strikes", 0)),
+        }
+    )
 
 
 def _result_ids(cfg: Config) -> set[str]:
