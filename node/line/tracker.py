@@ -9,6 +9,7 @@ carried by the samples.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ _log: Final = structlog.get_logger(__name__)
 _NS_PER_S: Final = 1_000_000_000
 
 RejectionReason = Literal[
-    "raw_out_of_range", "time_not_increasing", "forward_jump", "backward_jump"
+    "raw_out_of_range", "time_not_increasing", "forward_jump", "backward_jump", "unconfirmed"
 ]
 """Why :meth:`Tracker.update` refused a sample as bad data."""
 
@@ -144,6 +145,12 @@ class Tracker:
     ``resync_after_samples`` such jumps in a row agree with each other (the PLC
     counter was reset), the tracker re-anchors the counter at its own position
     estimate and goes on.
+
+    The first plausible sample after refused ones is only *held*: the longer the
+    refusals lasted, the wider the plausible range, and a garbage count can land in
+    it by chance. It is accepted when the next sample agrees with it (within the
+    short time between them), otherwise refused as ``"unconfirmed"`` — so one lucky
+    bad count can never move the belt position and hide the parts behind it.
     """
 
     def __init__(self, cfg: TrackerConfig, bits: Literal[16, 32]) -> None:
@@ -174,6 +181,8 @@ class Tracker:
         self._refused_last: EncoderSample | None = None
         self._streak_raw = 0
         self._streak_t_ns = 0
+        self._held: tuple[EncoderSample, int] | None = None
+        """The first plausible sample after refused ones, with its unwrapped count."""
 
     @property
     def config(self) -> TrackerConfig:
@@ -304,15 +313,22 @@ class Tracker:
         last_t = self._last_t_ns
         if last_t is None:
             return self._start(sample, unwrapped)
-        if t_ns <= last_t:
+        held = self._held
+        latest_t = last_t if held is None else held[0].t_ns
+        if t_ns <= latest_t:
             self._streak = 0
-            refused = self._refuse(sample, "time_not_increasing", f"last_t_ns={last_t}")
+            refused = self._refuse(sample, "time_not_increasing", f"last_t_ns={latest_t}")
             return refused + self._salvage_edges(sample)
+        if held is not None:
+            return self._confirm(held, sample, unwrapped)
         allowance = self._allowance(t_ns - last_t)
         step = unwrapped - self._unwrapped
         if step > allowance or step < -allowance:
             parts = self._refuse_jump(sample, step, allowance)
             return parts if parts else self._salvage_edges(sample)
+        if self._bad_run:  # plausible after refused ones: believed once the next agrees
+            self._held = (sample, unwrapped)
+            return self._salvage_edges(sample)
         self._unwrapper.unwrap(sample.raw_count)
         return self._accept(sample, unwrapped)
 
@@ -356,6 +372,23 @@ class Tracker:
         if self._cfg.mode == "pitch":
             return self._pitch_parts(sample.t_ns)
         return self._sensor_parts(sample, prev, unwrapped)
+
+    def _confirm(
+        self, held: tuple[EncoderSample, int], sample: EncoderSample, unwrapped: int
+    ) -> list[TrackedPart]:
+        """Accept the held sample if ``sample`` agrees with it, then take ``sample``;
+        otherwise refuse the held one and take ``sample`` afresh."""
+        first, first_unwrapped = held
+        self._held = None
+        step = unwrapped - first_unwrapped  # both unwrapped from the last accepted count
+        if abs(step) > self._allowance(sample.t_ns - first.t_ns):
+            self._refuse(first, "unconfirmed", f"the next sample is {step} counts away")
+            return self.update(sample)
+        self._unwrapper.unwrap(first.raw_count)
+        # its edges were placed when it was held
+        edges = None if first.edges is None else ()
+        parts = self._accept(dataclasses.replace(first, edges=edges), first_unwrapped)
+        return parts + self.update(sample)
 
     def _pitch_parts(self, t_ns: int) -> list[TrackedPart]:
         parts: list[TrackedPart] = []
@@ -517,5 +550,6 @@ class Tracker:
         self._unwrapper.rebase(sample.raw_count, anchor)
         self._speed.reset()
         self._pending = None
+        self._held = None
         self._unwrapped = anchor  # no interpolation across the gap
         return self._accept(sample, anchor)

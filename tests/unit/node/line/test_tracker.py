@@ -412,7 +412,8 @@ def test_a_belt_over_max_speed_loses_tracking_and_is_never_adopted() -> None:
 
 
 def test_loss_needs_refusals_for_the_whole_loss_time() -> None:
-    """A short run of bad samples (shorter than loss_after_ns) is not a loss of tracking."""
+    """A short run of bad samples (shorter than loss_after_ns) is not a loss of tracking;
+    the first good count after it is believed once the next one agrees."""
     tracker = Tracker(PITCH, 32)
     trace = feed(tracker, ramp(0, 10_000.0, 50))
     t_last, p_last, _ = trace[-1]
@@ -420,7 +421,10 @@ def test_loss_needs_refusals_for_the_whole_loss_time() -> None:
         tracker.update(EncoderSample(wrap(p_last + 500_000 * k, 32), t_last + k * DT_NS))
     assert not tracker.lost
     tracker.update(EncoderSample(wrap(p_last + 400, 32), t_last + 20 * DT_NS))
-    assert not tracker.lost and tracker.last_t_ns == t_last + 20 * DT_NS
+    assert tracker.last_t_ns == t_last  # held
+    tracker.update(EncoderSample(wrap(p_last + 420, 32), t_last + 21 * DT_NS))
+    assert not tracker.lost and tracker.last_t_ns == t_last + 21 * DT_NS
+    assert tracker.position == p_last + 420 and tracker.rejected_samples == 19
 
 
 def test_counts_go_back_to_the_plc_in_its_own_terms_after_a_resync() -> None:
@@ -514,3 +518,39 @@ def test_edges_that_come_with_a_refused_count_still_make_their_parts() -> None:
     far = tracker.update(EncoderSample(99_999, 30_000_000, True, (21_000,)))
     assert far == []
     assert tracker.rejected_samples == 3
+
+
+def test_a_plausible_count_after_refused_ones_is_held_until_the_next_agrees() -> None:
+    """After a long run of refused counts the plausible range is wide; a garbage count that
+    lands in it by chance (here 700 counts behind the last good one, after 0.5 s of garbage)
+    is held, refused as "unconfirmed" when the next count disagrees, and so never moves the
+    belt: the good counts that follow are accepted and their edges become parts."""
+    tracker = Tracker(LATCHED, 32)
+    t = 0
+    pos = 10_000
+    tracker.update(EncoderSample(pos, t, False, ()))
+    for _ in range(10):  # the belt at 5000 counts/s, 10 counts per 2 ms
+        t += DT_NS
+        pos += 10
+        tracker.update(EncoderSample(pos, t, False, ()))
+    good = tracker.position
+    for k in range(250):  # 0.5 s of garbage counts
+        t += DT_NS
+        pos += 10
+        tracker.update(EncoderSample((pos * 7919 + k * 104_729) % (1 << 32), t, False, ()))
+    assert tracker.lost
+    t += DT_NS
+    pos += 10
+    with capture_logs() as logs:
+        lucky = tracker.update(EncoderSample(good - 700, t, False, ()))
+    assert lucky == [] and tracker.position == good and tracker.last_t_ns != t
+    assert "belt_reversed" not in [e["event"] for e in logs]
+    parts: list[TrackedPart] = []
+    for _ in range(5):  # good again; a part's leading edge 3 counts behind each count
+        t += DT_NS
+        pos += 10
+        parts += tracker.update(EncoderSample(pos, t, True, (pos - 3,)))
+    assert tracker.last_rejection_reason == "unconfirmed"
+    assert not tracker.lost and tracker.position == pos
+    # edges 10 counts apart are closer than half a part: one part, at the first edge
+    assert [p.origin_count for p in parts] == [pos - 40 - 3 + 50]
