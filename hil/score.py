@@ -33,7 +33,7 @@ from node.sim.line import SimLine
 
 
 def _defective(sim: SimLine, index: int, mm_per_px: float) -> bool:
-    spec = sim.specs.get(index)
+    spec = sim.spec(index)
     if spec is None or spec.defect is None:
         return False
     truth = render_part(spec, mm_per_px).truth
@@ -73,7 +73,8 @@ def score(
     - ``untracked_parts``: passed parts no node result is about (``good``, ``defective``);
     - ``unjudged_parts``: their total — a run with any is a failed run;
       ``unjudged_unstruck``: those the actuator did not strike either (a PLC's own
-      fail-safe strikes the parts it knows the node cannot answer for);
+      fail-safe strikes the parts it knows the node cannot answer for), each listed in
+      ``unjudged_unstruck_parts`` with the results placed on its two neighbours;
     - ``escapes``: defective passed parts the actuator never struck, tracked or not;
       ``model_misses``: those the model itself judged good (an ``ok`` verdict with a finite
       score — the model's own error rate); ``fault_escapes``: the rest, escapes no correct
@@ -101,10 +102,12 @@ def score(
 
     defective = {i: is_defective(i) for i in passed}
     judged: dict[int, int] = {}  # world index -> part_id
+    judged_all: dict[int, list[int]] = {}  # world index -> every part_id placed on it
     for part_id, r in results.items():
         index = physical_index(sim, cfg, r, hit_index)
         if index is not None:
             judged.setdefault(index, part_id)
+            judged_all.setdefault(index, []).append(part_id)
     untracked = [i for i in passed if i not in judged]
     missed = false_rej = wrong = 0
     errors: list[float] = []
@@ -142,6 +145,16 @@ def score(
             "good": sum(1 for i in unstruck if not defective[i]),
             "defective": sum(1 for i in unstruck if defective[i]),
         },
+        # where to look when one happens: the results placed on its neighbours (two on
+        # one neighbour: a frame showed the wrong part)
+        "unjudged_unstruck_parts": [
+            {
+                "index": i,
+                "defective": defective[i],
+                "neighbours": {str(j): judged_all.get(j, []) for j in (i - 1, i + 1)},
+            }
+            for i in unstruck
+        ][:20],
         "escaped": [
             _escape(i, judged, results)
             for i in escaped

@@ -8,6 +8,7 @@ counter, acquisition latency, and injectable missing or incomplete frames.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import queue
 import random
 import threading
@@ -72,6 +73,8 @@ class SimCamera:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.rendered: dict[int, int | None] = {}
+        """part_id → the world index of the part in its frame (None: no part, or dropped);
+        on an endless belt (no ``max_parts``) only the newest ``keep_parts`` entries."""
 
     async def __aenter__(self) -> SimCamera:
         self._loop = asyncio.get_running_loop()
@@ -107,7 +110,7 @@ class SimCamera:
         while (req := self._requests.get()) is not None:
             part_id, count, t_ns = req
             if self._rng.random() < s.drop_rate:
-                self.rendered[part_id] = None
+                self._seen(part_id, None)
                 continue  # the node sees no frame and times the part out
             near = self._world.parts_near(s.position_mm, t_ns, fov_half_mm)
             if near:
@@ -118,10 +121,10 @@ class SimCamera:
                 pixels = self._render(
                     part.payload, s.width_px / 2 + dx_mm / s.mm_per_px, s.height_px / 2
                 )
-                self.rendered[part_id] = part.index
+                self._seen(part_id, part.index)
             else:
                 pixels = self._blank()
-                self.rendered[part_id] = None
+                self._seen(part_id, None)
             status = FrameStatus.COMPLETE
             detail = ""
             if self._rng.random() < s.incomplete_rate:
@@ -138,6 +141,14 @@ class SimCamera:
                 self._loop.call_soon_threadsafe(self._hand_off, frame)
             except RuntimeError:  # loop closed during shutdown: nobody is waiting
                 return
+
+    def _seen(self, part_id: int, index: int | None) -> None:
+        rendered = self.rendered
+        rendered[part_id] = index
+        keep = self._world.keep_parts
+        if self._world.max_parts is None and len(rendered) >= 2 * keep:
+            for old in list(itertools.islice(rendered, len(rendered) - keep)):
+                del rendered[old]
 
     def _hand_off(self, frame: Frame) -> None:
         try:

@@ -77,12 +77,18 @@ class SimWorld:
     reject_position_mm: float = 0.0
     actuator_lead_mm: float = 0.0
     max_parts: int | None = None
+    keep_parts: int = 4096
+    """Without ``max_parts`` — an endless belt, as the node's own sim line runs for days —
+    only the newest ``keep_parts`` parts and actuator hits are kept (older parts are far
+    past the reject station); a run with ``max_parts`` keeps them all for scoring."""
 
     def __post_init__(self) -> None:
         if not self.speed_profile:
             raise ValueError("speed_profile needs at least one (t_s, speed_mm_s) step")
         self._segments: list[_Segment] = []
         self._parts: list[SimPart] = []
+        self._base = 0
+        """The index of ``_parts[0]``: older parts were forgotten (see ``keep_parts``)."""
         self._max_jitter_mm = 0.0
         """The largest |placement jitter| so far: part k's centre is within it of nominal."""
         self._lock = threading.Lock()
@@ -143,7 +149,7 @@ class SimWorld:
     def _ensure_parts(self, upto_cross_mm: float) -> None:
         with self._lock:
             while True:
-                k = len(self._parts)
+                k = self._base + len(self._parts)
                 if self.max_parts is not None and k >= self.max_parts:
                     return
                 nominal = self.first_part_mm + k * self.pitch_mm
@@ -153,6 +159,10 @@ class SimWorld:
                 self._max_jitter_mm = max(self._max_jitter_mm, abs(jitter))
                 cross = nominal + jitter
                 self._parts.append(SimPart(k, cross, self.part_length_mm, self.part_factory(k)))
+                if self.max_parts is None and len(self._parts) >= 2 * self.keep_parts:
+                    drop = len(self._parts) - self.keep_parts
+                    del self._parts[:drop]
+                    self._base += drop
 
     def _crossing(self, lo_mm: float, hi_mm: float) -> list[SimPart]:
         """Parts whose crossing point (``cross_mm``) is in [lo_mm, hi_mm]: found by index from
@@ -161,7 +171,8 @@ class SimWorld:
             j = self._max_jitter_mm
             first = max(0, math.floor((lo_mm - j - self.first_part_mm) / self.pitch_mm))
             last = math.ceil((hi_mm + j - self.first_part_mm) / self.pitch_mm)
-            window = self._parts[first : max(first, last + 1)]
+            base = self._base
+            window = self._parts[max(0, first - base) : max(0, first - base, last + 1 - base)]
         return [p for p in window if lo_mm <= p.cross_mm <= hi_mm]
 
     def parts_near(self, position_mm: float, t_ns: int, radius_mm: float) -> list[SimPart]:
@@ -179,6 +190,7 @@ class SimWorld:
         with self._lock:
             j = self._max_jitter_mm
             sure = max(0, math.floor((limit - j - self.first_part_mm) / self.pitch_mm))
+            sure = max(0, sure - self._base)
             parts = self._parts[:sure]  # every part up to here is past, jitter or not
             rest = self._parts[sure:]
         return parts + [p for p in rest if p.cross_mm < limit]
@@ -211,9 +223,15 @@ class SimWorld:
 
     @property
     def parts(self) -> list[SimPart]:
-        """Every part made so far, in belt order."""
+        """Every part made so far (that is kept: see ``keep_parts``), in belt order."""
         with self._lock:
             return list(self._parts)
+
+    def part(self, index: int) -> SimPart | None:
+        """Part ``index``, or None if it was not made yet or is forgotten."""
+        with self._lock:
+            i = index - self._base
+            return self._parts[i] if 0 <= i < len(self._parts) else None
 
     # -- actuator ----------------------------------------------------------------
     def strike(self, commanded_part_id: int, t_ns: int) -> ActuatorHit:
@@ -235,4 +253,6 @@ class SimWorld:
         hit = ActuatorHit(commanded_part_id, None if best is None else best.index, best_err, t_ns)
         with self._lock:
             self.hits.append(hit)
+            if self.max_parts is None and len(self.hits) >= 2 * self.keep_parts:
+                del self.hits[: len(self.hits) - self.keep_parts]
         return hit

@@ -15,7 +15,7 @@ import contextlib
 import multiprocessing
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -99,7 +99,11 @@ class SimLine:
     camera: SimCamera
     output: SimRejectOutput
     renderer: ProcessRenderer
-    specs: dict[int, PartSpec] = field(default_factory=dict)
+
+    def spec(self, index: int) -> PartSpec | None:
+        """What part ``index`` is (its defect, if any), or None if the world has no such part."""
+        part = self.world.part(index)
+        return part.payload if part is not None and isinstance(part.payload, PartSpec) else None
 
     @contextlib.asynccontextmanager
     async def camera_resource(self) -> AsyncIterator[SimCamera]:
@@ -122,12 +126,9 @@ def part_spec_for(cfg: Config, index: int) -> PartSpec:
 
 def build_sim_line(cfg: Config) -> SimLine:
     """Assemble the simulated belt, camera and actuator described by ``[sim]``."""
-    specs: dict[int, PartSpec] = {}
 
     def factory(index: int) -> object:
-        spec = part_spec_for(cfg, index)
-        specs[index] = spec
-        return spec
+        return part_spec_for(cfg, index)
 
     jitter_rng = np.random.default_rng([cfg.sim.seed, 7])
     jitter_mm = cfg.sim.placement_jitter_mm
@@ -181,7 +182,7 @@ def build_sim_line(cfg: Config) -> SimLine:
         renderer,
         renderer.blank,
     )
-    return SimLine(world, camera, SimRejectOutput(world), renderer, specs)
+    return SimLine(world, camera, SimRejectOutput(world), renderer)
 
 
 def teach_images_from_sim(cfg: Config, count: int) -> list[npt.NDArray[np.uint8]]:

@@ -112,7 +112,8 @@ def _unrecorded_escapes(rig: PlcRig, until_ns: int) -> list[int]:
         passed = part.cross_mm + line.reject_position_mm + line.part_length_mm < travelled
         if not passed or part.index in struck or part.index in not_fired:
             continue
-        spec = rig.sim.specs[part.index]
+        spec = rig.sim.spec(part.index)
+        assert spec is not None
         truth = render_part(spec, mm_per_px).truth if spec.defect is not None else None
         if truth is not None and truth.visible:
             out.append(part.index)

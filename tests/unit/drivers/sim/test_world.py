@@ -104,6 +104,7 @@ def test_part_lookups_over_a_long_jittered_run_match_a_full_scan() -> None:
         speed_profile=[(0.0, 1000.0)],
         placement_jitter_mm=lambda i: jitter.uniform(-6.0, 6.0),
         encoder_bits=32,
+        max_parts=30_000,  # a finite run keeps every part
     )
     end_ns = 600 * 10**9  # 600 m of belt: 20,000 parts at 30 mm
     w.parts_beyond(0.0, end_ns)
@@ -127,3 +128,26 @@ def test_part_lookups_over_a_long_jittered_run_match_a_full_scan() -> None:
     assert hit.part_index == (
         min(under, key=lambda p: abs(acts - p.cross_mm)).index if under else None
     )
+
+
+def test_an_endless_belt_keeps_only_its_recent_parts() -> None:
+    """Without max_parts (the node's own sim line, which runs for days) the world keeps at
+    most 2 × keep_parts parts and hits, so its memory does not grow with the run; parts
+    near the stations are still found exactly, the forgotten ones are gone for good."""
+    w = make_world(speed_profile=[(0.0, 1000.0)], encoder_bits=32, keep_parts=100)
+    end_ns = 30 * 10**9  # 30 m: 1000 parts at 30 mm
+    for k in range(1, 301):
+        t = k * end_ns // 300
+        w.parts_near(0.0, t, 14.0)
+        w.strike(k, t)
+        assert len(w.parts) < 200 and len(w.hits) < 200
+    assert w.part(0) is None and w.part(999) is not None
+    d = w.displacement_mm(end_ns)
+    kept = w.parts
+    near = [p.index for p in kept if abs(d - p.cross_mm - 400.0) <= 14.0]
+    assert near and [p.index for p in w.parts_near(400.0, end_ns, 14.0)] == near
+    assert w.part_present(end_ns) == any(abs(d - p.cross_mm) <= 14.0 for p in kept)
+    hit = w.strike(1, end_ns)
+    assert hit.part_index is not None and w.part(hit.part_index) is not None
+    beyond = w.parts_beyond(400.0, end_ns)
+    assert beyond[0].index == kept[0].index and len(beyond) < 200
