@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from models.data.holdout import DEFAULT_FRACTION, read_list, unseen
 from models.data.mvtec import load_gray, read_mvtec
 from models.data.synthset import write_synth
 from models.explain_text import render_all
@@ -60,14 +61,26 @@ def train(
     time_limit_min: float | None = None,
     threads: int = 1,
     mm_per_px: float = 0.125,
+    holdout_fraction: float = DEFAULT_FRACTION,
+    holdout_list: str | Path | None = None,
+    cv: int | None = None,
+    init_from: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a package from ``dataset`` into ``out`` (progress bar, validation, early stopping).
 
-    Returns the package path, validation metrics, steps and minutes.
+    ``holdout_fraction`` of the test images (of each type and of the good ones), or
+    the images listed in the file ``holdout_list``, are set aside untouched for
+    ``evaluate``. Returns the package path, validation metrics, steps, minutes and
+    the holdout's size. With ``cv`` = k, trains k fold packages under ``out`` instead
+    and returns their pooled k-fold figures (``models.train.crossval``). With
+    ``init_from``, training starts from that package's weights (fine-tuning).
     """
+    listed = read_list(Path(holdout_list)) if holdout_list is not None else None
     cfg = replace(
         TrainConfig(),
+        holdout_fraction=0.0 if listed is not None else holdout_fraction,
+        init_from=None if init_from is None else str(init_from),
         seed=seed,
         steps=steps,
         time_limit_s=None if time_limit_min is None else 60.0 * time_limit_min,
@@ -75,9 +88,15 @@ def train(
         mm_per_px=mm_per_px,
         progress=progress,
     )
-    built = train_package(dataset, out, cfg, category)
+    if cv is not None:
+        from models.train.crossval import cross_validate
+
+        return cross_validate(dataset, out, cfg, cv, category=category, threads=threads)
+    built = train_package(dataset, out, cfg, category, listed)
+    record = built.package.manifest.data
     return {
         "package": str(built.package.root),
+        "holdout_images": len(record.holdout_sha256) if record is not None else 0,
         "steps": built.fit.steps,
         "minutes": round(built.fit.minutes, 2),
         "metrics": built.fit.metrics,
@@ -100,21 +119,117 @@ def evaluate(
     runtime: RuntimeName = "onnxruntime",
     threads: int = 1,
     progress: bool = True,
-) -> dict[str, float]:
-    """Evaluate ``package`` on ``dataset``'s test split; write the JSON and PNG report if asked."""
+) -> dict[str, Any]:
+    """Evaluate ``package`` on ``dataset``'s test images that it never saw; write the JSON
+    and PNG report if asked.
+
+    Every test image whose sha256 the package's manifest lists as seen (trained,
+    validated or calibrated on) is left out and listed under ``excluded_trained_images``.
+    Returns ``metrics``, their 95% bootstrap intervals ``ci95``, the exclusions and the
+    type confusion. Raises ``ValueError`` when what is left lacks good or defective images.
+    """
     from models.train.evaluate import evaluate as run_eval
 
-    backend = open_runtime(runtime, package, threads)
-    ev = run_eval(backend, read_mvtec(dataset, category), progress=progress)
+    pkg = load_package(package)
+    full = read_mvtec(dataset, category)
+    record = pkg.manifest.data
+    test, excluded = unseen(full, record.seen_sha256 if record is not None else ())
+    left = test.select("test")
+    n_test = len(full.select("test"))
+    if excluded and (all(s.is_good for s in left) or not any(s.is_good for s in left)):
+        raise ValueError(
+            f"{full.root}: {len(excluded)} of its {n_test} test images were trained or "
+            f"validated on by {pkg.root}; the {len(left)} left lack good or defective images "
+            "(evaluate on the package's holdout or on new images)"
+        )
+    backend = open_runtime(runtime, pkg.root, threads)
+    ev = run_eval(backend, test, progress=progress)
+    payload: dict[str, Any] = {
+        "metrics": ev.metrics,
+        "ci95": {k: list(v) for k, v in ev.ci95.items()},
+        "test_images": len(left),
+        "excluded_trained_images": {
+            "count": len(excluded),
+            "images": [s.path.relative_to(full.root).as_posix() for s in excluded],
+        },
+        "confusion": ev.confusion,
+    }
+    if record is None:
+        payload["warning"] = (
+            "the package records no training images (written before holdouts were "
+            "recorded): none could be excluded, the figures may include trained images"
+        )
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        payload = {"metrics": ev.metrics, "confusion": ev.confusion}
         Path(out_json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     if out_png is not None:
         from models.train.report import write_report
 
         write_report(ev, out_png, title=f"{Path(package).name} on {Path(dataset).name}")
-    return ev.metrics
+    return payload
+
+
+def compare(
+    old: str | Path,
+    new: str | Path,
+    dataset: str | Path,
+    out_json: str | Path | None = None,
+    out_png: str | Path | None = None,
+    *,
+    category: str | None = None,
+    runtime: RuntimeName = "onnxruntime",
+    threads: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``old`` and ``new`` on the test images of ``dataset`` that neither saw and say
+    whether ``new`` is better (``models.train.compare``); write the JSON and PNG if asked.
+
+    Raises ``ValueError`` when no good or no defective image is left.
+    """
+    from models.train.compare import paired_differences, verdict
+    from models.train.evaluate import collect
+
+    pkgs = {"old": load_package(old), "new": load_package(new)}
+    full = read_mvtec(dataset, category)
+    seen = [h for p in pkgs.values() if p.manifest.data for h in p.manifest.data.seen_sha256]
+    test, excluded = unseen(full, seen)
+    left = test.select("test")
+    if all(s.is_good for s in left) or not any(s.is_good for s in left):
+        raise ValueError(
+            f"{full.root}: {len(excluded)} of its {len(full.select('test'))} test images were "
+            "trained or validated on by one of the packages; the rest lack good or defective "
+            "images (compare on images neither saw)"
+        )
+    runs = {
+        name: collect(open_runtime(runtime, p.root, threads), test, progress=progress)
+        for name, p in pkgs.items()
+    }
+    diffs = paired_differences(runs["old"], runs["new"])
+    payload: dict[str, Any] = {
+        "old": {"package": str(pkgs["old"].root), "sha256": pkgs["old"].sha256},
+        "new": {"package": str(pkgs["new"].root), "sha256": pkgs["new"].sha256},
+        "verdict": verdict(diffs),
+        "test_images": len(left),
+        "excluded_trained_images": {
+            "count": len(excluded),
+            "images": [s.path.relative_to(full.root).as_posix() for s in excluded],
+        },
+        "metrics": {name: d.as_dict() for name, d in diffs.items()},
+    }
+    unrecorded = [name for name, p in pkgs.items() if p.manifest.data is None]
+    if unrecorded:
+        payload["warning"] = (
+            f"{' and '.join(unrecorded)} records no training images: "
+            "images it trained on could not be excluded"
+        )
+    if out_json is not None:
+        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    if out_png is not None:
+        from models.train.report import write_compare_report
+
+        write_compare_report(payload, out_png)
+    return payload
 
 
 def explain(

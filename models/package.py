@@ -106,6 +106,17 @@ class DatasetSpec(_Strict):
     images: int = Field(ge=0)
 
 
+class DataRecord(_Strict):
+    """Which images the package saw and which were held out (``models.data.holdout``):
+    sha256 of each image's bytes. ``lineside eval`` leaves out every image in ``seen``."""
+
+    holdout_fraction: float = Field(ge=0, le=0.9)
+    holdout_seed: int
+    seen_sha256: tuple[str, ...]
+    """Every image training could read: trained on or used for validation and calibration."""
+    holdout_sha256: tuple[str, ...]
+
+
 class Manifest(_Strict):
     """The whole manifest (``manifest.json``)."""
 
@@ -119,6 +130,8 @@ class Manifest(_Strict):
     thresholds: ThresholdSpec
     metrics: dict[str, float]
     dataset: DatasetSpec
+    data: DataRecord | None = None
+    """None in packages written before holdouts were recorded: nothing can be excluded."""
     training: dict[str, Any]
     graphs: dict[Literal["detect", "explain"], str]
     weights: str

@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 import torch
 
+from models.data.holdout import Holdout, hold_out
 from models.data.mvtec import read_mvtec
 from models.export import export_onnx
 from models.package import WEIGHTS_FILE, ModelPackage, load_package, write_manifest
@@ -38,6 +41,7 @@ def save_package(
     dataset_name: str,
     dataset_sha256: str,
     dataset_images: int,
+    holdout: Holdout | None = None,
 ) -> ModelPackage:
     """Write ``result`` as a package into ``out_dir`` (replacing its files) and verify it.
 
@@ -61,6 +65,15 @@ def save_package(
     )
     paths = export_onnx(result.net, out)
     torch.save(state, out / WEIGHTS_FILE)
+    data: dict[str, Any] = {}
+    if holdout is not None:
+        seen, held = holdout.hashes()
+        data["data"] = {
+            "holdout_fraction": holdout.fraction,
+            "holdout_seed": holdout.seed,
+            "seen_sha256": seen,
+            "holdout_sha256": held,
+        }
     write_manifest(
         out,
         {
@@ -84,8 +97,14 @@ def save_package(
             },
             "metrics": {k: float(v) for k, v in result.metrics.items()},
             "dataset": {"name": dataset_name, "sha256": dataset_sha256, "images": dataset_images},
+            **data,
             "training": {
                 **cfg.to_dict(),
+                **(
+                    {"from_package_sha256": load_package(cfg.init_from).sha256}
+                    if cfg.init_from is not None
+                    else {}
+                ),
                 "steps_done": result.steps,
                 "minutes": round(result.minutes, 2),
                 "torch": torch.__version__,
@@ -98,18 +117,34 @@ def save_package(
 
 
 def train_package(
-    dataset: str | Path, out_dir: str | Path, cfg: TrainConfig, category: str | None = None
+    dataset: str | Path,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    category: str | None = None,
+    holdout_list: Sequence[str] | None = None,
 ) -> BuildResult:
     """Train on the MVTec-layout ``dataset`` (``category`` if it holds several), write a
     package to ``out_dir`` and fit its size calibration on the validation defects
     (``models.train.size_fit``; skipped with a warning when there are too few).
+
+    First ``cfg.holdout_fraction`` of the test images (or the images in
+    ``holdout_list``, paths relative to the category) are set aside: nothing below
+    reads them, and the manifest records the sha256 of every image on each side.
     Raises ``FileNotFoundError``/``ValueError`` for an unusable data set."""
-    ds = read_mvtec(dataset, category)
+    full = read_mvtec(dataset, category)
+    holdout = hold_out(full, cfg.holdout_fraction, cfg.seed, holdout_list)
+    ds = holdout.kept
     log.info(
-        "training_started", dataset=str(ds.root), images=len(ds.samples), types=ds.defect_types
+        "training_started",
+        dataset=str(ds.root),
+        images=len(ds.samples),
+        held_out=len(holdout.held),
+        types=ds.defect_types,
     )
     result = fit(ds, cfg)
-    pkg = save_package(result, out_dir, cfg, ds.root.name, ds.content_hash(), len(ds.samples))
+    pkg = save_package(
+        result, out_dir, cfg, ds.root.name, ds.content_hash(), len(ds.samples), holdout
+    )
     try:
         sizes = calibrate_sizes(pkg.root, ds, cfg.val_fraction, cfg.seed)
     except ValueError as exc:  # too few validation defects (a tiny data set): the head alone

@@ -45,8 +45,14 @@ class TrainConfig:
     come on top) and the learning rate anneals to fit whichever ends first;
     validation runs every ``val_every`` steps and training stops after
     ``patience`` validations without improvement of the validation loss.
-    ``val_fraction`` of each type (and of the good images) is held out for
-    validation and calibration. ``p_good``/``p_paste`` are the shares of good
+    ``holdout_fraction`` of the good test images and of each defect type is set aside
+    before anything reads the data set (``models.data.holdout``: never trained,
+    validated or calibrated on; ``lineside eval`` scores it); a type with fewer than
+    ``min_type_examples`` labelled images left is not guessed at but trained as an
+    anomaly of unknown type (with none at all, the model learns from good images and
+    synthetic anomalies alone); ``val_fraction``
+    of each type (and of the good images) of the rest is held out for validation
+    and calibration. ``p_good``/``p_paste`` are the shares of good
     and pasted-anomaly images in a batch (the rest are labelled defects).
     ``fact_weight`` weighs the training-only probe that makes the decoder's global
     memory token tell the place and size class of the main anomaly;
@@ -69,6 +75,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     val_every: int = 250
     patience: int = 4
+    holdout_fraction: float = 0.3
+    min_type_examples: int = 3
     val_fraction: float = 0.2
     p_good: float = 0.3
     p_paste: float = 0.2
@@ -89,6 +97,10 @@ class TrainConfig:
     data_seed: int | None = None
     part_size_mm: float | None = None
     net: NetConfig = field(default_factory=NetConfig)
+    init_from: str | None = None
+    """A package to start from (fine-tuning): its network's shape replaces ``net``, and
+    every weight whose name and shape still fit (all but the type head and the
+    vocabulary's, when the types or captions changed) starts from the package's."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -300,6 +312,19 @@ def validate(
     return {k: v / n for k, v in sums.items()}, maps, np.array(scores)
 
 
+def learned_types(dataset: MvtecDataset, min_examples: int) -> tuple[str, ...]:
+    """The defect types with at least ``min_examples`` labelled images: the type head learns
+    these; the others are anomalies of unknown type (logged)."""
+    learned = []
+    for t in dataset.defect_types:
+        n = len(dataset.select("test", t))
+        if n >= min_examples:
+            learned.append(t)
+        else:
+            log.warning("type_not_learned", defect_type=t, images=n, needs=min_examples)
+    return tuple(learned)
+
+
 def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
     """Train on ``dataset``; see ``TrainConfig``. Raises ``ValueError`` for an unusable data set."""
     t0 = time.monotonic()
@@ -307,9 +332,12 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     user_captions = [s.caption for s in dataset.samples if s.caption]
-    types = (*dataset.defect_types, "unknown anomaly")
+    learned = learned_types(dataset, cfg.min_type_examples)
+    types = (*learned, "unknown anomaly")
     vocab = Vocabulary.build(types, user_captions)
-    netcfg = replace(cfg.net, vocab_size=len(vocab.tokens), n_types=len(types))
+    start = _start_from(cfg.init_from) if cfg.init_from is not None else None
+    base_net = start[0] if start is not None else cfg.net
+    netcfg = replace(base_net, vocab_size=len(vocab.tokens), n_types=len(types))
     data = TrainingData(
         dataset,
         vocab,
@@ -318,6 +346,7 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
         cfg.part_threshold,
         cfg.val_fraction,
         cfg.seed,
+        learned,
     )
     if data.image_shape != (netcfg.input_size_px, netcfg.input_size_px):
         raise ValueError(
@@ -328,6 +357,8 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
     # this CPU (oneDNN; measured 0.37-0.50 s against 0.62-0.79 s per batch of 16), so
     # a time-limited run takes more steps. The layout changes no result but rounding.
     net = DefectNet(netcfg)
+    if start is not None:
+        _load_fitting(net, start[1])
     net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -372,6 +403,10 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
                 log.warning("training_time_limit_reached", step=step)
                 break
     net.load_state_dict(best_state)
+    if best_loss == math.inf:  # never validated (no step taken, or no finite loss)
+        best_loss = validate(net, val_batches, cfg)[0]["total"]
+    if not math.isfinite(best_loss):
+        raise ValueError(f"training diverged: the validation loss is {best_loss}")
     # Export and packaging take the default layout (torch's stubs lack ``memory_format``).
     net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     net.eval()
@@ -379,6 +414,24 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
     metrics["val_loss"] = best_loss
     minutes = (time.monotonic() - t0) / 60.0
     return FitResult(net, vocab, data.types, thresholds, metrics, step, minutes)
+
+
+def _start_from(package: str) -> tuple[NetConfig, dict[str, torch.Tensor]]:
+    """The network shape and weights of ``package``. Raises ``PackageError``."""
+    from models.package import load_package
+
+    pkg = load_package(package)
+    state = torch.load(pkg.weights_path, map_location="cpu", weights_only=True)
+    return pkg.net, {
+        k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()
+    }
+
+
+def _load_fitting(net: DefectNet, state: dict[str, torch.Tensor]) -> None:
+    own = net.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(fitting, strict=False)
+    log.info("started_from_package", weights=len(fitting), fresh=len(own) - len(fitting))
 
 
 def calibrate(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
@@ -80,3 +82,31 @@ def best_threshold(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     k = int(np.argmax(j))
     lower = ss[k + 1] if k + 1 < ss.size else ss[k] - 1e-3
     return float((ss[k] + lower) / 2.0)
+
+
+def bootstrap_ci(
+    statistic: Callable[[npt.NDArray[np.int64]], float],
+    groups: Sequence[int],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``statistic(indices)`` over items resampled with
+    replacement, each group of ``groups`` (item counts, items numbered group after group)
+    resampled on its own so every resample keeps the groups' sizes (an AUROC keeps both
+    classes). None when there are fewer than two items in all."""
+    sizes = [int(g) for g in groups]
+    if sum(sizes) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    starts = np.cumsum([0, *sizes[:-1]])
+    values = np.empty(resamples)
+    for r in range(resamples):
+        idx = np.concatenate(
+            [s + rng.integers(0, n, n) for s, n in zip(starts, sizes, strict=True) if n]
+        )
+        values[r] = statistic(idx)
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(values, [tail, 1.0 - tail])
+    return float(lo), float(hi)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -67,3 +68,42 @@ def write_report(ev: Evaluation, out_png: str | Path, title: str = "") -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def write_compare_report(comparison: dict[str, Any], out_png: str | Path) -> Path:
+    """Draw a ``models.cli.compare`` result: each metric old beside new, with the 95 %
+    interval of the difference and the verdict. Raises ``OSError`` if it cannot be written."""
+    rows = comparison["metrics"]
+    names = list(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * len(names) + 2.2), dpi=80)
+    ypos = np.arange(len(names))
+    ax = axes[0]
+    ax.barh(ypos + 0.2, [rows[n]["old"] for n in names], 0.4, label="old", color="0.6")
+    ax.barh(ypos - 0.2, [rows[n]["new"] for n in names], 0.4, label="new", color="tab:blue")
+    ax.set_yticks(ypos, [n.replace("_", " ") for n in names])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("on the same unseen images")
+    ax = axes[1]
+    for y, n in enumerate(names):
+        r = rows[n]
+        lo, hi = r["ci95"]
+        colour = {"better": "tab:green", "worse": "tab:red"}.get(r["significant"], "0.4")
+        ax.plot([lo, hi], [y, y], color=colour, lw=3)
+        ax.plot([r["new_minus_old"]], [y], "o", color=colour)
+        ax.text(hi, y, f"  P(new better) {r['p_new_better']:.2f}", va="center", fontsize=8)
+    ax.axvline(0, color="0.5", lw=0.8, ls="--")
+    ax.set_yticks(ypos, [""] * len(names))
+    ax.invert_yaxis()
+    ax.set_title("new − old, 95 % interval")
+    fig.suptitle(
+        f"verdict: {comparison['verdict']} ({comparison['test_images']} images neither saw)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path = Path(out_png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

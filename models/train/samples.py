@@ -99,13 +99,22 @@ def _fact_indices(
     )
 
 
+SYNTHETIC_VAL = 24
+"""Synthetic anomalies added to validation when it has no labelled defect."""
+
+
 class TrainingData:
     """Good and labelled images of one data set, split into training and validation.
 
-    ``types`` are the type names the type head predicts (the data set's defect
-    types, then "unknown anomaly"). A ``val_fraction`` of the good training
-    images and of each defect type goes to validation, chosen by ``seed``.
-    Raises ``ValueError`` when a type has too few images to split.
+    ``types`` are the type names the type head predicts (``learned``, by default
+    the data set's defect types, then "unknown anomaly"); a labelled image of a
+    type not learned (too few examples to tell it apart) is trained as an
+    anomaly of unknown type. A ``val_fraction`` of the good training images and
+    of each defect type goes to validation, chosen by ``seed``. With no labelled
+    defects at all the model learns from good images and synthetic anomalies
+    alone; validation then gets synthetic anomalies too (``SYNTHETIC_VAL``), so
+    the thresholds are calibrated against something.
+    Raises ``ValueError`` for images of different sizes.
     """
 
     def __init__(
@@ -117,8 +126,10 @@ class TrainingData:
         part_threshold: int,
         val_fraction: float,
         seed: int,
+        learned: tuple[str, ...] | None = None,
     ) -> None:
-        self.types: tuple[str, ...] = (*dataset.defect_types, UNKNOWN_TYPE)
+        kinds = dataset.defect_types if learned is None else learned
+        self.types: tuple[str, ...] = (*kinds, UNKNOWN_TYPE)
         self.vocab = vocab
         self.max_len = max_len
         self.mm_per_px = mm_per_px
@@ -128,13 +139,28 @@ class TrainingData:
         self.allowed = np.stack([self._part(img) for img in self.good])
         self.items: list[Item] = [self._item(s) for s in split.train_defects]
         self.val: list[Item] = [self._item(s) for s in (*split.val_good, *split.val_defects)]
-        if not self.items:
-            raise ValueError(
-                "the data set has no labelled defect images (test/<type>/) to learn types from"
-            )
         shapes = {img.shape for img in self.good} | {it.image.shape for it in self.items}
+        shapes |= {it.image.shape for it in self.val}
         if len(shapes) != 1:
             raise ValueError(f"images differ in size: {sorted(shapes)}")
+        if not split.val_defects:
+            self.val += self._synthetic_val(np.random.default_rng([seed, 0x5A]))
+
+    def _synthetic_val(self, rng: np.random.Generator) -> list[Item]:
+        """``SYNTHETIC_VAL`` anomalies pasted on the validation goods (or on training goods
+        when there are none), deterministic for the seed."""
+        bases = [it.image for it in self.val if it.type_index < 0] or list(self.good)
+        unknown = self.types.index(UNKNOWN_TYPE)
+        out: list[Item] = []
+        for k in range(SYNTHETIC_VAL):
+            base = bases[k % len(bases)]
+            part = self._part(base)
+            donors = self.good[rng.integers(len(self.good), size=1)]
+            img, mask = paste_anomaly(rng, base, part, donors)
+            if mask.sum() >= 12:
+                facts = facts_of_mask_fast(mask, part, self.mm_per_px)
+                out.append(Item(img, mask, unknown, facts, None))
+        return out
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -150,10 +176,13 @@ class TrainingData:
         if s.is_good:
             return Item(image, np.zeros(image.shape, dtype=bool), -1, None, s.caption)
         mask = load_mask(s.mask_path, image.shape) if s.mask_path is not None else None
+        # a type with too few examples to learn is an anomaly of unknown type here
+        kind = s.defect_type if s.defect_type in self.types else UNKNOWN_TYPE
         facts = None
         if mask is not None:
-            facts = facts_of_mask(image, mask, s.defect_type, self.mm_per_px, self.part_threshold)
-        return Item(image, mask, self.types.index(s.defect_type), facts, s.caption)
+            facts = facts_of_mask(image, mask, kind, self.mm_per_px, self.part_threshold)
+        caption = s.caption if kind == s.defect_type else None
+        return Item(image, mask, self.types.index(kind), facts, caption)
 
     def caption_tokens(self, item: Item, rng: np.random.Generator | None) -> list[int]:
         """The item's caption as token ids (user caption first), or all padding if it has none."""
@@ -176,6 +205,8 @@ class TrainingData:
         images, masks, has_mask, anomalous, types, tokens = [], [], [], [], [], []
         drawn: list[Item] = []
         unknown = self.types.index(UNKNOWN_TYPE)
+        if not self.items:  # good images only: the labelled share is pasted too
+            p_paste = 1.0 - p_good
         for _ in range(size):
             u = rng.random()
             if u < p_good + p_paste:

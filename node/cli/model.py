@@ -45,9 +45,39 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     t.add_argument("--minutes", type=float, help="stop training after this long")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--mm-per-px", type=float, default=0.125, help="scale of the images")
+    t.add_argument(
+        "--holdout",
+        type=float,
+        default=0.3,
+        help="share of the good test images and of each defect type set aside, never "
+        "trained on, for eval (default 0.3)",
+    )
+    t.add_argument(
+        "--holdout-list",
+        type=Path,
+        help="file listing the images to set aside instead (paths relative to the category)",
+    )
+    t.add_argument(
+        "--from",
+        type=Path,
+        dest="init_from",
+        metavar="PACKAGE",
+        help="start from this package's weights (fine-tune it on DATASET, e.g. the reviewed "
+        "images of lineside audit dataset)",
+    )
+    t.add_argument(
+        "--cv",
+        type=int,
+        metavar="K",
+        help="k-fold figures for a small data set: train K packages under --out, each "
+        "scored on the fold of test images it never saw, pooled into OUT/cv.json",
+    )
     t.set_defaults(func=_cmd_train)
 
-    e = subparsers.add_parser("eval", help="evaluate a package: JSON on stdout, PNG report")
+    e = subparsers.add_parser(
+        "eval",
+        help="evaluate a package on the test images it never saw: JSON on stdout, PNG report",
+    )
     e.add_argument("package", type=Path)
     e.add_argument("dataset", type=Path)
     e.add_argument("--category")
@@ -55,6 +85,12 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     e.add_argument("--report", type=Path, help="PNG report: ROC, confusion, examples")
     e.add_argument("--runtime", choices=_RUNTIMES, default="onnxruntime")
     e.add_argument("--threads", type=int, default=1)
+    e.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OLD",
+        help="score OLD beside PACKAGE on the images neither saw; say whether PACKAGE is better",
+    )
     e.set_defaults(func=_cmd_eval)
 
     x = subparsers.add_parser("explain", help="inspect one image and explain what is wrong")
@@ -134,6 +170,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             time_limit_min=args.minutes,
             threads=args.threads,
             mm_per_px=args.mm_per_px,
+            holdout_fraction=args.holdout,
+            holdout_list=args.holdout_list,
+            cv=args.cv,
+            init_from=args.init_from,
             progress=sys.stderr.isatty(),
         )
     )
@@ -142,6 +182,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from models import cli
 
+    if args.compare is not None:
+        return _run(
+            lambda: cli.compare(
+                args.compare,
+                args.package,
+                args.dataset,
+                args.out_json,
+                args.report,
+                category=args.category,
+                runtime=args.runtime,
+                threads=args.threads,
+                progress=sys.stderr.isatty(),
+            )
+        )
     return _run(
         lambda: cli.evaluate(
             args.package,

@@ -17,7 +17,14 @@ TINY_NET = NetConfig(
     input_size_px=128, widths=(8, 8, 16, 16), d_model=32, n_heads=2, n_layers=1, ff_dim=64, top_k=4
 )
 TINY_TRAIN = TrainConfig(
-    steps=6, batch_size=4, val_every=3, patience=2, threads=1, progress=False, net=TINY_NET
+    steps=6,
+    batch_size=4,
+    val_every=3,
+    patience=2,
+    threads=1,
+    progress=False,
+    net=TINY_NET,
+    min_type_examples=1,  # the tiny set keeps one image of each type after its holdout
 )
 
 

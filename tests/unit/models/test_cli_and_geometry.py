@@ -17,8 +17,10 @@ def test_evaluate_writes_json_and_png_report(
 ) -> None:
     """``evaluate`` returns the metrics and writes them as JSON next to a PNG report."""
     out_json, out_png = tmp_path / "eval.json", tmp_path / "eval.png"
-    metrics = cli.evaluate(tiny_package.root, tiny_dataset, out_json, out_png, progress=False)
+    out = cli.evaluate(tiny_package.root, tiny_dataset, out_json, out_png, progress=False)
+    metrics = out["metrics"]
     saved = json.loads(out_json.read_text())
+    assert saved == json.loads(json.dumps(out))
     assert saved["metrics"]["image_auroc"] == metrics["image_auroc"]
     assert 0.0 <= metrics["pixel_auroc"] <= 1.0 and "guard_fallback_rate" in metrics
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -54,6 +54,44 @@ def test_explain_names_a_missing_image(tmp_path: Path, capsys: pytest.CaptureFix
     assert "missing.png" in err
 
 
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--holdout", "0.95"], "--holdout"),
+        (["--cv", "1"], "--cv"),
+        (["--holdout-list", "nowhere.txt"], "nowhere.txt"),
+    ],
+)
+def test_train_refuses_bad_holdout_settings_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], named: str
+) -> None:
+    """A holdout share out of range, fewer than two folds or a missing holdout list:
+    exit 2 and one line naming the option or file, before any training."""
+    _run(
+        [
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--seed",
+            "3",
+            "--families",
+            "moulded_plastic",
+            "--train-good",
+            "2",
+            "--test-good",
+            "2",
+            "--test-per-kind",
+            "2",
+        ],
+        capsys,
+    )
+    argv = ["train", str(tmp_path / "moulded_plastic"), "--out", str(tmp_path / "pkg"), *extra]
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("lineside:")]
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in err
+
+
 def test_model_backend_checks_the_package_against_the_config(tmp_path: Path) -> None:
     """The node refuses a missing package and one trained for another ROI size, by key."""
     base = load_config(DEFAULT_CONFIG)
