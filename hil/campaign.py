@@ -873,10 +873,8 @@ def _assess(
         "missed_rejects": report["missed_rejects"],
         "untracked_parts": report["untracked_parts"],
         "unjudged_unstruck": report["unjudged_unstruck"],
-        "escaped": [
-            e | ({"t_s": round((e.pop("t_ns") - t0) / 1e9, 3)} if "t_ns" in e else {})
-            for e in report["escaped"]
-        ],
+        "unjudged_unstruck_parts": [_rel_t(e, t0) for e in report["unjudged_unstruck_parts"]],
+        "escaped": [_rel_t(e, t0) for e in report["escaped"]],
         "failsafe_rejects": report["failsafe_rejects"],
         "failsafe_reasons": report["failsafe_reasons"],
         "plc_failsafe_strikes": report["plc_program"].get("failsafe_strikes", 0),
@@ -939,6 +937,14 @@ def _detect_ms(
     if not seen:
         return None
     return round((min(seen) - inject_s) * 1000, 1)
+
+
+def _rel_t(entry: dict[str, Any], t0: int) -> dict[str, Any]:
+    """``entry`` with its ``t_ns`` (if any) as ``t_s`` since the run's start."""
+    out = {k: v for k, v in entry.items() if k != "t_ns"}
+    if "t_ns" in entry:
+        out["t_s"] = round((entry["t_ns"] - t0) / 1e9, 3)
+    return out
 
 
 def _changes(samples: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:

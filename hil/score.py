@@ -152,11 +152,12 @@ def score(
                 "index": i,
                 "defective": defective[i],
                 "neighbours": {str(j): judged_all.get(j, []) for j in (i - 1, i + 1)},
+                **_at_sensor(sim, i),
             }
             for i in unstruck
         ][:20],
         "escaped": [
-            _escape(i, judged, results)
+            _escape(sim, i, judged, results)
             for i in escaped
             if not (i in judged and _model_pass(results[judged[i]]))
         ][:20],
@@ -185,11 +186,14 @@ def score(
     }
 
 
-def _escape(index: int, judged: dict[int, int], results: dict[int, PartResult]) -> dict[str, Any]:
-    """What the node said about one escaped part (for finding why it escaped)."""
+def _escape(
+    sim: SimLine, index: int, judged: dict[int, int], results: dict[int, PartResult]
+) -> dict[str, Any]:
+    """What the node said about one escaped part (for finding why it escaped); an untracked
+    one with the time its leading edge reached the sensor."""
     part_id = judged.get(index)
     if part_id is None:
-        return {"index": index, "tracked": False}
+        return {"index": index, "tracked": False, **_at_sensor(sim, index)}
     r = results[part_id]
     return {
         "index": index,
@@ -198,6 +202,13 @@ def _escape(index: int, judged: dict[int, int], results: dict[int, PartResult]) 
         "action": r.action,
         "t_ns": r.t_ns,
     }
+
+
+def _at_sensor(sim: SimLine, index: int) -> dict[str, int]:
+    """``{"t_ns": when part index's leading edge reached the sensor}``, or {} if unknown."""
+    part = sim.world.part(index)
+    t = None if part is None else sim.world.time_at(part.cross_mm - part.length_mm / 2)
+    return {} if t is None else {"t_ns": t}
 
 
 def _model_pass(result: PartResult) -> bool:

@@ -135,6 +135,17 @@ class SimWorld:
         dt = max(0, t_ns - seg.t0_ns) / 1e9
         return seg.d0_mm + seg.speed_mm_s * dt
 
+    def time_at(self, displacement_mm: float) -> int | None:
+        """The first monotonic time the belt has moved ``displacement_mm`` (None if, by the
+        speed profile as it stands, it never does)."""
+        for i, seg in enumerate(self._segments):
+            end = self._segments[i + 1].d0_mm if i + 1 < len(self._segments) else math.inf
+            if displacement_mm <= seg.d0_mm:
+                return seg.t0_ns
+            if displacement_mm <= end and seg.speed_mm_s > 0:
+                return seg.t0_ns + math.ceil((displacement_mm - seg.d0_mm) / seg.speed_mm_s * 1e9)
+        return None
+
     def speed_mm_s(self, t_ns: int) -> float:
         """Belt speed at ``t_ns``."""
         i = max(0, bisect.bisect_right(self._seg_starts, t_ns) - 1)

@@ -151,3 +151,15 @@ def test_an_endless_belt_keeps_only_its_recent_parts() -> None:
     assert hit.part_index is not None and w.part(hit.part_index) is not None
     beyond = w.parts_beyond(400.0, end_ns)
     assert beyond[0].index == kept[0].index and len(beyond) < 200
+
+
+def test_time_at_inverts_the_displacement_across_speed_steps() -> None:
+    """time_at(d) is the first moment the belt has moved d mm: inside a segment, at a
+    standstill (its start), and None when the profile never gets there."""
+    w = make_world()  # 500 mm/s for 1 s, stopped for 1 s, then 1 m/s
+    for t_ns in (250_000_000, 999_000_000, 2_500_000_000):
+        t = w.time_at(w.displacement_mm(t_ns))
+        assert t is not None and abs(t - t_ns) <= 1
+    assert w.time_at(500.0) == 1_000_000_000  # reached as the belt stops, not when it restarts
+    stopped = make_world(speed_profile=[(0.0, 500.0), (1.0, 0.0)])
+    assert stopped.time_at(600.0) is None
