@@ -85,6 +85,8 @@ class ModbusTransport:
         self._lost: str | None = None
         self._lock = asyncio.Lock()
         self._consecutive_timeouts = 0
+        self._last_mid_ns = 0
+        """Midpoint (monotonic ns) of the last request, measured inside the lock."""
         self._polled = asyncio.Event()
 
     @property
@@ -198,7 +200,9 @@ class ModbusTransport:
                         raise PlcLinkError("connection was replaced")
                     t0 = time.monotonic_ns()
                     rr = await request(client)
-                    rtt.add(time.monotonic_ns() - t0)
+                    t1 = time.monotonic_ns()
+                    rtt.add(t1 - t0)
+                    self._last_mid_ns = (t0 + t1) // 2
         except TimeoutError as exc:
             self.counters.timeouts += 1
             self._consecutive_timeouts += 1
@@ -213,8 +217,12 @@ class ModbusTransport:
 
     # -- inputs -------------------------------------------------------------------
     async def _read_span(self, span: Span) -> tuple[list[int], int]:
-        """Read one span; return its values and the request's midpoint time (ns)."""
-        t_start = time.monotonic_ns()
+        """Read one span; return its values and the request's midpoint time (ns).
+
+        The midpoint is taken around the request itself, after the connection's lock
+        was won: time spent waiting behind a report or a fire would otherwise date the
+        count too early, and the belt would be placed ahead of where it is.
+        """
 
         async def req(c: AsyncModbusTcpClient) -> ModbusPDU:
             dev, start, n = span.device_id, span.start, span.count
@@ -227,7 +235,7 @@ class ModbusTransport:
             return await c.read_discrete_inputs(start, count=n, device_id=dev)
 
         rr = await self._call(f"read {span.table} {span.start}", req, self.counters.read_rtt)
-        t_mid = (t_start + time.monotonic_ns()) // 2
+        t_mid = self._last_mid_ns  # set by this request: nothing ran since it finished
         if rr.isError():
             raise PlcLinkError(
                 f"PLC refused reading {span.table} {span.start}+{span.count}: "

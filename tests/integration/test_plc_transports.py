@@ -144,6 +144,34 @@ async def test_modbus_latches_exactly_the_belts_edges(plc: Plc) -> None:
     assert edges == [e for e in belt if counts[0] < e <= counts[-1]]
 
 
+@only_modbus
+async def test_modbus_samples_are_dated_by_their_request_not_the_wait_before_it(plc: Plc) -> None:
+    """A read that waits behind another request (a report, a fire) on the connection is
+    dated by the request itself: every sample's count is the belt's count at its time,
+    within a loopback round trip, even while the connection is held 30 ms at a time (under
+    the 50 ms request timeout, so the reads wait rather than fail)."""
+    async with plc.link() as link:
+        transport = link.transport
+        lock: asyncio.Lock = transport._lock  # type: ignore[attr-defined]  # what a report holds
+
+        async def busy() -> None:
+            while True:
+                async with lock:
+                    await asyncio.sleep(0.03)
+                await asyncio.sleep(0.002)
+
+        hog = asyncio.create_task(busy())
+        try:
+            samples = await _take(link, 40)
+        finally:
+            hog.cancel()
+    w = plc.prog.world
+    off = [abs(s.raw_count - w.raw_count(s.t_ns)) for s in samples]
+    # 1 m/s is 4 counts per ms: 20 counts is 5 ms; dated from before the wait, a read
+    # that waited 30 ms would be 15 ms (60 counts) early
+    assert max(off) <= 20, off
+
+
 @only_opcua
 async def test_opcua_samples_are_dated_by_plc_timestamps(plc: Plc) -> None:
     """Over OPC UA a sample is dated close to when the PLC sampled it (SourceTimestamp
