@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from models.data.holdout import DEFAULT_FRACTION, read_list, unseen
-from models.data.mvtec import load_gray, read_mvtec
+from models.data.mvtec import MvtecDataset, Sample, load_gray, read_mvtec
 from models.data.synthset import write_synth
 from models.explain_text import render_all
 from models.package import load_package
@@ -148,10 +148,7 @@ def evaluate(
         "metrics": ev.metrics,
         "ci95": {k: list(v) for k, v in ev.ci95.items()},
         "test_images": len(left),
-        "excluded_trained_images": {
-            "count": len(excluded),
-            "images": [s.path.relative_to(full.root).as_posix() for s in excluded],
-        },
+        "excluded_trained_images": _excluded(full, excluded),
         "confusion": ev.confusion,
     }
     if record is None:
@@ -160,8 +157,7 @@ def evaluate(
             "recorded): none could be excluded, the figures may include trained images"
         )
     if out_json is not None:
-        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        _write_json(payload, Path(out_json))
     if out_png is not None:
         from models.train.report import write_report
 
@@ -210,10 +206,7 @@ def compare(
         "new": {"package": str(pkgs["new"].root), "sha256": pkgs["new"].sha256},
         "verdict": verdict(diffs),
         "test_images": len(left),
-        "excluded_trained_images": {
-            "count": len(excluded),
-            "images": [s.path.relative_to(full.root).as_posix() for s in excluded],
-        },
+        "excluded_trained_images": _excluded(full, excluded),
         "metrics": {name: d.as_dict() for name, d in diffs.items()},
     }
     unrecorded = [name for name, p in pkgs.items() if p.manifest.data is None]
@@ -223,13 +216,25 @@ def compare(
             "images it trained on could not be excluded"
         )
     if out_json is not None:
-        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        _write_json(payload, Path(out_json))
     if out_png is not None:
         from models.train.report import write_compare_report
 
         write_compare_report(payload, out_png)
     return payload
+
+
+def _excluded(full: MvtecDataset, excluded: list[Sample]) -> dict[str, Any]:
+    """How many and which test images were left out as seen by a package."""
+    return {
+        "count": len(excluded),
+        "images": [s.path.relative_to(full.root).as_posix() for s in excluded],
+    }
+
+
+def _write_json(payload: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
 def explain(
