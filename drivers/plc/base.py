@@ -12,7 +12,9 @@ class EncoderSample:
     """One reading of the line's inputs.
 
     ``raw_count`` is the counter as the PLC holds it (wraps at its bit width);
-    ``t_ns`` is ``time.monotonic_ns()`` when the reading was taken;
+    ``t_ns`` is ``time.monotonic_ns()`` when the reading was taken, known to within
+    ``t_err_ns`` either side (half the round trip of a polled read: the PLC answered
+    somewhere inside it; 0 where the time is exact);
     ``part_present`` is the part-present sensor, or None where not wired;
     ``edges`` are the raw counter values the PLC latched at each rising edge of
     the part-present sensor since the previous sample (its capture input), or
@@ -24,6 +26,7 @@ class EncoderSample:
     t_ns: int
     part_present: bool | None = None
     edges: tuple[int, ...] | None = None
+    t_err_ns: int = 0
 
 
 class EncoderSource(Protocol):

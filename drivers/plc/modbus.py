@@ -85,8 +85,9 @@ class ModbusTransport:
         self._lost: str | None = None
         self._lock = asyncio.Lock()
         self._consecutive_timeouts = 0
-        self._last_mid_ns = 0
-        """Midpoint (monotonic ns) of the last request, measured inside the lock."""
+        self._last_when = (0, 0)
+        """Midpoint and half width (monotonic ns) of the last request, measured inside
+        the lock."""
         self._polled = asyncio.Event()
 
     @property
@@ -202,7 +203,7 @@ class ModbusTransport:
                     rr = await request(client)
                     t1 = time.monotonic_ns()
                     rtt.add(t1 - t0)
-                    self._last_mid_ns = (t0 + t1) // 2
+                    self._last_when = ((t0 + t1) // 2, (t1 - t0 + 1) // 2)
         except TimeoutError as exc:
             self.counters.timeouts += 1
             self._consecutive_timeouts += 1
@@ -216,12 +217,14 @@ class ModbusTransport:
         return rr
 
     # -- inputs -------------------------------------------------------------------
-    async def _read_span(self, span: Span) -> tuple[list[int], int]:
-        """Read one span; return its values and the request's midpoint time (ns).
+    async def _read_span(self, span: Span) -> tuple[list[int], tuple[int, int]]:
+        """Read one span; return its values and the request's midpoint and half width (ns).
 
         The midpoint is taken around the request itself, after the connection's lock
         was won: time spent waiting behind a report or a fire would otherwise date the
-        count too early, and the belt would be placed ahead of where it is.
+        count too early, and the belt would be placed ahead of where it is. The half
+        width bounds the error: the PLC read its counter somewhere inside the request,
+        and a busy event loop that resumes late only widens it.
         """
 
         async def req(c: AsyncModbusTcpClient) -> ModbusPDU:
@@ -235,7 +238,7 @@ class ModbusTransport:
             return await c.read_discrete_inputs(start, count=n, device_id=dev)
 
         rr = await self._call(f"read {span.table} {span.start}", req, self.counters.read_rtt)
-        t_mid = self._last_mid_ns  # set by this request: nothing ran since it finished
+        when = self._last_when  # set by this request: nothing ran since it finished
         if rr.isError():
             raise PlcLinkError(
                 f"PLC refused reading {span.table} {span.start}+{span.count}: "
@@ -249,19 +252,20 @@ class ModbusTransport:
             raise PlcLinkError(
                 f"short answer reading {span.table} {span.start}: {len(values)} values"
             )
-        return values[: span.count], t_mid
+        return values[: span.count], when
 
-    async def read_inputs(self) -> tuple[Image, int]:
-        """Read every input once; return the image and the time the count was read (ns).
+    async def read_inputs(self) -> tuple[Image, tuple[int, int]]:
+        """Read every input once; return the image and when the count was read: the
+        request's midpoint and half width (ns).
 
         Raises ``PlcLinkError``.
         """
         image: Image = {}
-        t_count = 0
+        t_count = (0, 0)
         for i, span in enumerate(self._decoder.spans):
-            values, t_mid = await self._read_span(span)
+            values, when = await self._read_span(span)
             if i == self._decoder.count_span:
-                t_count = t_mid
+                t_count = when
             for k, v in enumerate(values):
                 image[(span.device_id, span.table, span.start + k)] = v
         return image, t_count
@@ -275,7 +279,7 @@ class ModbusTransport:
 
         Ends when the connection is dropped or ``closed`` is set. A poll that
         failed without dropping it is retried after an interval. ``t_ns`` is the
-        midpoint of the request that read the count.
+        midpoint of the request that read the count, ``t_err_ns`` its half width.
         """
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -287,7 +291,7 @@ class ModbusTransport:
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError
             try:
-                image, t_ns = await self.read_inputs()
+                image, (t_ns, t_err_ns) = await self.read_inputs()
             except PlcLinkError as exc:
                 log.debug("plc_poll_failed", error=str(exc))
                 if not self.connected:
@@ -295,7 +299,7 @@ class ModbusTransport:
                 await wait_event(closed, interval)
                 next_t = loop.time()
                 continue
-            sample = self._decoder.decode(image, t_ns)
+            sample = self._decoder.decode(image, t_ns, t_err_ns)
             self._polled.set()
             if sample is not None:
                 yield sample

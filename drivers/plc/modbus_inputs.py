@@ -51,8 +51,9 @@ class InputDecoder:
         if self._latch is not None:
             self._latch.reset()
 
-    def decode(self, image: Image, t_ns: int) -> EncoderSample | None:
-        """The sample in ``image`` (read at ``t_ns``), or None when it is bad data.
+    def decode(self, image: Image, t_ns: int, t_err_ns: int = 0) -> EncoderSample | None:
+        """The sample in ``image`` (read at ``t_ns`` ± ``t_err_ns``), or None when it is
+        bad data.
 
         Updates ``inputs``; new latched edges come with the sample, even one
         whose count is out of range (they are read now or never).
@@ -87,4 +88,6 @@ class InputDecoder:
             # the latched edges are read now or never: pass them on with the bad count,
             # which the tracker refuses while it still places the edges
         present = inputs.get("part_present")
-        return EncoderSample(count, t_ns, None if present is None else bool(present), edges)
+        return EncoderSample(
+            count, t_ns, None if present is None else bool(present), edges, t_err_ns
+        )

@@ -166,6 +166,7 @@ class Tracker:
         self._hw = 0
         self._unwrapped = 0
         self._last_t_ns: int | None = None
+        self._last_err_ns = 0
         self._next_id = cfg.part_id_start
         self._next_origin = 0
         self._reversing = False
@@ -181,6 +182,7 @@ class Tracker:
         self._refused_last: EncoderSample | None = None
         self._streak_raw = 0
         self._streak_t_ns = 0
+        self._streak_err_ns = 0
         self._held: tuple[EncoderSample, int] | None = None
         """The first plausible sample after refused ones, with its unwrapped count."""
 
@@ -321,7 +323,7 @@ class Tracker:
             return refused + self._salvage_edges(sample)
         if held is not None:
             return self._confirm(held, sample, unwrapped)
-        allowance = self._allowance(t_ns - last_t)
+        allowance = self._allowance(t_ns - last_t, self._last_err_ns + sample.t_err_ns)
         step = unwrapped - self._unwrapped
         if step > allowance or step < -allowance:
             parts = self._refuse_jump(sample, step, allowance)
@@ -334,16 +336,20 @@ class Tracker:
 
     # -- internals ------------------------------------------------------------
 
-    def _allowance(self, dt_ns: int) -> float:
+    def _allowance(self, dt_ns: int, err_ns: int = 0) -> float:
+        """The most counts the belt can move between two samples ``dt_ns`` apart whose
+        times are known to within ``err_ns`` together (their ``t_err_ns`` summed)."""
         cfg = self._cfg
         g = self._geo
-        return g.max_speed_cps * (dt_ns + cfg.time_jitter_ns) / _NS_PER_S + g.jitter_counts
+        span_ns = dt_ns + cfg.time_jitter_ns + max(0, err_ns)
+        return g.max_speed_cps * span_ns / _NS_PER_S + g.jitter_counts
 
     def _start(self, sample: EncoderSample, unwrapped: int) -> list[TrackedPart]:
         g = self._geo
         self._unwrapper.unwrap(sample.raw_count)
         self._hw = self._unwrapped = unwrapped
         self._last_t_ns = sample.t_ns
+        self._last_err_ns = sample.t_err_ns
         self._speed.add(sample.t_ns, unwrapped)
         if self._cfg.mode == "pitch":
             # Parts whose centre passed the origin before we started are unknown to us.
@@ -361,6 +367,7 @@ class Tracker:
         if unwrapped > self._hw:
             self._hw = unwrapped
         self._last_t_ns = sample.t_ns
+        self._last_err_ns = sample.t_err_ns
         self._speed.add(sample.t_ns, self._hw)
         deficit = self._hw - unwrapped
         if deficit > self._geo.jitter_counts and not self._reversing:
@@ -381,7 +388,7 @@ class Tracker:
         first, first_unwrapped = held
         self._held = None
         step = unwrapped - first_unwrapped  # both unwrapped from the last accepted count
-        if abs(step) > self._allowance(sample.t_ns - first.t_ns):
+        if abs(step) > self._allowance(sample.t_ns - first.t_ns, first.t_err_ns + sample.t_err_ns):
             self._refuse(first, "unconfirmed", f"the next sample is {step} counts away")
             return self.update(sample)
         self._unwrapper.unwrap(first.raw_count)
@@ -442,7 +449,8 @@ class Tracker:
         if self._cfg.mode != "sensor" or not sample.edges or self._last_t_ns is None:
             return []
         dt_ns = max(0, sample.t_ns - self._last_t_ns)
-        reach = self._allowance(dt_ns) + self._geo.part_length_counts
+        reach = self._allowance(dt_ns, self._last_err_ns + sample.t_err_ns)
+        reach += self._geo.part_length_counts
 
         def place(raw: int) -> int | None:
             edge = self._unwrapper.peek(raw)  # from the last accepted count
@@ -514,11 +522,13 @@ class Tracker:
         consistent = False
         if self._streak and sample.t_ns > self._streak_t_ns:
             s = self._unwrapper.signed_step(self._streak_raw, sample.raw_count)
-            consistent = abs(s) <= self._allowance(sample.t_ns - self._streak_t_ns)
+            err_ns = self._streak_err_ns + sample.t_err_ns
+            consistent = abs(s) <= self._allowance(sample.t_ns - self._streak_t_ns, err_ns)
         self._streak = self._streak + 1 if consistent else 1
         if self._streak == 1:
             self._streak_start = sample
         self._streak_raw, self._streak_t_ns = sample.raw_count, sample.t_ns
+        self._streak_err_ns = sample.t_err_ns
         limit = self._cfg.resync_after_samples
         if limit and self._streak >= limit:
             if not self._streak_too_fast(sample):
@@ -537,7 +547,7 @@ class Tracker:
         if dt_ns <= 0:
             return False
         step = abs(self._unwrapper.signed_step(start.raw_count, sample.raw_count))
-        return step > self._allowance(dt_ns)
+        return step > self._allowance(dt_ns, start.t_err_ns + sample.t_err_ns)
 
     def _resync(self, sample: EncoderSample) -> list[TrackedPart]:
         anchor = max(self._hw, round(self.estimate_position(sample.t_ns)))

@@ -170,6 +170,12 @@ async def test_modbus_samples_are_dated_by_their_request_not_the_wait_before_it(
     # 1 m/s is 4 counts per ms: 20 counts is 5 ms; dated from before the wait, a read
     # that waited 30 ms would be 15 ms (60 counts) early
     assert max(off) <= 20, off
+    # and the half width the sample carries holds the PLC's reading: the count is the
+    # belt's count at some instant within t_ns ± t_err_ns
+    for s in samples:
+        assert s.t_err_ns > 0
+        lo, hi = w.raw_count(s.t_ns - s.t_err_ns), w.raw_count(s.t_ns + s.t_err_ns)
+        assert lo - 1 <= s.raw_count <= hi + 1, (s, lo, hi)
 
 
 @only_opcua

@@ -554,3 +554,43 @@ def test_a_plausible_count_after_refused_ones_is_held_until_the_next_agrees() ->
     assert not tracker.lost and tracker.position == pos
     # edges 10 counts apart are closer than half a part: one part, at the first edge
     assert [p.origin_count for p in parts] == [pos - 40 - 3 + 50]
+
+
+def test_a_read_dated_within_its_round_trip_is_believed_not_resynced() -> None:
+    """A polled read whose answer waited 30 ms for a busy event loop is dated at the
+    request's midpoint, 15 ms after the PLC read its counter: every count after it then
+    looks faster than any belt. Within the request's half width (``t_err_ns``) they are
+    possible, so they are accepted and the belt position keeps the counter's every count.
+    Without the half width the counts after it are refused until they agree with each
+    other and are resynced onto the tracker's estimate: the counts of the gap are lost,
+    and every part in flight would be struck that far behind its place."""
+    speed = 8_000  # counts/s, 80 % of LATCHED's max_speed_cps: a belt near its rating
+
+    def run(err_ns: int) -> tuple[Tracker, int]:
+        tracker = Tracker(LATCHED, 32)
+        t = 0
+        pos = 10_000
+        tracker.update(EncoderSample(pos, t, False, ()))
+        for _ in range(50):
+            t += DT_NS
+            pos += speed * DT_NS // 1_000_000_000
+            tracker.update(EncoderSample(pos, t, False, ()))
+        # the slow request: sent 2 ms after the last, the counter read at once, the
+        # answer taken 30 ms later; dated at its midpoint
+        t += DT_NS
+        pos += speed * DT_NS // 1_000_000_000
+        tracker.update(EncoderSample(pos, t + 15_000_000, False, (), t_err_ns=err_ns))
+        t += 30_000_000
+        pos += speed * 30_000_000 // 1_000_000_000
+        for _ in range(40):
+            t += DT_NS
+            pos += speed * DT_NS // 1_000_000_000
+            tracker.update(EncoderSample(pos, t, False, ()))
+        return tracker, pos
+
+    tracker, pos = run(err_ns=15_000_000)
+    assert tracker.rejected_samples == 0
+    assert tracker.position == pos
+    blind, pos = run(err_ns=0)
+    assert blind.rejected_samples >= LATCHED.resync_after_samples - 1
+    assert blind.position < pos - 50  # the gap's counts are gone
