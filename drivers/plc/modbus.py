@@ -170,7 +170,8 @@ class ModbusTransport:
                     rr = await self._send_write(client, run)
                 if rr.isError():
                     raise PlcLinkError(f"PLC refused clearing result_valid ({rr})")
-        self._decoder.reset()
+        # the edge latch keeps its baseline: edges the PLC latched while the link was
+        # down arrive with the first reading (a new baseline would lose their parts)
         return result_seq
 
     async def disconnect(self) -> None:

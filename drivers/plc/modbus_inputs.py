@@ -46,11 +46,6 @@ class InputDecoder:
         self.inputs: dict[str, int | bool] = {}
         """The latest decoded inputs by name."""
 
-    def reset(self) -> None:
-        """A new connection: the next latch reading is a new baseline."""
-        if self._latch is not None:
-            self._latch.reset()
-
     def decode(self, image: Image, t_ns: int, t_err_ns: int = 0) -> EncoderSample | None:
         """The sample in ``image`` (read at ``t_ns`` ± ``t_err_ns``), or None when it is
         bad data.

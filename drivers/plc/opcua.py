@@ -119,9 +119,8 @@ class OpcUaTransport:
         self._session, self._sub = session, sub
         self._clock.reset()
         self._last_sample = None
-        if self._latch is not None:
-            self._latch.reset()
-        self._pending_edges.clear()
+        # the edge latch keeps its baseline and the edges not yet passed on: edges the
+        # PLC latched while the link was down arrive with the first notification
         return int(values["result_seq"] or 0) if read else None
 
     @staticmethod

@@ -225,17 +225,14 @@ class EdgeLatchReader:
     PLC modulo 2**16) is in slot ``(n - 1) % slots``. More new edges than
     slots means some were overwritten (logged and counted in
     ``counters.edges_lost``); a counter that went backwards (the PLC
-    restarted) re-baselines without edges (logged).
+    restarted) re-baselines without edges (logged). The baseline is kept across
+    reconnects: the edges latched while the link was down are new in the first reading.
     """
 
     def __init__(self, slots: int, counters: LinkCounters) -> None:
         self.slots = slots
         self._counters = counters
         self._last: int | None = None
-
-    def reset(self) -> None:
-        """Forget the last counter (the next reading is a new baseline)."""
-        self._last = None
 
     def new_edges(self, seq: int, slot_values: list[int]) -> tuple[int, ...]:
         """The edges new in a reading of the counter ``seq`` and all slots, oldest first."""
