@@ -124,10 +124,12 @@ class OpcUaPlcEmulator:
         plc = await server.nodes.objects.add_object(
             ua.NodeId("PLC", idx), ua.QualifiedName("PLC", idx)
         )
+        # the program lives on across a restart of its server: inputs start at its values
+        now = self.inputs(time.monotonic_ns())
         for name, (browse, vtype, out) in SIGNALS.items():
             nodeid = ua.NodeId(f"PLC.{browse}", idx)
-            if name == "edge_latch":
-                value = ua.Variant([0] * (1 + self.program.cfg.slots), vtype)
+            if name in now:
+                value = ua.Variant(now[name], vtype)
             else:
                 value = ua.Variant(self._held.get(name, _default(vtype)), vtype)
             var = await plc.add_variable(nodeid, ua.QualifiedName(browse, idx), value)
