@@ -91,9 +91,11 @@ def _parser() -> argparse.ArgumentParser:
 
     from node.audit.cli import add_parsers as add_audit
     from node.cli.model import add_parsers as add_model
+    from node.cli.shadow import add_parsers as add_shadow
     from node.hmi.users import add_parsers as add_hmi
 
     add_model(sub)
+    add_shadow(sub)
     add_audit(sub)
     add_hmi(sub)
     return p
@@ -142,13 +144,23 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         from node.wiring import check_model_package
 
         check = check_model_package(cfg)
-        if check.problems or check.package is None:
-            return _print_problems(args.config, [f"{args.config}: {p}" for p in check.problems])
+        problems = list(check.problems)
+        shadow = None
+        if cfg.inspection.shadow.package is not None:
+            shadow = check_model_package(cfg, shadow=True)
+            problems += shadow.problems
+        if problems or check.package is None:
+            return _print_problems(args.config, [f"{args.config}: {p}" for p in problems])
         pinned = "pinned" if cfg.inspection.model.sha256 else "not pinned"
         model = (
             f"\n  model {cfg.inspection.model.package}: package_sha256 {check.package.sha256} "
             f"({pinned}; {check.signature})"
         )
+        if shadow is not None and shadow.package is not None:
+            model += (
+                f"\n  shadow {cfg.inspection.shadow.package}: package_sha256 "
+                f"{shadow.package.sha256} ({shadow.signature}; judges beside it, never acts)"
+            )
     print(
         f"{args.config}: ok ({cfg.node.name}, {cfg.camera.driver} camera, "
         f"{cfg.inspection.backend} backend){model}"

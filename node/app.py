@@ -51,6 +51,7 @@ from node.recorder import Recorder, model_identity
 from node.service.sdnotify import SystemdNotifier
 from node.service.supervise import supervise
 from node.service.watchdog import ProgressWatchdog
+from node.shadow import Shadow
 from node.signals import PlcSignals
 from node.state import VisionState
 
@@ -83,6 +84,8 @@ class Components:
     backend: Callable[[], Backend]
     actuation: ActuationFactory
     plc: NodePlc | None = None
+    shadow: Callable[[], Shadow] | None = None
+    """Loads the shadow candidate (``[inspection.shadow]``), when one is configured."""
 
 
 @dataclass
@@ -158,6 +161,7 @@ class Node:
         self._inspection: InspectionQueue | None = None
         self._actuation: Actuation | None = None
         self._signals: PlcSignals | None = None
+        self._shadow: Shadow | None = None
 
     # -- lifecycle ---------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> RunSummary:
@@ -174,6 +178,12 @@ class Node:
             )
             backend = await asyncio.get_running_loop().run_in_executor(executor, parts.backend)
             self._model_name = backend.name
+            if parts.shadow is not None:  # beside the active model, never acting
+                shadow = await asyncio.get_running_loop().run_in_executor(executor, parts.shadow)
+                try:
+                    self._shadow = stack.enter_context(shadow)
+                except OSError as exc:  # where it records cannot be written
+                    raise StartupError(f"inspection.shadow: {shadow.directory}: {exc}") from exc
             inspector = Inspector(
                 backend, cfg.inspection.roi_size_px, cfg.inspection.belt_threshold
             )
@@ -183,7 +193,7 @@ class Node:
             if cfg.audit.enabled:
                 self._audit = stack.enter_context(self._open_audit())
             self.recorder = Recorder(
-                cfg, model_identity(backend, cfg), store=self._audit, stats=self.stats.snapshot
+                cfg, model_identity(backend, cfg), store=self._audit, stats=self._published_stats
             )
             self.sinks.append(self.recorder)
             if cfg.hmi.enabled:
@@ -448,6 +458,9 @@ class Node:
             verdict = Judge.fail_safe(ins.part_id, Reason.FAILSAFE_MODEL, ins.error)
             self.operation.error("model", ins.error)
         self._decide(st, verdict)
+        shadow = self._shadow
+        if shadow is not None and not verdict.fail_safe and ins.image is not None:
+            shadow.offer(ins.image, verdict)  # after the verdict: the line never waits
 
     def _decide(self, st: InFlightPart, verdict: Verdict) -> None:
         """The one place a part gets its verdict; a reject is handed to the actuation."""
@@ -509,6 +522,14 @@ class Node:
             self._drained.set()
 
     # -- status ------------------------------------------------------------------
+    def _published_stats(self) -> dict[str, Any]:
+        """The running statistics published beside each result (HMI), with the shadow
+        candidate's figures when one runs."""
+        snap = self.stats.snapshot()
+        if self._shadow is not None:
+            snap["shadow"] = self._shadow.snapshot()
+        return snap
+
     def status(self) -> dict[str, Any]:
         """The live status: stats plus what is in flight and the pipeline's health."""
         snap = self.stats.snapshot()
@@ -530,6 +551,8 @@ class Node:
             snap["plc"] = self._components.plc.snapshot()
         if self.hmi is not None:
             snap["hmi"] = self.hmi.snapshot()
+        if self._shadow is not None:
+            snap["shadow"] = self._shadow.snapshot()
         if self._audit is not None:
             snap["audit"] = {
                 "committed": self._audit.committed,

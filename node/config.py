@@ -195,6 +195,23 @@ class ModelSection(_Section):
     require_signature: bool = False
 
 
+class ShadowSection(_Section):
+    """``[inspection.shadow]``: a candidate package judging beside the active one (shadow
+    mode, see README "Shadow mode and promotion"). Its verdicts are recorded under
+    ``<node.state_dir>/shadow/`` and never act.
+
+    ``package`` is the candidate (none: no shadow); it is verified by the same rules as
+    ``[inspection.model]`` (its keys and ``require_signature``), and ``sha256`` pins its
+    digest. ``queue`` parts may wait for it (more are skipped, counted);
+    ``keep_images`` disagreement crops are kept for review.
+    """
+
+    package: Path | None = None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    queue: Annotated[int, Field(ge=1, le=256)] = 4
+    keep_images: Annotated[int, Field(ge=0, le=100_000)] = 200
+
+
 class InspectionSection(_Section):
     """``[inspection]``: region of interest, backend and recipe.
 
@@ -210,6 +227,7 @@ class InspectionSection(_Section):
     batch_size: Annotated[int, Field(ge=1, le=64)] = 4
     classical: ClassicalSection = ClassicalSection()
     model: ModelSection = ModelSection()
+    shadow: ShadowSection = ShadowSection()
     recipe: RecipeSection = RecipeSection()
 
 
@@ -320,6 +338,15 @@ def cross_field_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
                 "inspection.model.trusted_keys",
                 "empty, but inspection.model.require_signature = true: name the public key "
                 "files whose signatures are trusted",
+            )
+        )
+    has_shadow = _get(data, "inspection.shadow.package", None) is not None
+    if has_shadow and _get(data, "inspection.backend", "classical") == "classical":
+        problems.append(
+            (
+                "inspection.shadow.package",
+                "a shadow candidate needs a model backend: set inspection.backend "
+                "(onnxruntime, tensorrt or torch)",
             )
         )
     if _get(data, "hmi.enabled", False) is True and _get(data, "audit.enabled", True) is False:

@@ -30,8 +30,10 @@ from node.errors import CameraError, ModelError
 from node.line.actuation import Acted, ActuationFactory
 from node.line.actuation.node_timed import NodeTimedActuation
 from node.line.actuation.plc_tracked import PlcTrackedActuation
+from node.line.judge import Judge
 from node.line.tracker import Tracker
 from node.plc import NodePlc
+from node.shadow import Shadow, shadow_dir
 from node.sim.line import SimLine, build_sim_line
 
 if TYPE_CHECKING:
@@ -86,8 +88,9 @@ class ModelPackageCheck:
     signature: str = ""
 
 
-def check_model_package(cfg: Config) -> ModelPackageCheck:
-    """Open and verify the configured package without running it.
+def check_model_package(cfg: Config, *, shadow: bool = False) -> ModelPackageCheck:
+    """Open and verify the configured package (``shadow``: the shadow candidate,
+    ``[inspection.shadow]``) without running it.
 
     Checks that it loads (its files and its manifest match their hashes), that its digest
     is the one ``inspection.model.sha256`` pins, that its signature is sound and by one
@@ -100,55 +103,60 @@ def check_model_package(cfg: Config) -> ModelPackageCheck:
 
     insp = cfg.inspection
     m = insp.model
-    key = "inspection.model.package"
+    section = "inspection.shadow" if shadow else "inspection.model"
+    key = f"{section}.package"
+    path, pin = (insp.shadow.package, insp.shadow.sha256) if shadow else (m.package, m.sha256)
+    if path is None:
+        return ModelPackageCheck(None, [f"{key}: not set"])
     problems: list[str] = []
     trusted = []
-    for i, path in enumerate(m.trusted_keys):
+    for i, key_file in enumerate(m.trusted_keys):
         try:
-            trusted.append((path, load_public_key(path)))
+            trusted.append((key_file, load_public_key(key_file)))
         except SigningError as exc:
             problems.append(f"inspection.model.trusted_keys[{i}]: {exc}")
     try:
-        package = load_package(m.package)
+        package = load_package(path)
     except PackageError as exc:
         return ModelPackageCheck(None, [f"{key}: {exc}", *problems])
     except OSError as exc:
-        return ModelPackageCheck(None, [f"{key}: {m.package}: {exc}", *problems])
-    if m.sha256 is not None and package.sha256 != m.sha256:
+        return ModelPackageCheck(None, [f"{key}: {path}: {exc}", *problems])
+    if pin is not None and package.sha256 != pin:
         problems.append(
-            f"inspection.model.sha256: pins {m.sha256}, but {m.package} has package_sha256 "
+            f"{section}.sha256: pins {pin}, but {path} has package_sha256 "
             f"{package.sha256} (another package, or this one changed since it was pinned)"
         )
     sig = verify_signature(package, trusted)
     if sig.state == "invalid":
-        problems.append(f"{key}: {m.package}: {sig.detail}")
+        problems.append(f"{key}: {path}: {sig.detail}")
     elif sig.state == "untrusted" and (m.trusted_keys or m.require_signature):
         problems.append(
-            f"inspection.model.trusted_keys: {m.package} is signed by key {sig.key_id}, "
+            f"inspection.model.trusted_keys: {path} is signed by key {sig.key_id}, "
             "which is not among them"
         )
     elif sig.state == "unsigned" and m.require_signature:
         problems.append(
-            f"inspection.model.require_signature: {m.package} is not signed "
+            f"inspection.model.require_signature: {path} is not signed "
             "(sign it with `lineside model sign PACKAGE --key PRIVATE_KEY`)"
         )
     size = package.manifest.input.size_px
     if size != insp.roi_size_px:
         problems.append(
-            f"{key}: {m.package} takes {size}x{size} px images, "
+            f"{key}: {path} takes {size}x{size} px images, "
             f"but inspection.roi_size_px is {insp.roi_size_px}"
         )
     trained = package.manifest.input.mm_per_px
     if abs(insp.mm_per_px - trained) > _MM_PER_PX_TOLERANCE * trained:
         problems.append(
-            f"{key}: {m.package} was trained at {trained} mm/px, "
+            f"{key}: {path} was trained at {trained} mm/px, "
             f"but inspection.mm_per_px is {insp.mm_per_px}; retrain it at this scale"
         )
     return ModelPackageCheck(package, problems, sig.detail)
 
 
-def load_model_backend(cfg: Config) -> Backend:
-    """Load ``[inspection.model]`` on the configured runtime (``models.runtime.open_runtime``).
+def load_model_backend(cfg: Config, *, shadow: bool = False) -> Backend:
+    """Load ``[inspection.model]`` (``shadow``: the ``[inspection.shadow]`` candidate, on one
+    thread) on the configured runtime (``models.runtime.open_runtime``).
 
     The package is verified first (``check_model_package``). Raises ``ModelError``
     naming the config key for a missing, corrupt, edited, unpinned, untrusted or
@@ -158,15 +166,16 @@ def load_model_backend(cfg: Config) -> Backend:
     m = insp.model
     from models.runtime import RUNTIMES, open_runtime
 
-    check = check_model_package(cfg)
+    check = check_model_package(cfg, shadow=shadow)
     if check.problems or check.package is None:
         raise ModelError("; ".join(check.problems))
     package = check.package
     log.info(
         "model_package_verified",
-        package=str(m.package),
+        role="shadow" if shadow else "active",
+        package=str(insp.shadow.package if shadow else m.package),
         sha256=package.sha256,
-        pinned=m.sha256 is not None,
+        pinned=(insp.shadow.sha256 if shadow else m.sha256) is not None,
         signature=check.signature,
     )
     if insp.backend not in RUNTIMES:
@@ -178,7 +187,7 @@ def load_model_backend(cfg: Config) -> Backend:
         return open_runtime(
             insp.backend,
             package,
-            m.threads,
+            1 if shadow else m.threads,
             m.max_batch,
             engine_cache=cache,
             explain=m.explain,
@@ -232,8 +241,29 @@ def build_components(cfg: Config, sim: SimLine | None = None) -> tuple[Component
             backend=lambda: load_backend(cfg),
             actuation=actuation_for(cfg, plc),
             plc=plc,
+            shadow=(lambda: open_shadow(cfg)) if cfg.inspection.shadow.package else None,
         ),
         sim,
+    )
+
+
+def open_shadow(cfg: Config) -> Shadow:
+    """The ``[inspection.shadow]`` candidate, verified and loaded, not yet started.
+
+    Raises ``ModelError`` naming the key, as for the active package.
+    """
+    check = check_model_package(cfg, shadow=True)
+    if check.problems or check.package is None:
+        raise ModelError("; ".join(check.problems))
+    backend = load_model_backend(cfg, shadow=True)
+    settings = cfg.inspection.shadow
+    return Shadow(
+        backend,
+        Judge(cfg.inspection.recipe),
+        shadow_dir(cfg.node.state_dir, check.package.sha256),
+        package={"path": str(settings.package), "sha256": check.package.sha256},
+        queue_size=settings.queue,
+        keep_images=settings.keep_images,
     )
 
 

@@ -57,6 +57,16 @@ STATS: dict[str, tuple[V, Any]] = {
     "BudgetUsedP99": (V.Double, 0.0),
     "PartsPerS": (V.Double, 0.0),
 }
+SHADOW: dict[str, tuple[V, Any]] = {
+    "PackageSha256": (V.String, ""),
+    "Judged": (V.UInt64, 0),
+    "Agree": (V.UInt64, 0),
+    "ActiveOnly": (V.UInt64, 0),
+    "CandidateOnly": (V.UInt64, 0),
+    "TypeDiffers": (V.UInt64, 0),
+    "Skipped": (V.UInt64, 0),
+}
+"""A shadow candidate's figures (``node.shadow``); empty and 0 while none runs."""
 HEALTH: dict[str, tuple[V, Any]] = {
     "Camera": (V.String, "unknown"),
     "Plc": (V.String, "unknown"),
@@ -91,6 +101,31 @@ def _f(x: object) -> float:
     return float(x) if isinstance(x, int | float) else 0.0
 
 
+_COUNTER_KEYS = {
+    "inspected": "Inspected",
+    "rejected": "Rejected",
+    "fail_safe": "FailSafe",
+    "budget_misses": "BudgetMisses",
+}
+_SHADOW_KEYS = {
+    "judged": "Judged",
+    "agree": "Agree",
+    "active_only": "ActiveOnly",
+    "candidate_only": "CandidateOnly",
+    "type_differs": "TypeDiffers",
+    "skipped": "Skipped",
+}
+
+
+def _counts(source: Mapping[str, object], group: str, names: Mapping[str, str]) -> dict[str, int]:
+    """``{"<group>.<Name>": n}`` for each of ``names``' keys that ``source`` holds as an int."""
+    return {
+        f"{group}.{name}": value
+        for key, name in names.items()
+        if isinstance(value := source.get(key), int)
+    }
+
+
 class PlainNamespace:
     """Builds the ``Lineside`` object tree and writes its values."""
 
@@ -119,6 +154,7 @@ class PlainNamespace:
             ("Counters", COUNTERS),
             ("Stats", STATS),
             ("Health", HEALTH),
+            ("Shadow", SHADOW),
         ):
             obj = await root.add_object(self.nodeid(group), ua.QualifiedName(group, idx))
             self._folders[group] = obj
@@ -197,14 +233,7 @@ class PlainNamespace:
             else 0.0,
         }
         values: dict[str, Any] = {f"LastResult.{k}": v for k, v in lr.items()}
-        for key, name in (
-            ("inspected", "Inspected"),
-            ("rejected", "Rejected"),
-            ("fail_safe", "FailSafe"),
-            ("budget_misses", "BudgetMisses"),
-        ):
-            if isinstance(stats.get(key), int):
-                values[f"Counters.{name}"] = stats[key]
+        values |= _counts(stats, "Counters", _COUNTER_KEYS)
         for key, group in (
             ("defects_by_type", "ByDefectType"),
             ("fail_safe_by_reason", "FailSafeByReason"),
@@ -223,6 +252,10 @@ class PlainNamespace:
             values["Stats.BudgetUsedP99"] = _f(bud.get("p99"))
         if "parts_per_s" in stats:
             values["Stats.PartsPerS"] = _f(stats["parts_per_s"])
+        shadow = stats.get("shadow")
+        if isinstance(shadow, Mapping):
+            values["Shadow.PackageSha256"] = str(shadow.get("package_sha256", ""))
+            values |= _counts(shadow, "Shadow", _SHADOW_KEYS)
         await self._write(values, ts)
 
     async def emit(self, record: AuditRecord) -> None:

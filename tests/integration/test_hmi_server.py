@@ -178,6 +178,40 @@ async def test_plain_namespace_read_and_subscribed_at_10ms(rig: Rig) -> None:
         await sub.delete()
 
 
+async def test_a_shadow_candidates_figures_are_published_beside_the_result(rig: Rig) -> None:
+    """With a shadow candidate running, its figures come with each result's statistics and
+    a panel reads them under Lineside.Shadow (none running: they stay empty and 0)."""
+    async with _client(rig) as c:
+        judged = c.get_node("ns=2;s=Lineside.Shadow.Judged")
+        rig.publish(1)
+        await asyncio.sleep(0.2)
+        assert await judged.read_value() == 0
+        rec = sample_record(rig.next_part)
+        rig.next_part += 1
+        rig.results.add(rec)
+        shadow = {"package_sha256": "ab" * 32, "judged": 41, "agree": 38, "active_only": 2}
+        shadow |= {"candidate_only": 1, "type_differs": 3, "skipped": 4}
+        rig.hmi.publish(rec, None, {"inspected": rig.next_part, "shadow": shadow})
+        for _ in range(50):
+            if await judged.read_value() == 41:
+                break
+            await asyncio.sleep(0.05)
+        read = {
+            name: await c.get_node(f"ns=2;s=Lineside.Shadow.{name}").read_value()
+            for name in ("Judged", "Agree", "ActiveOnly", "CandidateOnly", "TypeDiffers")
+        }
+        assert read == {
+            "Judged": 41,
+            "Agree": 38,
+            "ActiveOnly": 2,
+            "CandidateOnly": 1,
+            "TypeDiffers": 3,
+        }
+        assert await c.get_node("ns=2;s=Lineside.Shadow.Skipped").read_value() == 4
+        sha = await c.get_node("ns=2;s=Lineside.Shadow.PackageSha256").read_value()
+        assert sha == "ab" * 32
+
+
 async def test_one_result_ready_event_per_part(rig: Rig) -> None:
     """Each part gives one ResultReadyEvent: ResultState, PartId, ProcessingTimes, explanation."""
     async with _client(rig) as c:

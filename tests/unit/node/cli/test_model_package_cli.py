@@ -218,3 +218,29 @@ def test_the_node_refuses_to_run_a_package_its_config_does_not_trust(
     assert _run(["model", "sign", str(package), "--key", str(private)], capsys)[0] == 0
     backend = load_backend(cfg(sha256=digest, trusted_keys=(public,), require_signature=True))
     assert backend.name == "onnxruntime"
+
+
+def test_check_config_verifies_the_shadow_candidate_by_its_own_keys(
+    package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shadow candidate is verified like the active package and reported under
+    inspection.shadow: a sound one is listed beside the model; a missing one, a changed
+    one (against its pin) and one on the classical backend are each refused by key."""
+    digest = load_package(package).sha256
+    good = _config(tmp_path, DEMO).read_text() + "\n[inspection.shadow]\n"
+    cfg = tmp_path / "shadow.toml"
+    cfg.write_text(good + f'package = "{package}"\nsha256 = "{digest}"\n')
+    code, out, _ = _run(["check-config", str(cfg)], capsys)
+    assert code == 0 and f"shadow {package}: package_sha256 {digest}" in out
+    cfg.write_text(good + f'package = "{tmp_path / "nowhere"}"\n')
+    code, _, err = _run(["check-config", str(cfg)], capsys)
+    assert code == 2 and "inspection.shadow.package: " in err and "not a model package" in err
+    cfg.write_text(good + f'package = "{package}"\nsha256 = "{"0" * 64}"\n')
+    code, _, err = _run(["check-config", str(cfg)], capsys)
+    assert code == 2 and f"inspection.shadow.sha256: pins {'0' * 64}" in err
+    classical = good.replace('backend = "onnxruntime"', 'backend = "classical"')
+    assert classical != good
+    cfg.write_text(classical + f'package = "{package}"\n')
+    code, _, err = _run(["check-config", str(cfg)], capsys)
+    assert code == 2
+    assert "inspection.shadow.package: a shadow candidate needs a model backend" in err
