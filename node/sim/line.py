@@ -13,7 +13,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -28,6 +31,7 @@ from node.config import Config
 
 BELT_LEVEL = 30
 _RENDER_TIMEOUT_S = 10.0
+_PARENT_POLL_S = 0.5
 
 
 def _render_frame(
@@ -42,10 +46,21 @@ def _render_frame(
     return image
 
 
-def _ignore_interrupts() -> None:
-    """In the render worker: Ctrl-C at a terminal reaches the whole process group, but
-    stopping is the node's to do (it drains the parts in flight, which still need frames)."""
+def _worker_init() -> None:
+    """In the render worker: ignore Ctrl-C (it reaches the whole process group, but
+    stopping is the node's to do: it drains the parts in flight, which still need frames),
+    and exit when the node is gone. A node killed outright (SIGKILL, OOM) cannot shut its
+    pool down, and the worker, which holds both ends of its own task pipe, would wait for
+    work for ever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class ProcessRenderer:
@@ -63,7 +78,7 @@ class ProcessRenderer:
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_ignore_interrupts,
+            initializer=_worker_init,
         )
         self.blank()
 

@@ -54,13 +54,23 @@ async def test_every_part_is_recorded_with_reject_images(
     assert status["dropped"] == 0 and status["committed"] >= 60
 
 
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux ``/proc``)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text()
+        out += [int(c) for c in text.split()]
+    return out
+
+
 def test_store_opens_cleanly_after_the_node_is_killed(
     taught_config: Config, tmp_path: Path
 ) -> None:
     """``lineside run`` killed with SIGKILL while it writes results: the store reopens (WAL
     recovery), passes SQLite's integrity check, and every record that names an image has it,
-    with the recorded hash. (That nothing confirmed is lost is proved per record by
-    test_audit_crash.py, where the writer reports what it committed.)"""
+    with the recorded hash; the sim line's render worker exits with the node. (That nothing
+    confirmed is lost is proved per record by test_audit_crash.py, where the writer reports
+    what it committed.)"""
     state = tmp_path / "state"
     cfg_path = tmp_path / "node.toml"
     cfg_path.write_text(f"""
@@ -93,6 +103,7 @@ defect_rate = 0.3
             if '"node_started"' in line:
                 break
         time.sleep(4.0)  # about 80 parts at 20 parts/s
+        children = _children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -100,6 +111,12 @@ defect_rate = 0.3
         if proc.stdout is not None:
             proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
+    # the sim's render worker does not outlive the node it rendered for
+    assert children, "the sim line renders in a worker process"
+    deadline = time.monotonic() + 5.0
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [c for c in children if Path(f"/proc/{c}").exists()], children
     directory = state / "audit"
     with AuditStore(AuditSettings(), directory) as store:
         records = store.query(limit=10_000)
