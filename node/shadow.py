@@ -16,6 +16,7 @@ shadow report CONFIG`` reads them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -232,8 +233,10 @@ def read_report(directory: Path, examples: int = 12) -> dict[str, Any]:
     """The disagreement report of the candidate recorded in ``directory``.
 
     Counts over every line of ``judged.jsonl`` (agreement with its 95 % Wilson interval)
-    and the ``examples`` most recent disagreements (both verdicts; the crop's path when
-    it was kept). Raises ``FileNotFoundError`` when nothing was recorded there.
+    and up to ``examples`` disagreements, newest first: the parts one model would have
+    rejected and the other passed, then those rejected by both for different types (both
+    verdicts; the crop's path when it was kept). Raises ``FileNotFoundError`` when nothing
+    was recorded there.
     """
     judged_file = directory / "judged.jsonl"
     if not judged_file.is_file():
@@ -241,7 +244,8 @@ def read_report(directory: Path, examples: int = 12) -> dict[str, Any]:
     info_file = directory / "candidate.json"
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     counts = ShadowCounts()
-    recent: list[dict[str, Any]] = []
+    verdicts: collections.deque[dict[str, Any]] = collections.deque(maxlen=max(examples, 1))
+    types: collections.deque[dict[str, Any]] = collections.deque(maxlen=max(examples, 1))
     with open(judged_file, encoding="utf-8") as f:
         for line in f:
             try:
@@ -257,9 +261,7 @@ def read_report(directory: Path, examples: int = 12) -> dict[str, Any]:
             if a != c or row.get("type_differs"):
                 if row.get("image"):
                     row["image"] = str(directory / row["image"])
-                recent.append(row)
-                if len(recent) > examples:
-                    recent.pop(0)
+                (verdicts if a != c else types).append(row)
     n = counts.judged
     return {
         "candidate": info,
@@ -271,7 +273,7 @@ def read_report(directory: Path, examples: int = 12) -> dict[str, Any]:
         "active_only": counts.active_only,
         "candidate_only": counts.candidate_only,
         "type_differs": counts.type_differs,
-        "examples": recent[::-1],
+        "examples": ([*reversed(verdicts), *reversed(types)])[:examples],
     }
 
 
