@@ -162,6 +162,11 @@ def load_model_backend(cfg: Config, *, shadow: bool = False) -> Backend:
     naming the config key for a missing, corrupt, edited, unpinned, untrusted or
     mismatched package and for a runtime that cannot start (e.g. TensorRT without a GPU).
     """
+    return _open_model(cfg, shadow=shadow)[0]
+
+
+def _open_model(cfg: Config, *, shadow: bool) -> tuple[Backend, ModelPackage]:
+    """``load_model_backend``, with the verified package it runs."""
     insp = cfg.inspection
     m = insp.model
     from models.runtime import RUNTIMES, open_runtime
@@ -184,7 +189,7 @@ def load_model_backend(cfg: Config, *, shadow: bool = False) -> Backend:
     if not cache.is_absolute():
         cache = cfg.node.state_dir / cache
     try:
-        return open_runtime(
+        backend = open_runtime(
             insp.backend,
             package,
             1 if shadow else m.threads,
@@ -196,6 +201,7 @@ def load_model_backend(cfg: Config, *, shadow: bool = False) -> Backend:
         )
     except (BackendError, ValueError) as exc:
         raise ModelError(f"inspection.backend = {insp.backend!r}: {exc}") from exc
+    return backend, package
 
 
 def build_components(cfg: Config, sim: SimLine | None = None) -> tuple[Components, SimLine | None]:
@@ -252,16 +258,13 @@ def open_shadow(cfg: Config) -> Shadow:
 
     Raises ``ModelError`` naming the key, as for the active package.
     """
-    check = check_model_package(cfg, shadow=True)
-    if check.problems or check.package is None:
-        raise ModelError("; ".join(check.problems))
-    backend = load_model_backend(cfg, shadow=True)
+    backend, package = _open_model(cfg, shadow=True)  # verified once, as it is loaded
     settings = cfg.inspection.shadow
     return Shadow(
         backend,
         Judge(cfg.inspection.recipe),
-        shadow_dir(cfg.node.state_dir, check.package.sha256),
-        package={"path": str(settings.package), "sha256": check.package.sha256},
+        shadow_dir(cfg.node.state_dir, package.sha256),
+        package={"path": str(settings.package), "sha256": package.sha256},
         queue_size=settings.queue,
         keep_images=settings.keep_images,
     )
