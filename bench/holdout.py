@@ -2,14 +2,16 @@
 
 For each family (default: two the demo package was not trained on) a training
 folder is rendered with ``--seed`` and cut down to N labelled images per type;
-a package is trained on it (``--minutes`` each, no holdout needed) and scored
+a package is trained on it (``--minutes`` each, no holdout needed; starting from
+the shipped package, trained on ``moulded_plastic`` only, as ``lineside train`` does,
+or from random weights with ``--scratch``) and scored
 by ``lineside eval`` on a test set rendered with ``--test-seed`` — images no
 package ever saw (eval's ``excluded_trained_images`` must say 0). Prints one
 JSON object (rows per family and label count, with 95 % intervals) and writes
 it with a markdown table to ``--out``.
 
     .venv/bin/python bench/holdout.py [--families textile printed_board]
-        [--labels 0 5 20] [--minutes 7] [--out state/holdout-bench]
+        [--labels 0 5 20] [--minutes 7] [--scratch] [--out state/holdout-bench]
 
 It trains len(families) × len(labels) packages: about 45 minutes with the defaults.
 """
@@ -109,6 +111,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=7.0)
     p.add_argument("--seed", type=int, default=7101)
     p.add_argument("--test-seed", type=int, default=7202)
+    p.add_argument("--scratch", action="store_true", help="train from random weights")
     p.add_argument("--out", type=Path, default=Path("state") / "holdout-bench")
     args = p.parse_args()
     unknown = [f for f in args.families if f not in FAMILY_NAMES]
@@ -147,8 +150,10 @@ def main() -> None:
         for labels in args.labels:
             folder = work / f"{family}-{labels}"
             _cut(work / "train" / family, folder, labels)
+            start = None if args.scratch else cli.shipped_start(folder)
             cfg = replace(
                 TrainConfig(),
+                init_from=None if start is None else str(start),
                 holdout_fraction=0.0,  # scored on a test set of another seed instead
                 time_limit_s=60.0 * args.minutes,
                 progress=sys.stderr.isatty(),
@@ -162,6 +167,7 @@ def main() -> None:
         "seed": args.seed,
         "test_seed": args.test_seed,
         "minutes_per_package": args.minutes,
+        "started_from": "random weights" if args.scratch else str(cli.SHIPPED_PACKAGE),
         "total_minutes": round((time.monotonic() - t0) / 60, 1),
         "rows": rows,
     }

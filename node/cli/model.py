@@ -63,7 +63,13 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         dest="init_from",
         metavar="PACKAGE",
         help="start from this package's weights (fine-tune it on DATASET, e.g. the reviewed "
-        "images of lineside audit dataset)",
+        "images of lineside audit dataset); default: the package shipped with lineside, "
+        "when its input size is the images' size",
+    )
+    t.add_argument(
+        "--scratch",
+        action="store_true",
+        help="start from random weights instead of a package",
     )
     t.add_argument(
         "--cv",
@@ -173,10 +179,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
             holdout_fraction=args.holdout,
             holdout_list=args.holdout_list,
             cv=args.cv,
-            init_from=args.init_from,
+            init_from=_start(args),
             progress=sys.stderr.isatty(),
         )
     )
+
+
+def _start(args: argparse.Namespace) -> Path | None:
+    """The package ``train`` starts from: ``--from``, none with ``--scratch``, else the
+    shipped one when it fits the images."""
+    from models import cli
+
+    if args.init_from is not None and args.scratch:
+        raise ValueError("--from and --scratch exclude each other")
+    if args.init_from is not None or args.scratch:
+        return args.init_from  # type: ignore[no-any-return]
+    return cli.shipped_start(args.dataset, args.category)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -206,6 +206,43 @@ def test_training_from_a_package_starts_from_its_weights(
     assert tuned.manifest.training["from_package_sha256"] == tiny_package.sha256
 
 
+def test_fine_tuning_onto_other_type_names_keeps_only_the_rows_of_names_both_know(
+    tiny_package: ModelPackage, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """A plant's data set names its types its own way: starting from a package whose
+    'spot' the data set calls 'stain' (same count of types, same index), the type head,
+    the decoder's type facts and its token rows keep the package's rows for the names
+    both know and a fresh row for 'stain' (not the package's 'spot' that sat at that
+    index)."""
+    import torch
+
+    data = tmp_path / "renamed"
+    shutil.copytree(tiny_dataset, data)
+    (data / "test" / "spot").rename(data / "test" / "stain")
+    (data / "ground_truth" / "spot").rename(data / "ground_truth" / "stain")
+    cfg = replace(TINY_TRAIN, steps=0, init_from=str(tiny_package.root))
+    tuned = train_package(data, tmp_path / "tuned", cfg).package
+    old_types, new_types = tiny_package.manifest.types, tuned.manifest.types
+    assert new_types.index("stain") == old_types.index("spot")
+    old = torch.load(tiny_package.weights_path, weights_only=True)
+    new = torch.load(tuned.weights_path, weights_only=True)
+    for key in ("type_head.2.weight", "type_head.2.bias", "decoder.fact_type.weight"):
+        for name in ("crack", "scratch", UNKNOWN_TYPE):
+            assert torch.equal(new[key][new_types.index(name)], old[key][old_types.index(name)])
+        spot = old[key][old_types.index("spot")]
+        assert not torch.equal(new[key][new_types.index("stain")], spot), key
+    assert torch.equal(new["decoder.fact_type.weight"][-1], old["decoder.fact_type.weight"][-1])
+    old_tokens, new_tokens = tiny_package.manifest.vocabulary, tuned.manifest.vocabulary
+    assert new_tokens.index("stain") == old_tokens.index("spot")
+    for key in ("decoder.embed.weight", "decoder.head.weight", "decoder.head.bias"):
+        row = new[key][new_tokens.index("crack")]
+        assert torch.equal(row, old[key][old_tokens.index("crack")])
+        assert not torch.equal(
+            new[key][new_tokens.index("stain")], old[key][old_tokens.index("spot")]
+        )
+    assert torch.equal(new["encoder.stem.0.weight"], old["encoder.stem.0.weight"])
+
+
 def test_a_type_with_too_few_examples_is_not_guessed(tiny_dataset: Path, tmp_path: Path) -> None:
     """Two labelled images of each type: learned with min_type_examples=2; with 3 no type
     is learned, and the head only knows 'unknown anomaly' (an operator reads that, not a

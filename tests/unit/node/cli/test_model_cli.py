@@ -92,6 +92,28 @@ def test_train_refuses_bad_holdout_settings_in_one_line(
     assert len(lines) == 1 and named in lines[0] and "Traceback" not in err
 
 
+def test_train_starts_from_the_shipped_package_unless_told_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``lineside train`` on images of the shipped package's size starts from its weights
+    (the manifest names it); ``--from`` with ``--scratch`` is refused in one line, exit 2."""
+    from models.package import load_package
+
+    argv = ["synth", "--out", str(tmp_path), "--seed", "3", "--families", "moulded_plastic"]
+    argv += ["--train-good", "3", "--test-good", "2", "--test-per-kind", "2"]
+    assert _run(argv, capsys)[0] == 0
+    data = str(tmp_path / "moulded_plastic")
+    code, _, err = _run(
+        ["train", data, "--out", str(tmp_path / "x"), "--from", str(DEMO), "--scratch"], capsys
+    )
+    lines = [line for line in err.splitlines() if line.startswith("lineside:")]
+    assert code == 2 and len(lines) == 1 and "--scratch" in lines[0]
+    code, out, _ = _run(["train", data, "--out", str(tmp_path / "pkg"), "--steps", "0"], capsys)
+    assert code == 0, out
+    trained = load_package(tmp_path / "pkg")
+    assert trained.manifest.training["from_package_sha256"] == load_package(DEMO).sha256
+
+
 def test_model_backend_checks_the_package_against_the_config(tmp_path: Path) -> None:
     """The node refuses a missing package and one trained for another ROI size, by key."""
     base = load_config(DEFAULT_CONFIG)
