@@ -82,6 +82,9 @@ def train(
     holdout_list: str | Path | None = None,
     cv: int | None = None,
     init_from: str | Path | None = None,
+    max_false_alarm: float = 0.01,
+    part_threshold: int = 60,
+    surface: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a package from ``dataset`` into ``out`` (progress bar, validation, early stopping).
@@ -92,12 +95,24 @@ def train(
     the holdout's size. With ``cv`` = k, trains k fold packages under ``out`` instead
     and returns their pooled k-fold figures (``models.train.crossval``). With
     ``init_from``, training starts from that package's weights (fine-tuning).
+    The image threshold calls at most ``max_false_alarm`` of the held-out good
+    (validation) images defective. ``part_threshold`` is the gray level above which a
+    pixel belongs to the part (0: the part fills the frame, as a surface does); a
+    ``surface`` has no up or down, so its good images are also trained mirrored and turned.
+    Raises ``ValueError`` for a share outside 0..0.5 or a gray level outside 0..254.
     """
+    if not 0 <= part_threshold <= 254:
+        raise ValueError(f"--part-threshold must be a gray level 0..254, got {part_threshold}")
+    if not 0.0 < max_false_alarm < 0.5:
+        raise ValueError(f"--max-false-alarm must be between 0 and 0.5, got {max_false_alarm}")
     listed = read_list(Path(holdout_list)) if holdout_list is not None else None
     cfg = replace(
         TrainConfig(),
         holdout_fraction=0.0 if listed is not None else holdout_fraction,
         init_from=None if init_from is None else str(init_from),
+        max_false_alarm=max_false_alarm,
+        part_threshold=part_threshold,
+        surface=surface,
         seed=seed,
         steps=steps,
         time_limit_s=None if time_limit_min is None else 60.0 * time_limit_min,

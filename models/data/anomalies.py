@@ -115,7 +115,7 @@ def transplant(
     ty, tx = y0, x0
     if movable:
         turn = int(rng.integers(8))
-        patch, alpha, core = (_orient(a, turn) for a in (patch, alpha, core))
+        patch, alpha, core = (orient(a, turn) for a in (patch, alpha, core))
         inside = ndimage.binary_erosion(allowed, iterations=2)
         ph, pw = core.shape
         for _ in range(8):
@@ -124,7 +124,7 @@ def transplant(
                 ty, tx = cy, cx
                 break
         else:
-            patch, alpha, core = (_orient(a, -turn) for a in (patch, alpha, core))
+            patch, alpha, core = (orient(a, -turn) for a in (patch, alpha, core))
     ph, pw = core.shape
     out = target.astype(np.float32)
     region = out[ty : ty + ph, tx : tx + pw]
@@ -134,8 +134,9 @@ def transplant(
     return np.clip(np.rint(out), 0, 255).astype(np.uint8), placed
 
 
-def _orient(a: npt.NDArray[_S], turn: int) -> npt.NDArray[_S]:
-    """One of the eight mirrorings and quarter turns of ``a`` (``-turn`` undoes ``turn``)."""
+def orient(a: npt.NDArray[_S], turn: int) -> npt.NDArray[_S]:
+    """One of the eight mirrorings and quarter turns of ``a``, ``turn`` in 0..7 (0: as it
+    is; ``-turn`` undoes ``turn``)."""
     if turn >= 0:
         a = np.rot90(a, turn % 4)
         return np.ascontiguousarray(a[:, ::-1] if turn >= 4 else a)

@@ -84,6 +84,24 @@ def best_threshold(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     return float((ss[k] + lower) / 2.0)
 
 
+def false_alarm_threshold(scores: npt.ArrayLike, labels: npt.ArrayLike, max_rate: float) -> float:
+    """The lowest threshold that at most ``max_rate`` of the good (``labels`` false)
+    ``scores`` reach, cut midway between neighbouring scores of either kind (just above
+    the highest score when nothing is above it). Raises ``ValueError`` without goods."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    goods = np.sort(s[~y])[::-1]
+    if goods.size == 0:
+        raise ValueError("no good scores to set a false-alarm threshold on")
+    allowed = int(np.floor(max_rate * goods.size + 1e-9))
+    if allowed >= goods.size:
+        return float(goods[-1])
+    below = goods[allowed]
+    higher = s[s > below]
+    above = float(higher.min()) if higher.size else below + 1e-3
+    return float((below + above) / 2.0)
+
+
 def bootstrap_ci(
     statistic: Callable[[npt.NDArray[np.int64]], float],
     groups: Sequence[int],

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.captions import Vocabulary, compose
-from models.data.anomalies import jitter, paste_anomaly, transplant
+from models.data.anomalies import jitter, orient, paste_anomaly, transplant
 from models.data.geometry import (
     ALL_LOCATIONS,
     SIZE_CLASSES,
@@ -114,7 +114,9 @@ class TrainingData:
     defects at all the model learns from good images and synthetic anomalies
     alone; validation then gets synthetic anomalies too (``SYNTHETIC_VAL``), so
     the thresholds are calibrated against something. ``fixed_place`` names the types
-    that belong to a place on the part (``draw``'s transplants keep them there).
+    that belong to a place on the part (``draw``'s transplants keep them there). A
+    ``surface`` (a material that fills the frame, with no up or down) has its good
+    images drawn in any of their eight mirrorings and quarter turns.
     Raises ``ValueError`` for images of different sizes.
     """
 
@@ -129,6 +131,7 @@ class TrainingData:
         seed: int,
         learned: tuple[str, ...] | None = None,
         fixed_place: tuple[str, ...] = ("missing_feature",),
+        surface: bool = False,
     ) -> None:
         kinds = dataset.defect_types if learned is None else learned
         self.types: tuple[str, ...] = (*kinds, UNKNOWN_TYPE)
@@ -137,6 +140,7 @@ class TrainingData:
         self.mm_per_px = mm_per_px
         self.part_threshold = part_threshold
         self.fixed_place = frozenset(fixed_place)
+        self.surface = surface
         split = split_dataset(dataset, val_fraction, seed)
         self.good = np.stack([load_gray(s.path) for s in split.train_good])
         self.allowed = np.stack([self._part(img) for img in self.good])
@@ -200,22 +204,28 @@ class TrainingData:
         except ValueError:
             return [self.vocab.pad_id] * self.max_len
 
+    def _a_good(self, rng: np.random.Generator) -> tuple[U8, BoolArr]:
+        """A random good training image and its part mask (turned or mirrored for a surface)."""
+        k = int(rng.integers(len(self.good)))
+        if not self.surface:
+            return self.good[k], self.allowed[k]
+        turn = int(rng.integers(8))
+        return orient(self.good[k], turn), orient(self.allowed[k], turn)
+
     def _transplanted(self, rng: np.random.Generator, item: Item) -> Item:
         """``item``'s defect moved onto a random good image (``models.data.anomalies``)."""
         assert item.mask is not None
-        k = int(rng.integers(len(self.good)))
+        target, allowed = self._a_good(rng)
         kind = self.types[item.type_index]
         movable = kind not in self.fixed_place
-        img, mask = transplant(rng, item.image, item.mask, self.good[k], self.allowed[k], movable)
+        img, mask = transplant(rng, item.image, item.mask, target, allowed, movable)
         if not mask.any():
             return item
         facts = item.facts
         if movable:  # the place (and the grid cell) changed: measure again, compose the caption
-            ys, xs = np.nonzero(self.allowed[k])
+            ys, xs = np.nonzero(allowed)
             bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-            regions = measure_regions(
-                mask, None, PartGeometry(self.allowed[k], bbox, None), self.mm_per_px
-            )
+            regions = measure_regions(mask, None, PartGeometry(allowed, bbox, None), self.mm_per_px)
             main = regions[0]
             facts = CaptionFacts(kind, main.location, size_class(main.length_mm), main.length_mm)
         return Item(img, mask, item.type_index, facts, None if movable else item.caption)
@@ -240,14 +250,14 @@ class TrainingData:
         for _ in range(size):
             u = rng.random()
             if u < p_good + p_paste:
-                k = int(rng.integers(len(self.good)))
-                img, mask = self.good[k], np.zeros(self.image_shape, dtype=bool)
+                img, allowed = self._a_good(rng)
+                mask = np.zeros(self.image_shape, dtype=bool)
                 item = Item(img, mask, -1, None, None)
                 if u >= p_good:
                     donors = self.good[rng.integers(len(self.good), size=1)]
-                    img, mask = paste_anomaly(rng, img, self.allowed[k], donors)
+                    img, mask = paste_anomaly(rng, img, allowed, donors)
                     if mask.sum() >= 12:
-                        facts = facts_of_mask_fast(mask, self.allowed[k], self.mm_per_px)
+                        facts = facts_of_mask_fast(mask, allowed, self.mm_per_px)
                         item = Item(img, mask, unknown, facts, None)
             else:
                 item = self.items[int(rng.integers(len(self.items)))]

@@ -67,6 +67,28 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "when its input size is the images' size",
     )
     t.add_argument(
+        "--max-false-alarm",
+        type=float,
+        default=0.01,
+        metavar="SHARE",
+        help="the operating threshold calls at most this share of the held-out good images "
+        "defective (default 0.01; checking 1%% needs about 100 of them)",
+    )
+    t.add_argument(
+        "--part-threshold",
+        type=int,
+        metavar="GRAY",
+        help="pixels brighter than this belong to the part, the rest is belt (default 60; "
+        "0 with --surface)",
+    )
+    t.add_argument(
+        "--surface",
+        action="store_true",
+        help="the images are crops of a material that fills the frame with no up or down "
+        "(a web, a sheet, a board): the part is the whole image and good images are also "
+        "trained mirrored and turned",
+    )
+    t.add_argument(
         "--scratch",
         action="store_true",
         help="start from random weights instead of a package",
@@ -180,9 +202,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
             holdout_list=args.holdout_list,
             cv=args.cv,
             init_from=_start(args),
+            max_false_alarm=args.max_false_alarm,
+            part_threshold=_part_threshold(args),
+            surface=args.surface,
             progress=sys.stderr.isatty(),
         )
     )
+
+
+def _part_threshold(args: argparse.Namespace) -> int:
+    """``--part-threshold``, else 0 for a ``--surface`` and 60 for parts on a belt."""
+    if args.part_threshold is not None:
+        return int(args.part_threshold)
+    return 0 if args.surface else 60
 
 
 def _start(args: argparse.Namespace) -> Path | None:

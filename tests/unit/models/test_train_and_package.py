@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from models.captions import Vocabulary
+from models.data.anomalies import orient
 from models.data.mvtec import load_gray, read_mvtec
 from models.findings import Findings
 from models.net.model import DefectNet
@@ -43,6 +44,41 @@ def test_a_few_steps_on_a_tiny_model_reduce_the_loss(tiny_dataset: Path) -> None
     for _ in range(19):
         last = train_step(net, opt, batch, TINY_TRAIN)["total"]
     assert last < 0.75 * first
+
+
+def test_a_surface_trains_its_good_images_in_every_orientation(tiny_dataset: Path) -> None:
+    """A part on a belt has an up: its good images are drawn as they are. A surface has
+    none: its good images are drawn in several of the eight mirrorings and turns, and the
+    part mask turns with the image. Transplanted defects keep their pixels and type."""
+    ds = read_mvtec(tiny_dataset)
+    types = (*ds.defect_types, "unknown anomaly")
+    vocab = Vocabulary.build(types)
+    rng = np.random.default_rng(0)
+
+    def turns(surface: bool) -> set[int]:
+        data = TrainingData(ds, vocab, TINY_NET.max_len, 0.125, 60, 0.2, 0, surface=surface)
+        seen = set()
+        for _ in range(48):
+            image, allowed = data._a_good(rng)
+            hits = [
+                t
+                for t in range(8)
+                for k in range(len(data.good))
+                if np.array_equal(orient(data.good[k], t), image)
+                and np.array_equal(orient(data.allowed[k], t), allowed)
+            ]
+            assert hits
+            seen.add(hits[0])
+        return seen
+
+    assert turns(False) == {0}
+    assert len(turns(True)) >= 5
+    data = TrainingData(ds, vocab, TINY_NET.max_len, 0.125, 60, 0.2, 0, surface=True)
+    item = next(it for it in data.items if it.mask is not None and it.mask.sum() > 4)
+    moved = data._transplanted(rng, item)
+    assert moved.type_index == item.type_index
+    assert moved.mask is not None and moved.mask.sum() == item.mask.sum()
+    assert moved.facts is not None and moved.facts.defect_type == types[item.type_index]
 
 
 def test_export_load_infer_round_trip(tiny_package: ModelPackage, tiny_dataset: Path) -> None:

@@ -60,6 +60,8 @@ def test_explain_names_a_missing_image(tmp_path: Path, capsys: pytest.CaptureFix
         (["--holdout", "0.95"], "--holdout"),
         (["--cv", "1"], "--cv"),
         (["--holdout-list", "nowhere.txt"], "nowhere.txt"),
+        (["--max-false-alarm", "0.7"], "--max-false-alarm"),
+        (["--part-threshold", "300"], "--part-threshold"),
     ],
 )
 def test_train_refuses_bad_holdout_settings_in_one_line(
