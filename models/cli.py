@@ -85,6 +85,7 @@ def train(
     max_false_alarm: float = 0.01,
     part_threshold: int = 60,
     surface: bool = False,
+    in_place: Sequence[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a package from ``dataset`` into ``out`` (progress bar, validation, early stopping).
@@ -99,6 +100,9 @@ def train(
     (validation) images defective. ``part_threshold`` is the gray level above which a
     pixel belongs to the part (0: the part fills the frame, as a surface does); a
     ``surface`` has no up or down, so its good images are also trained mirrored and turned.
+    ``in_place`` names the defect types that belong to a place on the part (a missing
+    screw): training moves other labelled defects onto other good images at random
+    places, these only at their own place (default: ``missing_feature``).
     Raises ``ValueError`` for a share outside 0..0.5 or a gray level outside 0..254.
     """
     if not 0 <= part_threshold <= 254:
@@ -120,6 +124,8 @@ def train(
         mm_per_px=mm_per_px,
         progress=progress,
     )
+    if in_place is not None:
+        cfg = replace(cfg, fixed_place_types=tuple(in_place))
     if cv is not None:
         from models.train.crossval import cross_validate
 

@@ -89,6 +89,14 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "trained mirrored and turned",
     )
     t.add_argument(
+        "--in-place",
+        nargs="+",
+        metavar="TYPE",
+        help="defect types that belong to a place on the part (a missing screw): training "
+        "copies other labelled defects onto other good images at random places, these only "
+        "at their own place (default: missing_feature)",
+    )
+    t.add_argument(
         "--scratch",
         action="store_true",
         help="start from random weights instead of a package",
@@ -205,6 +213,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             max_false_alarm=args.max_false_alarm,
             part_threshold=_part_threshold(args),
             surface=args.surface,
+            in_place=args.in_place,
             progress=sys.stderr.isatty(),
         )
     )

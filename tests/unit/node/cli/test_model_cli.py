@@ -98,7 +98,8 @@ def test_train_starts_from_the_shipped_package_unless_told_otherwise(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``lineside train`` on images of the shipped package's size starts from its weights
-    (the manifest names it); ``--from`` with ``--scratch`` is refused in one line, exit 2."""
+    (the manifest names it, and the types kept in place that ``--in-place`` named);
+    ``--from`` with ``--scratch`` is refused in one line, exit 2."""
     from models.package import load_package
 
     argv = ["synth", "--out", str(tmp_path), "--seed", "3", "--families", "moulded_plastic"]
@@ -110,10 +111,12 @@ def test_train_starts_from_the_shipped_package_unless_told_otherwise(
     )
     lines = [line for line in err.splitlines() if line.startswith("lineside:")]
     assert code == 2 and len(lines) == 1 and "--scratch" in lines[0]
-    code, out, _ = _run(["train", data, "--out", str(tmp_path / "pkg"), "--steps", "0"], capsys)
+    argv = ["train", data, "--out", str(tmp_path / "pkg"), "--steps", "0"]
+    code, out, _ = _run([*argv, "--in-place", "missing_feature", "spot"], capsys)
     assert code == 0, out
     trained = load_package(tmp_path / "pkg")
     assert trained.manifest.training["from_package_sha256"] == load_package(DEMO).sha256
+    assert trained.manifest.training["fixed_place_types"] == ["missing_feature", "spot"]
 
 
 def test_model_backend_checks_the_package_against_the_config(tmp_path: Path) -> None:
