@@ -39,6 +39,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -801,15 +802,18 @@ def _refused(scenario: Scenario, exc: Exception) -> dict[str, Any]:
     line = str(exc).strip().splitlines()
     why = " ".join(s.strip() for s in line)[:300]
     ok = scenario.expects == "refused" and scenario.refusal_key in why
-    if not ok:
-        log.error("scenario_run_raised", scenario=scenario.name, exc_info=exc)
-    return {
+    row: dict[str, Any] = {
         "refused_at_start": why,
         "error": type(exc).__name__,
         "parts_passed": 0,
         "passed": ok,
-        "why_failed": None if ok else f"the node did not start: {why}",
+        "why_failed": None if ok else f"the run raised (at start or later): {why}",
     }
+    if not ok:
+        log.error("scenario_run_raised", scenario=scenario.name, exc_info=exc)
+        # kept in the scenario's JSON: the test that runs the campaign keeps no stderr
+        row["traceback"] = traceback.format_exception(exc)[-12:]
+    return row
 
 
 def _audit_rows(cfg: Config) -> int | None:

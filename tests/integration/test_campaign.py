@@ -34,7 +34,11 @@ def test_every_fault_ends_in_a_recorded_fail_safe_never_a_silent_pass(tmp_path: 
     )
     rows = json.loads((out / "campaign.json").read_text())
     assert {r["scenario"] for r in rows} == set(SCENARIO_NAMES)
-    failed = {r["scenario"]: r["why_failed"] for r in rows if not r["passed"]}
+    failed = {
+        r["scenario"]: (r["why_failed"], "".join(r.get("traceback", [])))
+        for r in rows
+        if not r["passed"]
+    }
     assert not failed, failed
     assert proc.returncode == 0, proc.stdout[-3000:]
     for r in rows:
