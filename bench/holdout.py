@@ -23,15 +23,13 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from models import cli
+from _packages import save_report, started_from, train_and_score
+
 from models.data.synthset import write_synth
 from models.synth import FAMILY_NAMES
-from models.train.build import train_package
-from models.train.loop import TrainConfig
 
 _GOOD_TRAIN = 200
 _GOOD_TEST = 40
@@ -150,16 +148,13 @@ def main() -> None:
         for labels in args.labels:
             folder = work / f"{family}-{labels}"
             _cut(work / "train" / family, folder, labels)
-            start = None if args.scratch else cli.shipped_start(folder)
-            cfg = replace(
-                TrainConfig(),
-                init_from=None if start is None else str(start),
-                holdout_fraction=0.0,  # scored on a test set of another seed instead
-                time_limit_s=60.0 * args.minutes,
-                progress=sys.stderr.isatty(),
+            built, out = train_and_score(
+                folder,
+                work / "test" / family,
+                work / "pkg" / f"{family}-{labels}",
+                args.minutes,
+                args.scratch,
             )
-            built = train_package(folder, work / "pkg" / f"{family}-{labels}", cfg)
-            out = cli.evaluate(built.package.root, work / "test" / family, progress=False)
             rows.append(_row(family, labels, built, out))
             print(json.dumps(rows[-1]), file=sys.stderr)
     report = {
@@ -167,14 +162,11 @@ def main() -> None:
         "seed": args.seed,
         "test_seed": args.test_seed,
         "minutes_per_package": args.minutes,
-        "started_from": "random weights" if args.scratch else str(cli.SHIPPED_PACKAGE),
+        "started_from": started_from(args.scratch),
         "total_minutes": round((time.monotonic() - t0) / 60, 1),
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "holdout.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "holdout.md").write_text(_markdown(rows), encoding="utf-8")
-    print(json.dumps(report, indent=2))
+    save_report(args.out, "holdout", report, _markdown(rows))
 
 
 if __name__ == "__main__":

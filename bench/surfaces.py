@@ -28,18 +28,14 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from _packages import save_report, started_from, train_and_score
 from PIL import Image
 from scipy import ndimage
-
-from models import cli
-from models.train.build import train_package
-from models.train.loop import TrainConfig
 
 F32 = npt.NDArray[np.float32]
 Mask = npt.NDArray[np.bool_]
@@ -238,19 +234,16 @@ def main() -> None:
         train_dir, test_dir = work / "train" / name, work / "test" / name
         write_surface(train_dir, name, args.seed, True, _GOOD_TRAIN, args.labels, 10)
         write_surface(test_dir, name, args.seed, False, 1, _TEST_PER_KIND, _GOOD_TEST)
-        start = None if args.scratch else cli.shipped_start(train_dir)
-        cfg = replace(
-            TrainConfig(),
-            init_from=None if start is None else str(start),
-            holdout_fraction=0.0,  # scored on the other half of the photograph instead
-            time_limit_s=60.0 * args.minutes,
+        built, out = train_and_score(
+            train_dir,
+            test_dir,
+            work / "pkg" / name,
+            args.minutes,
+            args.scratch,
             mm_per_px=MM_PER_PX,
             part_threshold=0,  # lineside train --surface
             surface=True,
-            progress=sys.stderr.isatty(),
         )
-        built = train_package(train_dir, work / "pkg" / name, cfg)
-        out = cli.evaluate(built.package.root, test_dir, progress=False)
         rows.append(_row(name, built, out))
         print(json.dumps(rows[-1]), file=sys.stderr)
     report = {
@@ -258,14 +251,11 @@ def main() -> None:
         "seed": args.seed,
         "labels_per_type": args.labels,
         "minutes_per_package": args.minutes,
-        "started_from": "random weights" if args.scratch else str(cli.SHIPPED_PACKAGE),
+        "started_from": started_from(args.scratch),
         "total_minutes": round((time.monotonic() - t0) / 60, 1),
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "surfaces.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "surfaces.md").write_text(_markdown(rows), encoding="utf-8")
-    print(json.dumps(report, indent=2))
+    save_report(args.out, "surfaces", report, _markdown(rows))
 
 
 if __name__ == "__main__":
