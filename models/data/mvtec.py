@@ -3,13 +3,18 @@
 ::
 
     <category>/train/good/*.png
+    <category>/validation/good/*.png                  (optional)
     <category>/test/good/*.png
     <category>/test/<type>/*.png
     <category>/ground_truth/<type>/<stem>_mask.png    (optional per type)
     <category>/captions.jsonl                         (optional)
 
 A defect type without a ``ground_truth/<type>`` folder is read with
-``mask_path=None`` (image-level labels only). ``captions.jsonl`` holds one
+``mask_path=None`` (image-level labels only). ``validation/good`` (as MVTec AD 2
+and LOCO have it) holds good images kept apart from training: when present they,
+and only they, are the good images training validates and calibrates on, for data
+sets whose other good images are not independent of each other (crops of one
+photograph; several images of one part). ``captions.jsonl`` holds one
 JSON object per line, ``{"image": "test/crack/000.png", "text": "..."}``,
 paths relative to the category. ``root`` may be the category itself or a
 folder of categories (as ``lineside synth`` writes), then ``category`` picks one.
@@ -35,7 +40,7 @@ CAPTIONS_FILE = "captions.jsonl"
 class Sample:
     """One image of the data set.
 
-    ``split`` is ``"train"`` or ``"test"``; ``defect_type`` is ``"good"`` or the
+    ``split`` is ``"train"``, ``"validation"`` or ``"test"``; ``defect_type`` is ``"good"`` or the
     test folder's name; ``mask_path`` is ``None`` for good images and for types
     without ground truth; ``caption`` is the user's caption, if any.
     """
@@ -131,6 +136,12 @@ def read_mvtec(root: str | Path, category: str | None = None) -> MvtecDataset:
     ]
     if not samples:
         raise ValueError(f"{good_dir}: no images")
+    val_dir = cat / "validation" / GOOD
+    if val_dir.is_dir():
+        samples += [
+            Sample(p, "validation", GOOD, None, captions.get(_rel(cat, p)))
+            for p in _images(val_dir)
+        ]
     test_dir = cat / "test"
     if test_dir.is_dir():
         for tdir in sorted(p for p in test_dir.iterdir() if p.is_dir()):

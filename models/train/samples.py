@@ -325,10 +325,16 @@ class Split:
 
 def split_dataset(dataset: MvtecDataset, val_fraction: float, seed: int) -> Split:
     """Hold out ``val_fraction`` of the good images and of each defect type, chosen by
-    ``seed``; the same arguments give the same split (calibration after training relies on it)."""
+    ``seed``; the same arguments give the same split (calibration after training relies on it).
+    A data set with ``validation/good`` images validates on exactly those and trains on all
+    its other good images."""
     rng = np.random.default_rng(seed)
     goods = dataset.select("train") + dataset.select("test", "good")
-    train_good, val_good = _split(rng, goods, val_fraction)
+    given = dataset.select("validation")
+    if given:
+        train_good, val_good = goods, given
+    else:
+        train_good, val_good = _split(rng, goods, val_fraction)
     train_defects: list[Sample] = []
     val_defects: list[Sample] = []
     for t in dataset.defect_types:

@@ -77,3 +77,26 @@ def test_content_hash_changes_with_any_file(category: Path) -> None:
     assert read_mvtec(category).content_hash() == before
     _png(category / "train" / "good" / "001.png", 101)
     assert read_mvtec(category).content_hash() != before
+
+
+def test_validation_goods_are_read_apart_and_are_all_that_training_validates_on(
+    category: Path,
+) -> None:
+    """Images in validation/good are read with split "validation"; the training split then
+    validates on exactly them and trains on every other good image (none of them goes
+    to validation by chance)."""
+    from models.train.samples import split_dataset
+
+    for i in range(2):
+        _png(category / "validation" / "good" / f"v{i}.png", 110)
+    ds = read_mvtec(category)
+    val = ds.select("validation")
+    assert sorted(s.path.name for s in val) == ["v0.png", "v1.png"]
+    assert all(s.is_good for s in val)
+    for seed in range(5):
+        split = split_dataset(ds, 0.5, seed)
+        assert {s.path for s in split.val_good} == {s.path for s in val}
+        assert len(split.train_good) == 4  # train/good (3) and test/good (1)
+    shutil.rmtree(category / "validation")
+    plain = split_dataset(read_mvtec(category), 0.5, 0)
+    assert len(plain.val_good) == 2 and len(plain.train_good) == 2
