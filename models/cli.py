@@ -103,7 +103,8 @@ def train(
     ``in_place`` names the defect types that belong to a place on the part (a missing
     screw): training moves other labelled defects onto other good images at random
     places, these only at their own place (default: ``missing_feature``).
-    Raises ``ValueError`` for a share outside 0..0.5 or a gray level outside 0..254.
+    Raises ``ValueError`` for a share outside 0..0.5, a gray level outside 0..254 or an
+    ``in_place`` name that is not one of the data set's defect types.
     """
     if not 0 <= part_threshold <= 254:
         raise ValueError(f"--part-threshold must be a gray level 0..254, got {part_threshold}")
@@ -125,6 +126,13 @@ def train(
         progress=progress,
     )
     if in_place is not None:
+        known = read_mvtec(dataset, category).defect_types
+        strangers = [t for t in in_place if t not in known]
+        if strangers:
+            raise ValueError(
+                f"--in-place: no defect type {', '.join(map(repr, strangers))} in {dataset} "
+                f"(its types: {', '.join(known) or 'none'})"
+            )
         cfg = replace(cfg, fixed_place_types=tuple(in_place))
     if cv is not None:
         from models.train.crossval import cross_validate

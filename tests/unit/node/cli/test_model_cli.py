@@ -99,7 +99,8 @@ def test_train_starts_from_the_shipped_package_unless_told_otherwise(
 ) -> None:
     """``lineside train`` on images of the shipped package's size starts from its weights
     (the manifest names it, and the types kept in place that ``--in-place`` named);
-    ``--from`` with ``--scratch`` is refused in one line, exit 2."""
+    ``--from`` with ``--scratch``, and an ``--in-place`` name that is no defect type of
+    the data set, are refused in one line, exit 2."""
     from models.package import load_package
 
     argv = ["synth", "--out", str(tmp_path), "--seed", "3", "--families", "moulded_plastic"]
@@ -112,6 +113,10 @@ def test_train_starts_from_the_shipped_package_unless_told_otherwise(
     lines = [line for line in err.splitlines() if line.startswith("lineside:")]
     assert code == 2 and len(lines) == 1 and "--scratch" in lines[0]
     argv = ["train", data, "--out", str(tmp_path / "pkg"), "--steps", "0"]
+    code, _, err = _run([*argv, "--in-place", "missing_feature", "screw"], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("lineside:")]
+    assert code == 2 and len(lines) == 1 and "--in-place" in lines[0] and "'screw'" in lines[0]
+    assert not (tmp_path / "pkg").exists()
     code, out, _ = _run([*argv, "--in-place", "missing_feature", "spot"], capsys)
     assert code == 0, out
     trained = load_package(tmp_path / "pkg")
