@@ -494,7 +494,13 @@ def _load_fitting(
         elif own[key].shape == value.shape:
             fitting[key] = value
     net.load_state_dict(fitting, strict=False)
-    log.info("started_from_package", weights=len(fitting), fresh=len(own) - len(fitting))
+    log.info(
+        "started_from_package",
+        weights=len(fitting),
+        fresh_weights=sorted(set(own) - set(fitting)),
+        new_types=[t for t in types if t not in start.types],
+        new_tokens=sum(t not in start.tokens for t in tokens),
+    )
 
 
 def calibrate(
