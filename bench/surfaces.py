@@ -82,7 +82,9 @@ REGIONS = {
 
 def _resize(image: F32, side: int) -> F32:
     return np.asarray(
-        Image.fromarray(image.astype(np.float32), mode="F").resize((side, side), Image.Resampling.LANCZOS),
+        Image.fromarray(image.astype(np.float32), mode="F").resize(
+            (side, side), Image.Resampling.LANCZOS
+        ),
         dtype=np.float32,
     )
 
