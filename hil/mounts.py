@@ -9,6 +9,7 @@ why. A read-only folder for a user other than root is a plain chmod.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 from collections.abc import Iterator
@@ -53,13 +54,29 @@ def resize(path: Path, size_bytes: int) -> None:
     )
 
 
+_FILL_CHUNK = 2**20
+
+
 def fill(path: Path, leave_bytes: int) -> Path:
-    """Write a filler file in ``path`` until only about ``leave_bytes`` are free; its path."""
+    """Write a filler file in ``path`` until only about ``leave_bytes`` are free; its path.
+
+    It writes in chunks, measuring the free space before each, and a disk that runs
+    full first (another writer, such as the store under test, took the space since)
+    ends the filling instead of failing it: a full disk is what was asked for.
+    """
     filler = path / "filler.bin"
-    st = os.statvfs(path)
-    free = st.f_bavail * st.f_frsize
-    with filler.open("wb") as f:
-        f.write(b"\0" * max(0, free - leave_bytes))
+    with filler.open("wb", buffering=0) as f:
+        while True:
+            st = os.statvfs(path)
+            want = st.f_bavail * st.f_frsize - leave_bytes
+            if want <= 0:
+                break
+            try:
+                f.write(b"\0" * min(_FILL_CHUNK, want))
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                break
     return filler
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from hil import mounts
 from hil.line import run_line, sim_config
 from hil.plc_rig import PlcRig, run_plc_line
 from node.audit.reader import AuditReader
@@ -208,3 +210,26 @@ async def test_a_full_disk_with_on_failure_continue_keeps_judging_and_counts_eve
     audit = node.status()["audit"]
     assert audit["pending"] == 0 and audit["committed"] == len(stored)
     assert audit["unrecorded_parts"] == node.summary.parts_decided - len(stored) > 0
+
+
+def test_filling_a_disk_that_another_writer_shrank_ends_full_instead_of_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rig's disk filler measures the free space, then writes; when another writer takes
+    space in between (simulated: the measurement reports 512 KiB more than is free), it
+    stops at the full disk instead of raising ENOSPC (what made the campaign's
+    audit_disk_full scenario fail now and then), and the disk is left full."""
+    real = os.statvfs
+
+    class Stale:
+        def __init__(self, st: os.statvfs_result) -> None:
+            self.f_frsize = st.f_frsize
+            self.f_bavail = st.f_bavail + (512 * 1024) // st.f_frsize
+
+    with tmpfs(tmp_path / "disk", 4 * 2**20) as disk:
+        monkeypatch.setattr(mounts.os, "statvfs", lambda p: Stale(real(p)))
+        filler = fill(disk, 0)
+        monkeypatch.undo()
+        st = os.statvfs(disk)
+        assert st.f_bavail * st.f_frsize < 64 * 1024
+        assert filler.stat().st_size > 3 * 2**20
