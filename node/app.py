@@ -105,6 +105,9 @@ class RunSummary:
     reject_fire_failures: int = 0
     task_restarts: int = 0
     tracking_losses: int = 0
+    parts_unseen: int = 0
+    """Parts whose sensor edge the PLC's latch overwrote before the node read it: never
+    tracked, judged or struck by the node (each one put the node in Error)."""
     scheduler_lateness_ms: dict[str, float] = field(default_factory=dict)
     pulse_lateness_ms: dict[str, float] = field(default_factory=dict)
     plc_report_ms: dict[str, float] = field(default_factory=dict)
@@ -403,6 +406,7 @@ class Node:
         takes over the parts). The fault clears when the link is up again; Error stays
         until Reset."""
         down = False
+        unseen = plc.link.counters.edges_lost
         while not halt.is_set():
             state = plc.link.link_state
             if state == "down" and not down:
@@ -411,8 +415,23 @@ class Node:
             elif state == "up" and down:
                 down = False
                 self.operation.clear_fault("plc")
+            lost = plc.link.counters.edges_lost
+            if lost > unseen:
+                self._parts_unseen(lost - unseen)
+                unseen = lost
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(halt.wait(), _PLC_WATCH_S)
+
+    def _parts_unseen(self, n: int) -> None:
+        """``n`` part-present edges were overwritten in the PLC's latch before the node read
+        them (a poll stalled, or a link outage longer than the latch holds): ``n`` parts
+        passed the sensor that the node never tracked and cannot strike. Not a silent pass:
+        Error until an operator resets (the PLC stops or diverts the line, so the parts can
+        be checked), the count kept in the summary and logged."""
+        self.summary.parts_unseen += n
+        why = f"{n} part(s) passed the sensor unseen (PLC edge latch overwritten)"
+        log.error("parts_unseen", parts=n, total=self.summary.parts_unseen)
+        self.operation.error("encoder", why)
 
     def _tracking_regained(self) -> None:
         self._tracking_lost = False
@@ -547,6 +566,7 @@ class Node:
         snap["faults"] = dict(self.operation.active_faults)
         snap["draining"] = self._draining
         snap["state"] = self.operation.state.value
+        snap["state_detail"] = self.operation.detail
         if self._components.plc is not None:
             snap["plc"] = self._components.plc.snapshot()
         if self.hmi is not None:

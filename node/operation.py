@@ -49,6 +49,11 @@ class Operation:
         return self.machine.state
 
     @property
+    def detail(self) -> str:
+        """Why the node is in its state (for Error: ``"<fault>: <detail>"``)."""
+        return self.machine.detail
+
+    @property
     def inspecting(self) -> bool:
         """True while parts are to be inspected (ContinuousExecution, or Error after it)."""
         return self._inspecting

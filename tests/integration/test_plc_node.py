@@ -128,7 +128,8 @@ async def test_link_loss_mid_run_fails_safe_and_recovers(
 ) -> None:
     """The PLC's server restarts mid-run (2 s outage): the node's status shows the link lost,
     then up again; the PLC saw the heartbeat stop and rejected every part in flight; no
-    defective part passed the reject station unstruck without a not_fired record."""
+    defective part passed the reject station unstruck without a not_fired record; the
+    edges the PLC's latch overwrote meanwhile are counted as parts the node never saw."""
     cfg = sim_config(taught_config, sim={"defect_rate": 0.3, "seed": 7, "speed_mm_s": 240.0})
     seen: dict[str, Any] = {}
 
@@ -181,6 +182,10 @@ async def test_link_loss_mid_run_fails_safe_and_recovers(
     late = [r for r in rig.results.values() if r.t_ns > seen["stop_ns"] - 2_000_000_000]
     assert len(late) >= 5 and all(r.action != "not_fired" for r in late)
     assert rig.node.summary.task_restarts == 0
+    # the outage outlasted the PLC's eight latch slots: the parts it overwrote are counted,
+    # not silently gone
+    assert report["plc"]["edges_lost"] > 0
+    assert rig.node.summary.parts_unseen == report["plc"]["edges_lost"]
 
 
 async def test_bad_plc_data_is_refused_logged_and_survived(taught_config: Config) -> None:
@@ -282,3 +287,34 @@ async def test_example_config_runs_with_the_launcher(
     assert rig["missed_rejects"] == 0 and rig["wrong_part_hits"] == 0, rig
     assert rig["strike_error"]["n"] >= 1
     assert summary["plc"]["state"] == "closed" and summary["plc"]["losses"] == 0
+
+
+async def test_a_latch_overrun_on_a_live_link_puts_the_node_in_error(
+    taught_config: Config,
+) -> None:
+    """Nothing is down, but the node reads the PLC's edge latch too seldom (a 1 s poll,
+    12.5 parts/s against eight slots): the parts whose edges were overwritten are counted
+    and the node goes to Error naming them, instead of their passing unseen and silent."""
+    cfg = sim_config(taught_config, sim={"defect_rate": 0.0, "seed": 3, "speed_mm_s": 400.0})
+    seen: dict[str, Any] = {}
+
+    async def watch(rig: PlcRig) -> None:
+        seen["error"] = await _until(lambda: rig.node.summary.parts_unseen > 0, 10.0)
+        await asyncio.sleep(0.2)
+        seen["status"] = rig.node.status()
+        rig.stop.set()
+
+    report, rig = await run_plc_line(
+        cfg,
+        100,
+        transport="modbus",
+        mode="node_timed",
+        during=watch,
+        driver_settings={"poll_interval_ms": 1000.0},
+    )
+    assert seen["error"], report["plc"]
+    status = seen["status"]
+    assert status["state"] == "Error" and not status["healthy"], status
+    assert "passed the sensor unseen" in status["state_detail"], status
+    # every overwritten edge the node learnt of while it ran is a part counted unseen
+    assert 0 < rig.node.summary.parts_unseen <= report["plc"]["edges_lost"]
