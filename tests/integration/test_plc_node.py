@@ -302,6 +302,7 @@ async def test_a_latch_overrun_on_a_live_link_puts_the_node_in_error(
         seen["error"] = await _until(lambda: rig.node.summary.parts_unseen > 0, 10.0)
         await asyncio.sleep(0.2)
         seen["status"] = rig.node.status()
+        seen["plc"] = (await rig.emulator.call("stats"))["outputs"]
         rig.stop.set()
 
     report, rig = await run_plc_line(
@@ -316,5 +317,8 @@ async def test_a_latch_overrun_on_a_live_link_puts_the_node_in_error(
     status = seen["status"]
     assert status["state"] == "Error" and not status["healthy"], status
     assert "passed the sensor unseen" in status["state_detail"], status
+    # the PLC sees it: Ready dropped, Error raised, the encoder (tracking) code 6
+    plc = seen["plc"]
+    assert plc["node_ready"] == 0 and plc["node_error"] == 1 and plc["error_code"] == 6, plc
     # every overwritten edge the node learnt of while it ran is a part counted unseen
     assert 0 < rig.node.summary.parts_unseen <= report["plc"]["edges_lost"]
