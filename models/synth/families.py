@@ -11,6 +11,7 @@ family               texture                                     removable featu
 ``textile``          plain weave (registered to the cut), slub    a run of 4 seam stitches
 ``moulded_plastic``  fine matte grain, mottling                   centre boss, either of two ribs
 ``printed_board``    solder mask with glass-fibre weave           8 SOIC pads, 6 two-pad parts
+``cast_aluminium``   sand-cast grain, mottling                    3 bolt bosses
 ===================  ==========================================  ===============================
 
 Gray levels are before the per-instance lighting, optics and sensor noise.
@@ -192,11 +193,35 @@ def _board_layout(c: LayoutCanvas) -> Removable:
     return tuple(removable)
 
 
+def _cast_texture(rng: np.random.Generator, s: int, m: float) -> FloatImage:
+    sand = smooth_field(rng, s, 0.04 / m, 0.04 / m)
+    mottle = smooth_field(rng, s, 0.5 / m, 0.5 / m)
+    return f32(
+        140.0 + 5.0 * sand + 3.0 * mottle + 1.5 * _white(rng, s) + 3.0 * low_frequency(rng, s, 4)
+    )
+
+
+def _cast_layout(c: LayoutCanvas) -> Removable:
+    s = c.size_px
+    cx, cy = c.at(14.0, 14.0)
+    c.paint(*raster.disk(s, cx, cy, c.px(4.0)), 185.0)  # machined spot face
+    c.paint(*raster.disk(s, cx, cy, c.px(2.2)), 40.0)  # the bore through it
+    removable: list[tuple[str, ...]] = []
+    for k, angle in enumerate(np.deg2rad([90.0, 210.0, 330.0])):
+        name = f"boss_{k}"
+        bx, by = c.at(14.0 + 9.0 * np.cos(angle), 14.0 - 9.0 * np.sin(angle))
+        c.add(*raster.disk(s, bx, by, c.px(2.0)), 14.0, name)
+        _rim(c, bx, by, c.px(2.0), c.px(1.6), 30.0, name)
+        removable.append((name,))
+    return tuple(removable)
+
+
 FAMILIES: dict[str, Family] = {
     "brushed_metal": Family(_metal_texture, _metal_layout, 0.7),
     "textile": Family(_textile_texture, _textile_layout, 0.5),
     "moulded_plastic": Family(_plastic_texture, _plastic_layout, 0.75),
     "printed_board": Family(_board_texture, _board_layout, 0.8),
+    "cast_aluminium": Family(_cast_texture, _cast_layout, 0.7),
 }
 """Every part family by name."""
 
