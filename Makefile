@@ -10,7 +10,7 @@ CONFIG ?= configs/sim.toml
 # (an independent Modbus client the tests read the node-facing registers with).
 DEBS   := aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config gcc mbpoll
 
-.PHONY: run test hil lint bench teach model surface-model sysdeps clean
+.PHONY: run test hil lint bench teach model sysdeps clean
 
 run: $(STAMP)
 	$(BIN)/lineside teach $(CONFIG) --if-missing
@@ -36,11 +36,6 @@ bench: $(STAMP)
 # Rebuild the demo defect model package (about 16 minutes on 2 cores).
 model: $(STAMP)
 	$(BIN)/python -m models.train.demo --out models/demo --work state/demo-data
-
-# Rebuild the package `lineside train --surface` starts from: the demo package pretrained
-# on 2000 varied surfaces (about 32 minutes on 2 cores; uses one).
-surface-model: $(STAMP)
-	$(BIN)/python -m models.train.surface --out models/surface --work state/surface-corpus
 
 teach: $(STAMP)
 	$(BIN)/lineside teach $(CONFIG)
