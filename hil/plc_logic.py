@@ -166,6 +166,18 @@ class PlcProgram:
                 lo_ns = mid
         return hi_ns
 
+    def restart(self, t_ns: int | None = None) -> None:
+        """Fault injection: the PLC's CPU restarts (a power dip, a program download). Its
+        high-speed counter starts again from 0, its edge latch from sequence 0 with empty
+        slots, and its shift register forgets the parts it held."""
+        now = time.monotonic_ns() if t_ns is None else t_ns
+        self.sync(now)
+        self.world.count_offset -= self.unwrapped(now)
+        self.latch_seq = 0
+        self.latch_slots = [0] * self.cfg.slots
+        self._compare.clear()
+        self._recent_edges.clear()
+
     # -- the scan -------------------------------------------------------------
     def sync(self, t_ns: int | None = None) -> None:
         """Advance the program to ``t_ns`` (default: now): latch edges, fire due compares,

@@ -133,6 +133,8 @@ async def _child_main(
             sim.world.set_speed(*arg)
         elif cmd == "count_fault":
             program.count_fault = arg
+        elif cmd == "restart_program":
+            program.restart()
         elif cmd == "stats":
             reply = dataclasses.asdict(program.stats) | {
                 "outputs": dict(program.outputs),
@@ -160,7 +162,8 @@ class EmulatorProcess:
     ``[]`` accepts all again — Modbus; OPC UA makes them read-only for the rest
     of the run), ``count_override`` (raw value or None), ``count_glitches``
     (raw values served by the next counter reads, one each), ``count_fault``
-    (``"none"``, ``"garbage"`` or ``"word_swap"``) and ``stats``.
+    (``"none"``, ``"garbage"`` or ``"word_swap"``), ``restart_program`` (the PLC's CPU
+    restarts: counter, edge latch and shift register start over) and ``stats``.
     """
 
     def __init__(

@@ -155,6 +155,7 @@ class Node:
         self._book = PartBook()
         self._draining = False
         self._tracking_lost = False
+        self._edges_refused = 0
         self._drained = asyncio.Event()
         self._audit: AuditStore | None = None
         self._audit_stopped = False
@@ -365,6 +366,10 @@ class Node:
         async for sample in encoder.samples():
             new_parts = self.tracker.update(sample)
             self.scheduler.notify_update()
+            refused = self.tracker.edges_refused
+            if refused > self._edges_refused:
+                n, self._edges_refused = refused - self._edges_refused, refused
+                self._parts_unseen(n, "a sensor edge at a count the belt cannot have reached")
             self._actuation.belt_moved()
             if self.tracker.last_t_ns == sample.t_ns:  # accepted: the belt is followed
                 self.watchdog.beat("encoder")
@@ -417,20 +422,21 @@ class Node:
                 self.operation.clear_fault("plc")
             lost = plc.link.counters.edges_lost
             if lost > unseen:
-                self._parts_unseen(lost - unseen)
+                self._parts_unseen(lost - unseen, "PLC edge latch overwritten or restarted")
                 unseen = lost
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(halt.wait(), _PLC_WATCH_S)
 
-    def _parts_unseen(self, n: int) -> None:
-        """``n`` part-present edges were overwritten in the PLC's latch before the node read
-        them (a poll stalled, or a link outage longer than the latch holds): ``n`` parts
-        passed the sensor that the node never tracked and cannot strike. Not a silent pass:
+    def _parts_unseen(self, n: int, cause: str) -> None:
+        """``n`` parts passed the sensor that the node never tracked and cannot strike:
+        their edges were overwritten in the PLC's latch before the node read them (a poll
+        stalled, or a link outage longer than the latch holds), latched by a PLC that
+        restarted, or came at a count the belt cannot have reached. Not a silent pass:
         Error until an operator resets (the PLC stops or diverts the line, so the parts can
-        be checked), the count kept in the summary and logged."""
+        be checked), the count kept in the summary and logged with its ``cause``."""
         self.summary.parts_unseen += n
-        why = f"{n} part(s) passed the sensor unseen (PLC edge latch overwritten)"
-        log.error("parts_unseen", parts=n, total=self.summary.parts_unseen)
+        why = f"{n} part(s) passed the sensor unseen ({cause})"
+        log.error("parts_unseen", parts=n, total=self.summary.parts_unseen, cause=cause)
         self.operation.error("encoder", why)
 
     def _tracking_regained(self) -> None:
@@ -567,6 +573,7 @@ class Node:
         snap["draining"] = self._draining
         snap["state"] = self.operation.state.value
         snap["state_detail"] = self.operation.detail
+        snap["parts_unseen"] = self.summary.parts_unseen  # also when Error has an older cause
         if self._components.plc is not None:
             snap["plc"] = self._components.plc.snapshot()
         if self.hmi is not None:

@@ -225,7 +225,9 @@ class EdgeLatchReader:
     PLC modulo 2**16) is in slot ``(n - 1) % slots``. More new edges than
     slots means some were overwritten (logged and counted in
     ``counters.edges_lost``); a counter that went backwards (the PLC
-    restarted) re-baselines without edges (logged). The baseline is kept across
+    restarted) re-baselines (logged), and the edges the restarted PLC latched are
+    counted in ``edges_lost`` too: their counts belong to a counter the node has not
+    re-anchored on. The baseline is kept across
     reconnects: the edges latched while the link was down are new in the first reading.
     """
 
@@ -243,8 +245,12 @@ class EdgeLatchReader:
         diff = (seq - last) & 0xFFFF
         if diff == 0:
             return ()
-        if diff >= 0x8000:  # went backwards: the PLC's counter restarted
-            log.warning("edge_latch_restarted", latch_seq=seq)
+        if diff >= 0x8000:  # went backwards: the PLC restarted
+            # Its edges since then (1..seq) carry counts of its restarted encoder counter,
+            # which the node has not re-anchored on: they cannot be placed, so they are
+            # parts that passed unseen, never nothing.
+            self._counters.edges_lost += seq
+            log.warning("edge_latch_restarted", latch_seq=seq, edges_lost=seq)
             return ()
         lost = max(0, diff - self.slots)
         if lost:

@@ -174,6 +174,7 @@ class Tracker:
         self._pending: _PendingEdge | None = None
         self._last_edge: int | None = None
         self._rejected = 0
+        self._edges_refused = 0
         self._last_reason: RejectionReason | None = None
         self._streak = 0
         self._bad_run = 0
@@ -220,6 +221,13 @@ class Tracker:
     def rejected_samples(self) -> int:
         """How many samples were refused as bad data."""
         return self._rejected
+
+    @property
+    def edges_refused(self) -> int:
+        """How many latched sensor edges could not be placed (a count out of range, or
+        farther from the belt than it can have moved): each one a part that passed the
+        sensor and was never tracked, so never judged."""
+        return self._edges_refused
 
     @property
     def last_rejection_reason(self) -> RejectionReason | None:
@@ -443,8 +451,10 @@ class Tracker:
 
         Only the count read with them is suspect: each edge is the PLC's own latch,
         placed from the last accepted count. An edge farther from the belt position
-        than the belt can have moved is refused too (logged). Without this, a part
-        whose edge came with a bad count would never be tracked — never judged.
+        than the belt can have moved is refused too (logged and counted in
+        ``edges_refused``: the node treats it as a part that passed unseen). Without
+        this, a part whose edge came with a bad count would never be tracked — never
+        judged.
         """
         if self._cfg.mode != "sensor" or not sample.edges or self._last_t_ns is None:
             return []
@@ -455,6 +465,7 @@ class Tracker:
         def place(raw: int) -> int | None:
             edge = self._unwrapper.peek(raw)  # from the last accepted count
             if abs(edge - self._hw) > reach:
+                self._edges_refused += 1
                 _log.warning("sensor_edge_refused", edge_raw_count=raw, position=self._hw)
                 return None
             return edge
@@ -467,6 +478,7 @@ class Tracker:
         parts: list[TrackedPart] = []
         for raw in sample.edges or ():
             if not 0 <= raw < self._unwrapper.modulus:
+                self._edges_refused += 1
                 _log.warning("sensor_edge_out_of_range", edge_raw_count=raw)
                 continue
             edge = place(raw)

@@ -92,7 +92,8 @@ def test_output_bits_share_a_register() -> None:
 
 def test_edge_latch_reader_counts_lost_and_restart() -> None:
     """New edges come out in order; overwritten ones are counted and logged; a PLC restart
-    re-baselines without edges."""
+    re-baselines, and the edges the restarted PLC latched before the reading (their counts
+    from a counter the node has not re-anchored on) are counted as lost, not dropped."""
     counters = LinkCounters()
     r = EdgeLatchReader(4, counters)
     assert r.new_edges(10, [0, 0, 0, 0]) == ()
@@ -101,8 +102,12 @@ def test_edge_latch_reader_counts_lost_and_restart() -> None:
     with capture_logs() as logs:
         assert len(r.new_edges(18, slots)) == 4
         assert r.new_edges(1, slots) == ()
-    assert counters.edges_lost == 2
-    assert [e["event"] for e in logs] == ["latched_edges_lost", "edge_latch_restarted"]
+        assert counters.edges_lost == 2 + 1
+        assert r.new_edges(3, slots) == (slots[1], slots[2])  # after the restart: as usual
+        assert r.new_edges(0, slots) == ()  # restarted again, nothing latched since
+    assert counters.edges_lost == 3
+    events = [e["event"] for e in logs]
+    assert events == ["latched_edges_lost", "edge_latch_restarted", "edge_latch_restarted"]
 
 
 def test_ua_node_needs_exactly_one_address() -> None:

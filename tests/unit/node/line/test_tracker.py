@@ -504,7 +504,9 @@ def test_latched_edges_create_parts_at_their_exact_counts_however_late_the_poll(
 def test_edges_that_come_with_a_refused_count_still_make_their_parts() -> None:
     """A sample whose count is garbage (a jump, or out of range) still carries the PLC's
     latched edges: each becomes its part, placed from the last good count, so no part goes
-    untracked (unjudged); an edge farther than the belt can have moved is refused."""
+    untracked (unjudged); an edge farther than the belt can have moved, or out of the
+    counter's range, is refused and counted in ``edges_refused`` (the node reports it as a
+    part that passed unseen)."""
     tracker = Tracker(LATCHED, 16)
     assert tracker.update(EncoderSample(1000, 0, False, ())) == []
     # 10 ms later: the count read says +30000 (impossible at 10 000 counts/s), the edge is at 1050
@@ -515,9 +517,12 @@ def test_edges_that_come_with_a_refused_count_still_make_their_parts() -> None:
     bad = tracker.update(EncoderSample(70_000, 20_000_000, True, (1140,)))
     assert [p.origin_count for p in bad] == [1140 + 50]
     # an edge 20 000 counts away in 10 ms cannot be real
+    assert tracker.edges_refused == 0
     far = tracker.update(EncoderSample(99_999, 30_000_000, True, (21_000,)))
     assert far == []
-    assert tracker.rejected_samples == 3
+    assert tracker.rejected_samples == 3 and tracker.edges_refused == 1
+    garbage = tracker.update(EncoderSample(99_999, 40_000_000, True, (70_000,)))
+    assert garbage == [] and tracker.edges_refused == 2
 
 
 def test_a_plausible_count_after_refused_ones_is_held_until_the_next_agrees() -> None:
