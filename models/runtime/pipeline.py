@@ -44,7 +44,7 @@ from models.data.geometry import (
     size_class,
 )
 from models.explain_text import NO_DEFECT_TYPE, Language, render_explanation
-from models.findings import Explanation, ExplanationFacts, Findings, Region
+from models.findings import UNKNOWN_TYPE, Explanation, ExplanationFacts, Findings, Region
 from models.graphs import NO_LOCATION
 from models.guard import GroundingGuard, grounding_for
 from models.outputs import ANY_FINITE, NON_NEGATIVE, PROBABILITY, check_arrays
@@ -57,6 +57,16 @@ DetectFn = Callable[[F32], tuple[F32, F32, F32, F32, F32]]
 memory (N, L, d), length_px (N,))``."""
 StepFn = Callable[[F32, I32, I32], F32]
 """``(memory (N, L, d), tokens (N, max_len), facts (N, 3))`` -> ``logits (N, max_len, V)``."""
+
+UNKNOWN_MIN_PROB = 0.75
+"""A defect is called "unknown anomaly" only when the type head gives that class more than
+this probability; otherwise the likeliest taught type. The class learns from synthetic
+anomalies as well as from types too rare to teach, and real defects of a taught type that
+look like a pasted blob (spots) drew it with probabilities between 0.5 and 0.9. Chosen on
+the tuning family (brushed_metal, 5 labels, seed 1): type accuracy 0.855 at 0.5 (plain
+argmax), 0.89 at 0.75, 0.915 at 0.9; and a type too rare to teach (spot, 2 labels) stayed
+"unknown anomaly" in 40, 39 and 36 of its 40 test images. 0.75 keeps that within one in
+forty."""
 
 _NO_FACTS = ExplanationFacts(NO_DEFECT_TYPE, "", 0.0, False, 0)
 _DIAMOND3 = ndimage.iterate_structure(ndimage.generate_binary_structure(2, 1), 3)
@@ -135,6 +145,7 @@ class Pipeline:
         self.mean = m.input.normalization.mean
         self.std = m.input.normalization.std
         self.types = m.types
+        self._unknown_index = self.types.index(UNKNOWN_TYPE) if UNKNOWN_TYPE in self.types else -1
         self.vocab = Vocabulary(m.vocabulary)
         self.max_len = package.net.max_len
         self.guard = GroundingGuard(m.types)
@@ -211,11 +222,22 @@ class Pipeline:
             )
         return out
 
+    def _type_index(self, probs: F32) -> int:
+        """The type head's answer: the likeliest type, but "unknown anomaly" only above
+        ``UNKNOWN_MIN_PROB`` when some type was taught."""
+        k = int(np.argmax(probs))
+        unknown = self._unknown_index
+        if k == unknown and len(self.types) > 1 and float(probs[k]) <= UNKNOWN_MIN_PROB:
+            taught = np.delete(probs, unknown)
+            best = int(np.argmax(taught))
+            k = best if best < unknown else best + 1
+        return k
+
     def _post(
         self, image: Image, prob: F32, score: float, probs: F32, memory: F32, length_mm: float
     ) -> Detection:
         thr = self.package.manifest.thresholds
-        k = int(np.argmax(probs))
+        k = self._type_index(probs)
         head_mm = length_mm
         if score < 1.0:
             length_mm = self._length_mm(self.types[k], head_mm, None)
