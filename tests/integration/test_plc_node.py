@@ -289,6 +289,15 @@ async def test_example_config_runs_with_the_launcher(
     assert summary["plc"]["state"] == "closed" and summary["plc"]["losses"] == 0
 
 
+async def _last_look(rig: PlcRig, seen: dict[str, Any], settle_s: float) -> None:
+    """After ``settle_s``: the node's status and the outputs the PLC holds, into ``seen``;
+    then stop the run."""
+    await asyncio.sleep(settle_s)
+    seen["status"] = rig.node.status()
+    seen["plc"] = (await rig.emulator.call("stats"))["outputs"]
+    rig.stop.set()
+
+
 async def test_a_latch_overrun_on_a_live_link_puts_the_node_in_error(
     taught_config: Config,
 ) -> None:
@@ -300,10 +309,7 @@ async def test_a_latch_overrun_on_a_live_link_puts_the_node_in_error(
 
     async def watch(rig: PlcRig) -> None:
         seen["error"] = await _until(lambda: rig.node.summary.parts_unseen > 0, 10.0)
-        await asyncio.sleep(0.2)
-        seen["status"] = rig.node.status()
-        seen["plc"] = (await rig.emulator.call("stats"))["outputs"]
-        rig.stop.set()
+        await _last_look(rig, seen, 0.2)
 
     report, rig = await run_plc_line(
         cfg,
@@ -343,9 +349,7 @@ async def test_a_plc_restart_puts_the_parts_it_latched_meanwhile_on_record_as_un
         await rig.emulator.call("start_server")
         seen["unseen"] = await _until(lambda: rig.node.summary.parts_unseen > 0, 10.0)
         seen["up"] = await _until(lambda: rig.node.status()["plc"]["state"] == "up", 10.0)
-        await asyncio.sleep(0.5)
-        seen["status"] = rig.node.status()
-        rig.stop.set()
+        await _last_look(rig, seen, 0.5)
 
     report, _ = await run_plc_line(
         cfg,
@@ -360,5 +364,8 @@ async def test_a_plc_restart_puts_the_parts_it_latched_meanwhile_on_record_as_un
     # Error (entered with the outage, kept until an operator resets), the unseen parts
     # counted in the status whatever Error's first cause was
     assert status["state"] == "Error" and not status["healthy"], status
+    # and the restarted PLC is told so: Ready dropped, Error raised
+    plc = seen["plc"]
+    assert plc["node_ready"] == 0 and plc["node_error"] == 1, plc
     # (an edge latched as the counter restarted may also be refused by the tracker: counted)
     assert status["parts_unseen"] >= report["plc"]["edges_lost"] >= 5, status
