@@ -114,6 +114,16 @@ def format_size_mm(size_mm: float) -> str:
     return f"{size_mm:.1f} mm"
 
 
+def type_name(defect_type: str, language: Language = "en") -> str:
+    """How ``defect_type`` is written in ``language`` (``missing_feature`` -> "missing feature")."""
+    return _PHRASES[language].types.get(defect_type, defect_type.replace("_", " "))
+
+
+def location_name(location: str, language: Language = "en") -> str:
+    """A grid location (``"upper left"``) in ``language``."""
+    return _PHRASES[language].locations.get(location, location)
+
+
 def render_explanation(facts: ExplanationFacts | None, language: Language = "en") -> str:
     """Render ``facts`` as one short sentence, e.g. ``"scratch, 12 mm, upper left, near the edge"``.
 
@@ -126,10 +136,9 @@ def render_explanation(facts: ExplanationFacts | None, language: Language = "en"
     p = _PHRASES[language]
     if facts is None or facts.region_count <= 0:
         return p.no_defect
-    kind = p.types.get(facts.defect_type, facts.defect_type.replace("_", " "))
-    parts = [kind, format_size_mm(facts.size_mm)]
+    parts = [type_name(facts.defect_type, language), format_size_mm(facts.size_mm)]
     if facts.location:
-        parts.append(p.locations.get(facts.location, facts.location))
+        parts.append(location_name(facts.location, language))
     if facts.near_edge:
         parts.append(p.near_edge)
     text = p.separator.join(parts)

@@ -18,6 +18,7 @@ UNKNOWN_TYPE = "unknown anomaly"
 """Defect type reported when the backend sees an anomaly it cannot classify."""
 
 ExplanationSource = Literal["model", "facts"]
+BoolMask = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,9 @@ class Region:
     ``location`` is a coarse place on the part ("upper left", "centre", ...).
     ``contrast`` is the mean signed deviation from the learned good appearance in
     units of its spread (positive: brighter than good, negative: darker).
+    ``mask_px`` is the region's own pixels inside ``bbox_px`` (``(y1 - y0, x1 - x0)``
+    booleans; ``None`` where a backend does not give them): what a recipe zone
+    test needs, since a bounding box of a diagonal scratch covers places it never touches.
     """
 
     bbox_px: tuple[int, int, int, int]
@@ -40,6 +44,15 @@ class Region:
     near_edge: bool
     contrast: float
     score: float
+    mask_px: BoolMask | None = field(default=None, compare=False, repr=False)
+
+
+def footprint(xs: npt.NDArray[np.intp], ys: npt.NDArray[np.intp]) -> BoolMask:
+    """The pixels ``(xs, ys)`` as a mask over their own bounding box (``Region.mask_px``)."""
+    x0, y0 = int(xs.min()), int(ys.min())
+    out = np.zeros((int(ys.max()) - y0 + 1, int(xs.max()) - x0 + 1), dtype=bool)
+    out[ys - y0, xs - x0] = True
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +91,9 @@ class Findings:
     ``anomaly_score`` is the image-level score (higher is more anomalous, the
     unit is backend-specific and compared against recipe thresholds);
     ``anomaly_map`` is a float32 ``(H, W)`` map in the same unit;
-    ``regions`` is sorted by descending score.
+    ``regions`` is sorted by descending score; ``part_bbox_px`` is the part's
+    ``(x0, y0, x1, y1)`` in the image (exclusive upper bounds), the origin of part
+    coordinates (``None``: not measured, the image's own corner stands in).
     """
 
     anomaly_score: float
@@ -88,6 +103,7 @@ class Findings:
     regions: tuple[Region, ...]
     explanation: Explanation
     backend: str = field(default="")
+    part_bbox_px: tuple[int, int, int, int] | None = None
 
     @property
     def is_anomalous(self) -> bool:

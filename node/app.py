@@ -130,7 +130,7 @@ class Node:
         self.cfg = cfg
         self.tracker = Tracker(TrackerConfig.from_config(cfg), bits=cfg.line.encoder_bits)
         self.scheduler = CountScheduler(self.tracker)
-        self.judge = Judge(cfg.inspection.recipe)
+        self.judge = Judge(cfg.inspection.recipe, cfg.inspection.mm_per_px)
         self.stats = Stats()
         self.sinks: list[ResultSink] = [self.stats, *sinks]
         self.notifier = notifier or SystemdNotifier({})

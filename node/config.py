@@ -18,6 +18,7 @@ from drivers.plc.settings import ModbusSettings, OpcUaSettings, RejectMode
 from node.audit.settings import AuditSettings
 from node.errors import ConfigError
 from node.hmi.settings import HmiSettings
+from node.recipe.settings import CauseSettings, RuleSettings, ZoneSettings, recipe_problems
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
 """The embedded default: the simulated line that ``make run`` starts."""
@@ -158,13 +159,23 @@ class ClassicalSection(_Section):
 
 
 class RecipeSection(_Section):
-    """``[inspection.recipe]``: thresholds that turn findings into a verdict."""
+    """``[inspection.recipe]``: what turns findings into a verdict.
+
+    The model's score rule (``reject_score``, ``min_region_area_mm2``,
+    ``reject_types``) judges what no zone rule covers; ``zones``, ``rules`` and
+    ``causes`` say it in the plant's words (``node.recipe.settings``);
+    ``zone_image`` is a painted zone image whose colours the zones name.
+    """
 
     name: str = "default"
     pixel_threshold: PositiveFloat = 6.0
     min_region_area_mm2: NonNegFloat = 0.3
     reject_score: PositiveFloat = 6.0
     reject_types: tuple[str, ...] = ()
+    zone_image: Path | None = None
+    zones: tuple[ZoneSettings, ...] = ()
+    rules: tuple[RuleSettings, ...] = ()
+    causes: tuple[CauseSettings, ...] = ()
 
 
 class ModelSection(_Section):
@@ -387,6 +398,9 @@ def cross_field_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
                         f"a step at {max(fast):g} mm/s is over line.max_speed_mm_s = {max_speed:g}",
                     )
                 )
+    recipe = _get(data, "inspection.recipe", {})
+    if isinstance(recipe, dict):
+        problems += [(f"inspection.recipe.{k}", m) for k, m in recipe_problems(recipe)]
     return problems
 
 

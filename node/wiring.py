@@ -9,7 +9,7 @@ renderer from ``models.synth`` (drivers import nothing of ours).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +151,27 @@ def check_model_package(cfg: Config, *, shadow: bool = False) -> ModelPackageChe
             f"{key}: {path} was trained at {trained} mm/px, "
             f"but inspection.mm_per_px is {insp.mm_per_px}; retrain it at this scale"
         )
+    problems += recipe_type_problems(cfg, package.manifest.types)
     return ModelPackageCheck(package, problems, sig.detail)
+
+
+def recipe_type_problems(cfg: Config, types: Sequence[str]) -> list[str]:
+    """The recipe's rules and causes naming a defect type the model does not report."""
+    from models.findings import UNKNOWN_TYPE
+
+    known = {*types, UNKNOWN_TYPE}
+    recipe = cfg.inspection.recipe
+    problems: list[str] = []
+    named = [("rules", i, r.types) for i, r in enumerate(recipe.rules)]
+    named += [("causes", i, c.types) for i, c in enumerate(recipe.causes)]
+    for kind, i, item_types in named:
+        for t in item_types:
+            if t not in known:
+                problems.append(
+                    f"inspection.recipe.{kind}.{i}.types: the model reports no type {t!r} "
+                    f"(it knows {', '.join(sorted(known))})"
+                )
+    return problems
 
 
 def load_model_backend(cfg: Config, *, shadow: bool = False) -> Backend:
@@ -262,7 +282,7 @@ def open_shadow(cfg: Config) -> Shadow:
     settings = cfg.inspection.shadow
     return Shadow(
         backend,
-        Judge(cfg.inspection.recipe),
+        Judge(cfg.inspection.recipe, cfg.inspection.mm_per_px),
         shadow_dir(cfg.node.state_dir, package.sha256),
         package={"path": str(settings.package), "sha256": package.sha256},
         queue_size=settings.queue,

@@ -122,7 +122,14 @@ class TemplateBackend:
             regions=regions,
             explanation=Explanation(render_explanation(facts), facts, "facts"),
             backend=self.name,
+            part_bbox_px=_moved_box(frame.bbox_px, dx, dy),
         )
+
+
+def _moved_box(box: tuple[int, int, int, int], dx: int, dy: int) -> tuple[int, int, int, int]:
+    """``box`` moved by ``(dx, dy)`` pixels."""
+    x0, y0, x1, y1 = box
+    return (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
 
 
 def _moved(r: Region, dx: int, dy: int) -> Region:

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from models.classical.align import F32, Bool
 from models.classical.template import TemplateModel
-from models.findings import Region
+from models.findings import Region, footprint
 
 LOCATIONS = (
     ("upper left", "upper centre", "upper right"),
@@ -149,6 +149,7 @@ def _measure(
         near_edge=bool(frame.edge_distance_mm[ys, xs].min() <= near_edge_mm),
         contrast=float(dev.mean()),
         score=float(ad.max()),
+        mask_px=footprint(xs, ys),
     )
     on_feature = model.feature_mask[ys, xs]
     presence = 1.0

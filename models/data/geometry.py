@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from models.findings import Region
+from models.findings import Region, footprint
 
 LOCATIONS: tuple[tuple[str, str, str], ...] = (
     ("upper left", "upper centre", "upper right"),
@@ -242,6 +242,7 @@ def measure_regions(
                 near_edge=part.near_edge(xs, ys, mm_per_px),
                 contrast=float(values.mean()) if values is not None else 0.0,
                 score=float(values.max()) if values is not None else float(area),
+                mask_px=footprint(xs, ys),
             )
         )
     out.sort(key=lambda r: r.score, reverse=True)

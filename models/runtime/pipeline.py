@@ -355,6 +355,7 @@ class Pipeline:
             regions=d.regions,
             explanation=explanation,
             backend=backend,
+            part_bbox_px=d.part.bbox_px if d.part is not None else None,
         )
 
     def infer(self, images: Sequence[Image], backend: str) -> list[Findings]:

@@ -37,7 +37,8 @@ def _jsonable(obj: object) -> Any:
     if isinstance(obj, str | int | bool) or obj is None:
         return obj
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        # Fields kept out of repr (a region's pixel mask) are bulk, not record.
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.repr}
     return str(obj)
 
 
@@ -62,15 +63,19 @@ def record_from_result(
     offset. Explanations in every language are rendered from the findings'
     facts; a fail-safe verdict has no findings, so its own explanation stands
     for every language (as does the verdict's text when a backend gave no facts).
-    ``findings_json`` holds the regions with their facts; ``thresholds`` (the
-    recipe in force) is stored as JSON.
+    ``findings_json`` holds the regions with their facts and, under ``judged``,
+    each finding placed on the part (zones, millimetres) with the rule that
+    decided it; ``thresholds`` (the recipe in force) is stored as JSON. When the
+    recipe speaks the plant's words its sentences are the explanations.
     """
     v = result.verdict
     f = v.findings
     wall_ns = time.time_ns() - (time.monotonic_ns() - result.t_ns)
     facts = None if f is None else f.explanation.facts
     explanations: dict[str, str]
-    if v.fail_safe or f is None or (facts is None and f.regions):
+    if not v.fail_safe and v.recipe is not None and v.recipe.sentences:
+        explanations = {str(k): s for k, s in v.recipe.sentences.items()}
+    elif v.fail_safe or f is None or (facts is None and f.regions):
         explanations = {lang: v.explanation for lang in LANGUAGES}
     else:
         explanations = {str(k): v for k, v in render_all(facts).items()}
@@ -78,6 +83,8 @@ def record_from_result(
         source = "fail_safe"
     elif f is None:
         source = "verdict"
+    elif v.recipe is not None and v.recipe.sentences:
+        source = "recipe"  # the model's own sentence stays in findings_json's model_text
     else:
         source = f.explanation.source
     findings: dict[str, object] = {"detail": v.detail}
@@ -92,6 +99,8 @@ def record_from_result(
             "model_text": f.explanation.model_text,
             "mismatches": f.explanation.mismatches,
         }
+    if v.recipe is not None:
+        findings["judged"] = v.recipe.decision.findings
     found = facts is not None and facts.region_count > 0
     return AuditRecord(
         result_id=f"{run_id}-{result.part_id}",
@@ -121,4 +130,5 @@ def record_from_result(
         model_version=model_version,
         model_sha256=model_sha256,
         thresholds_json=_dumps(thresholds),
+        rule=v.rule,
     )

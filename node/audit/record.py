@@ -39,7 +39,9 @@ class AuditRecord:
     ``explanations`` maps a language code ("en", "de", "ja") to the text;
     ``explanation`` is the published English text. ``findings_json`` and
     ``thresholds_json`` are JSON objects (regions with their facts; the recipe
-    in force). ``image_path`` is relative to the store's image directory.
+    in force). ``rule`` is the recipe rule the verdict cites ("within limits" for a
+    pass, empty for a fail-safe). ``image_path`` is relative to the store's image
+    directory.
     """
 
     result_id: str
@@ -69,6 +71,7 @@ class AuditRecord:
     model_version: str
     model_sha256: str
     thresholds_json: str
+    rule: str = ""
     image_path: str | None = None
     image_sha256: str | None = None
     review: Review | None = None

@@ -20,8 +20,9 @@ from node.audit.record import AuditRecord, Review, VerdictText
 from node.audit.settings import Synchronous
 from node.errors import LinesideError
 
-SCHEMA_VERSION = 1
-"""The layout this code writes and reads."""
+SCHEMA_VERSION = 2
+"""The layout this code writes and reads. 2 added ``records.rule`` (the recipe rule a
+verdict cites); a version-1 store is upgraded in place when opened."""
 
 DB_NAME = "audit.sqlite3"
 IMAGES_DIR = "images"
@@ -73,7 +74,8 @@ CREATE TABLE records (
     image_path TEXT,
     image_sha256 TEXT,
     image_bytes INTEGER,
-    image_pruned_ns INTEGER
+    image_pruned_ns INTEGER,
+    rule TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX records_time ON records (wall_time_ns);
 CREATE INDEX records_part ON records (part_id);
@@ -118,6 +120,7 @@ _FIELDS: tuple[str, ...] = (
     "model_version",
     "model_sha256",
     "thresholds_json",
+    "rule",
     "image_path",
     "image_sha256",
     "image_bytes",
@@ -192,7 +195,31 @@ def ensure_schema(conn: sqlite3.Connection, db: Path) -> int:
             f"{db}: audit schema version {version} is newer than this lineside reads "
             f"({SCHEMA_VERSION}); upgrade lineside or point it at another store"
         )
-    return int(version)
+    if version < SCHEMA_VERSION:
+        _upgrade(conn, db, int(version))
+    return SCHEMA_VERSION
+
+
+def _upgrade(conn: sqlite3.Connection, db: Path, version: int) -> None:
+    """Bring a store of ``version`` to ``SCHEMA_VERSION`` in one transaction."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 2:
+                conn.execute("ALTER TABLE records ADD COLUMN rule TEXT NOT NULL DEFAULT ''")
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_ns) VALUES (?, ?)",
+                (SCHEMA_VERSION, time.time_ns()),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise AuditSchemaError(
+            f"{db}: cannot upgrade the audit schema from version {version} to "
+            f"{SCHEMA_VERSION}: {exc}"
+        ) from exc
 
 
 def record_to_row(rec: AuditRecord, image_bytes: int | None) -> tuple[Any, ...]:
@@ -225,6 +252,7 @@ def record_to_row(rec: AuditRecord, image_bytes: int | None) -> tuple[Any, ...]:
         rec.model_version,
         rec.model_sha256,
         rec.thresholds_json,
+        rec.rule,
         rec.image_path,
         rec.image_sha256,
         image_bytes,
@@ -261,6 +289,7 @@ def row_to_record(row: Sequence[Any], review: Review | None) -> AuditRecord:
         model_version,
         model_sha256,
         thresholds_json,
+        rule,
         image_path,
         image_sha256,
     ) = row
@@ -292,6 +321,7 @@ def row_to_record(row: Sequence[Any], review: Review | None) -> AuditRecord:
         model_version=model_version,
         model_sha256=model_sha256,
         thresholds_json=thresholds_json,
+        rule=rule,
         image_path=image_path,
         image_sha256=image_sha256,
         review=review,

@@ -156,10 +156,36 @@ def recipe_of(record: AuditRecord) -> str:
     return ""
 
 
+def judged_findings(record: AuditRecord) -> list[dict[str, object]]:
+    """Each finding as the recipe judged it (type, zones, millimetres, rule), from the
+    record's ``findings_json``; empty for records without them."""
+    try:
+        judged = json.loads(record.findings_json).get("judged") or []
+    except (ValueError, AttributeError):
+        return []
+    out: list[dict[str, object]] = []
+    for j in judged:
+        p = j.get("placement") or {}
+        out.append(
+            {
+                "defect_type": j.get("defect_type"),
+                "zones": p.get("zones", []),
+                "length_mm": p.get("length_mm"),
+                "width_mm": p.get("width_mm"),
+                "area_mm2": p.get("area_mm2"),
+                "x_mm": p.get("x_mm"),
+                "y_mm": p.get("y_mm"),
+                "rule": j.get("rule"),
+                "rejects": j.get("rejects"),
+            }
+        )
+    return out
+
+
 def result_content(record: AuditRecord) -> list[ua.Variant]:
     """ResultContent: the explanation per language (LocalizedText, English first), then
     one JSON String with the decision (verdict, defect_type, score, location, size_mm,
-    reason, fail_safe, action, review)."""
+    reason, rule, findings placed on the part, fail_safe, action, review)."""
     texts = {"en": record.explanation, **dict(record.explanations)}
     content = [ua.Variant(ua.LocalizedText(texts.pop("en"), "en"))]
     content += [ua.Variant(ua.LocalizedText(t, lang)) for lang, t in sorted(texts.items())]
@@ -172,6 +198,8 @@ def result_content(record: AuditRecord) -> list[ua.Variant]:
         "location": record.location,
         "size_mm": record.size_mm,
         "reason": record.reason,
+        "rule": record.rule,
+        "findings": judged_findings(record),
         "fail_safe": record.fail_safe,
         "action": record.action,
         "review": None

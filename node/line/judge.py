@@ -18,6 +18,7 @@ import structlog
 from models.findings import Findings
 from models.outputs import findings_problem
 from node.config import RecipeSection
+from node.recipe.recipe import Recipe, RecipeOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,10 @@ class Verdict:
 
     ``reject`` is what the actuator must do; ``fail_safe`` marks a reject that
     was taken because the node could not judge the part (``detail`` says why).
+    ``rule`` is the recipe rule the verdict cites ("within limits" for a pass,
+    empty for a fail-safe); ``recipe`` what the recipe made of the findings
+    (placements, the decision, its sentences); ``explanation`` the published
+    English sentence.
     """
 
     part_id: int
@@ -57,35 +62,50 @@ class Verdict:
     score: float | None = None
     findings: Findings | None = None
     detail: str = ""
+    rule: str = ""
+    recipe: RecipeOutcome | None = None
 
 
 class Judge:
-    """Applies one recipe's thresholds to findings."""
+    """Applies one recipe to findings; ``mm_per_px`` is the inspected image's scale.
 
-    def __init__(self, recipe: RecipeSection) -> None:
+    Raises ``ConfigError`` when the recipe's painted zone image cannot be used.
+    """
+
+    def __init__(self, recipe: RecipeSection, mm_per_px: float = 0.125) -> None:
         self.recipe = recipe
+        self.rules = Recipe(
+            zones=recipe.zones,
+            rules=recipe.rules,
+            causes=recipe.causes,
+            zone_image=recipe.zone_image,
+            reject_score=recipe.reject_score,
+            min_region_area_mm2=recipe.min_region_area_mm2,
+            reject_types=recipe.reject_types,
+            mm_per_px=mm_per_px,
+        )
 
     def judge(self, part_id: int, findings: Findings) -> Verdict:
-        """Reject when the score or any region crosses the recipe, or the type is listed;
-        a fail-safe ``model_error`` reject when the findings hold values that are not
-        finite (whatever the backend let through)."""
+        """The recipe's verdict, citing its rule (see ``node.recipe.rules``); a fail-safe
+        ``model_error`` reject when the findings hold values that are not finite
+        (whatever the backend let through)."""
         problem = findings_problem(findings)
         if problem:
             log.error("model_output_refused", part_id=part_id, problem=problem)
             return self.fail_safe(part_id, Reason.FAILSAFE_MODEL, problem)
-        r = self.recipe
-        small = all(x.area_mm2 < r.min_region_area_mm2 for x in findings.regions)
-        by_type = bool(r.reject_types) and findings.defect_type in r.reject_types
-        defect = not (findings.anomaly_score < r.reject_score and small and not by_type)
+        outcome = self.rules.apply(findings)
+        defect = outcome.decision.reject
         return Verdict(
             part_id=part_id,
             reject=defect,
             reason=Reason.DEFECT if defect else Reason.OK,
             fail_safe=False,
-            explanation=findings.explanation.text,
+            explanation=outcome.sentences.get("en", findings.explanation.text),
             defect_type=findings.defect_type if defect else None,
             score=findings.anomaly_score,
             findings=findings,
+            rule=outcome.decision.rule,
+            recipe=outcome,
         )
 
     @staticmethod

@@ -6,6 +6,7 @@ the node itself (``node/app.py``).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -112,6 +113,24 @@ class SimControl:
         self.prepared = name
 
 
+_SAMPLE_FINDING = {
+    "defect_type": "scratch",
+    "placement": {
+        "x_mm": 4.1,
+        "y_mm": 3.0,
+        "length_mm": 3.2,
+        "width_mm": 0.3,
+        "area_mm2": 0.96,
+        "location": "upper left",
+        "zones": ["face"],
+        "along_mm": 2.1,
+        "along_from": "left end",
+    },
+    "rule": "no scratches on the face",
+    "rejects": True,
+}
+
+
 def sample_record(part_id: int, *, run_id: str = "run1", reject: bool = True) -> AuditRecord:
     """A plausible record for ``part_id`` (a 3 mm scratch, or a pass)."""
     en = "Scratch 3.2 mm long at the top left." if reject else "No defect found."
@@ -135,7 +154,7 @@ def sample_record(part_id: int, *, run_id: str = "run1", reject: bool = True) ->
         explanations={"en": en, "de": de, "ja": ja},
         location="top left" if reject else None,
         size_mm=3.2 if reject else None,
-        findings_json="{}",
+        findings_json=json.dumps({"judged": [_SAMPLE_FINDING] if reject else []}),
         action="rejected" if reject else "passed",
         actuator_confirmed=None,
         latency_ms=12.5,
@@ -145,6 +164,7 @@ def sample_record(part_id: int, *, run_id: str = "run1", reject: bool = True) ->
         model_version="1.0",
         model_sha256="ab" * 32,
         thresholds_json='{"recipe": "default"}',
+        rule="no scratches on the face" if reject else "within limits",
     )
 
 

@@ -151,7 +151,8 @@ async def test_client_browses_the_vision_system(rig: Rig) -> None:
 
 
 async def test_plain_namespace_read_and_subscribed_at_10ms(rig: Rig) -> None:
-    """A 10 ms subscription sees each PartId; LastResult has the explanation in 3 languages."""
+    """A 10 ms subscription sees each PartId; LastResult has the explanation in 3 languages
+    and the rule the verdict cites."""
     async with _client(rig) as c:
         h = _Events()
         sub = await c.create_subscription(10, h)
@@ -171,6 +172,8 @@ async def test_plain_namespace_read_and_subscribed_at_10ms(rig: Rig) -> None:
         assert (de.Locale, ja.Locale) == ("de", "ja") and "Kratzer" in de.Text and "傷" in ja.Text
         thumb = await c.get_node("ns=2;s=Lineside.LastResult.Thumbnail").read_value()
         assert thumb.startswith(b"\x89PNG")
+        rule = await c.get_node("ns=2;s=Lineside.LastResult.Rule").read_value()
+        assert rule == "no scratches on the face"
         assert await c.get_node("ns=2;s=Lineside.Counters.Inspected").read_value() == rig.next_part
         by_type = c.get_node("ns=2;s=Lineside.Counters.ByDefectType.scratch")
         assert await by_type.read_value() == rig.next_part
@@ -381,7 +384,8 @@ async def test_result_and_recipe_management_answer_from_the_store(rig: Rig) -> N
 
 async def test_review_round_trip(rig: Rig) -> None:
     """An operator's ReviewResult is stored beside the decision with the operator's name,
-    and GetResultById then shows it; a review of an unknown result is refused."""
+    and GetResultById then shows it (with the cited rule and the findings placed on the
+    part); a review of an unknown result is refused."""
     (rid,) = rig.publish(1)
     async with _client(rig, OPERATOR) as c:
         await c.load_data_type_definitions()
@@ -399,6 +403,9 @@ async def test_review_round_trip(rig: Rig) -> None:
         )
         decision = json.loads(result.ResultContent[-1].Value)
         assert decision["verdict"] == "reject"
+        assert decision["rule"] == "no scratches on the face"
+        (finding,) = decision["findings"]
+        assert (finding["zones"], finding["length_mm"]) == (["face"], 3.2)
         assert decision["review"] == {
             "verdict": "pass",
             "defect_type": None,

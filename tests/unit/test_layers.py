@@ -2,7 +2,8 @@
 
 ``hil → node → drivers, models``, one way: drivers and models import nothing of
 ours outside themselves, production code never imports ``hil``, ``tests`` or
-``bench``, the stages of a part (``node/line``) import only the node's core,
+``bench``, the stages of a part (``node/line``) and the recipe they apply
+(``node/recipe``) import only the node's core,
 ``hil`` uses public names only, and no module imports itself round a circle.
 """
 
@@ -26,9 +27,17 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 }
 """Which of our top-level packages each production package may import."""
 
-LINE_MAY_IMPORT = ("node.line", "node.config", "node.errors", "node.service", "drivers", "models")
-"""``node/line`` is the part's path: it may lean on the node's core, never on the HMI,
-audit trail, command line or simulation built around it."""
+LINE_MAY_IMPORT = (
+    "node.line",
+    "node.config",
+    "node.errors",
+    "node.recipe",
+    "node.service",
+    "drivers",
+    "models",
+)
+"""``node/line`` is the part's path: it may lean on the node's core (the recipe the judge
+applies is core), never on the HMI, audit trail, command line or simulation built around it."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +107,11 @@ def layer_violations(root: Path) -> list[str]:
         top = _top(imp.target)
         if top in OURS and top not in ALLOWED[_top(imp.module)]:
             problems.append(f"{imp.module}:{imp.line} imports {imp.target} (layers)")
-        line_stage = _within(imp.module, ("node.line",))
-        if line_stage and top in OURS and not _within(imp.target, LINE_MAY_IMPORT):
-            problems.append(f"{imp.module}:{imp.line} imports {imp.target} (node/line)")
+        for stage in ("node.line", "node.recipe"):
+            inside = _within(imp.module, (stage,)) and top in OURS
+            if inside and not _within(imp.target, LINE_MAY_IMPORT):
+                where = stage.replace(".", "/")
+                problems.append(f"{imp.module}:{imp.line} imports {imp.target} ({where})")
         if _top(imp.module) == "hil" and top in ("node", "drivers", "models"):
             private = [n for n in imp.names if n.startswith("_")]
             if private:
@@ -169,7 +180,8 @@ def import_cycles(root: Path) -> list[list[str]]:
 
 
 def test_the_tree_keeps_its_layers() -> None:
-    """drivers/models import nothing of ours, node no hil, node/line only the node's core."""
+    """drivers/models import nothing of ours, node no hil, node/line and node/recipe only
+    the node's core."""
     assert layer_violations(REPO) == []
 
 
@@ -190,6 +202,7 @@ def test_no_module_imports_itself_round_a_circle() -> None:
         ("models/extra.py", "from drivers.plc.base import RejectCommand\n", "layers"),
         ("node/extra.py", "def f() -> None:\n    from hil.line import run_line\n", "layers"),
         ("node/line/extra.py", "from node.hmi.server import HmiServer\n", "node/line"),
+        ("node/recipe/extra.py", "from node.audit.store import AuditStore\n", "node/recipe"),
         ("hil/extra.py", "from drivers.sim.world import _Segment\n", "public API"),
     ],
 )

@@ -121,6 +121,31 @@ def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
         AuditStore(AuditSettings(), tmp_path / "a")
 
 
+def test_a_version_1_store_is_upgraded_in_place_and_keeps_its_records(tmp_path: Path) -> None:
+    """A store written before verdicts cited rules opens: its records read back with an empty
+    rule, new records keep theirs, and the schema says version 2."""
+    with AuditStore(AuditSettings(), tmp_path / "a") as s:
+        s.record(F.record(1, "scratch"), None)
+        s.flush()
+    db = tmp_path / "a" / DB_NAME
+    with sqlite3.connect(db) as conn:  # back to the version-1 layout
+        conn.execute("ALTER TABLE records DROP COLUMN rule")
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version VALUES (1, 0)")
+    conn.close()
+    with AuditStore(AuditSettings(), tmp_path / "a") as s:
+        old = s.get("run1-1")
+        assert old is not None and old.rule == ""
+        s.record(F.record(2, "crack"), None)
+        s.flush()
+        new = s.get("run1-2")
+        assert new is not None and new.rule == "model score"
+    with sqlite3.connect(db) as conn:
+        (version,) = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    conn.close()
+    assert version == SCHEMA_VERSION == 2
+
+
 def test_store_refuses_a_database_that_is_not_one(tmp_path: Path) -> None:
     """A SQLite file of something else is not mistaken for an audit store."""
     (tmp_path / "a").mkdir()

@@ -244,3 +244,19 @@ def test_check_config_verifies_the_shadow_candidate_by_its_own_keys(
     code, _, err = _run(["check-config", str(cfg)], capsys)
     assert code == 2
     assert "inspection.shadow.package: a shadow candidate needs a model backend" in err
+
+
+def test_check_config_refuses_a_recipe_rule_for_a_type_the_model_does_not_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rule over a type the package cannot report ("dent") would never fire: check-config
+    names the rule's key and the types the model knows, exit 2."""
+    cfg = _config(tmp_path, DEMO)
+    rim_cracks = 'zone = "rim"\ntypes = ["crack"]'
+    text = cfg.read_text().replace(rim_cracks, rim_cracks.replace("crack", "dent"))
+    assert '"dent"' in text
+    cfg.write_text(text)
+    code, _, err = _run(["check-config", str(cfg)], capsys)
+    assert code == 2
+    assert "inspection.recipe.rules.0.types: the model reports no type 'dent'" in err
+    assert "crack" in err and "1 problem(s)" in err

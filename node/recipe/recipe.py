@@ -1,0 +1,71 @@
+"""One recipe, ready to judge: zones placed, rules applied, the sentence written.
+
+``Recipe.apply`` is what the judge calls for every part with finite findings:
+it places each region on the part (``node.recipe.zones``), lets the rules
+decide (``node.recipe.rules``) and, when the recipe speaks the plant's words
+(it has zones, rules or causes), renders the canonical sentence in every
+language (``node.recipe.sentence``). Without them the decision is the model's
+score rule and the backend's own explanation stands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.explain_text import Language
+from models.findings import Findings
+from node.recipe.rules import RuleDecision, decide
+from node.recipe.sentence import SentenceWriter
+from node.recipe.settings import CauseSettings, RuleSettings, ZoneSettings
+from node.recipe.zones import Placement, ZoneMap
+
+
+@dataclass(frozen=True, slots=True)
+class RecipeOutcome:
+    """What the recipe made of one part: the decision, where each region lies (same order
+    as ``Findings.regions``) and the sentence per language (empty when the recipe has no
+    words of its own)."""
+
+    decision: RuleDecision
+    placements: tuple[Placement, ...]
+    sentences: Mapping[Language, str] = field(default_factory=dict)
+
+
+class Recipe:
+    """Zones, rules and causes of one recipe at one image scale (``mm_per_px``)."""
+
+    def __init__(
+        self,
+        *,
+        zones: tuple[ZoneSettings, ...] = (),
+        rules: tuple[RuleSettings, ...] = (),
+        causes: tuple[CauseSettings, ...] = (),
+        zone_image: Path | None = None,
+        reject_score: float,
+        min_region_area_mm2: float,
+        reject_types: tuple[str, ...] = (),
+        mm_per_px: float,
+    ) -> None:
+        self.zones = ZoneMap(zones, mm_per_px, zone_image)
+        self.rules = rules
+        self.reject_score = reject_score
+        self.min_region_area_mm2 = min_region_area_mm2
+        self.reject_types = reject_types
+        self.speaks = bool(zones or rules or causes)
+        self.writer = SentenceWriter(zones, rules, causes)
+
+    def apply(self, findings: Findings) -> RecipeOutcome:
+        """Place, decide and (when the recipe speaks) write, for finite ``findings``."""
+        placements = tuple(self.zones.place(r, findings.part_bbox_px) for r in findings.regions)
+        decision = decide(
+            findings,
+            placements,
+            self.rules,
+            reject_score=self.reject_score,
+            min_region_area_mm2=self.min_region_area_mm2,
+            reject_types=self.reject_types,
+        )
+        sentences = self.writer.sentences(decision) if self.speaks else {}
+        return RecipeOutcome(decision, placements, sentences)
