@@ -19,6 +19,7 @@ from models.data.holdout import DEFAULT_FRACTION, read_list, unseen
 from models.data.mvtec import MvtecDataset, Sample, load_gray, read_mvtec
 from models.data.synthset import write_synth
 from models.explain_text import render_all
+from models.findings import Findings
 from models.package import load_package
 from models.runtime import RuntimeName, open_runtime
 from models.synth import FAMILY_NAMES
@@ -296,9 +297,25 @@ def explain(
     explanation with its source, the model's own sentence and the facts in
     every language.
     """
+    return describe(inspect_image(package, image, runtime=runtime, threads=threads), image)
+
+
+def inspect_image(
+    package: str | Path,
+    image: str | Path,
+    *,
+    runtime: RuntimeName = "onnxruntime",
+    threads: int = 1,
+) -> Findings:
+    """The findings of one image (a crop of the package's input size)."""
     pkg = load_package(package)
     backend = open_runtime(runtime, pkg.root, threads)
     (f,) = backend.infer([load_gray(Path(image))])
+    return f
+
+
+def describe(f: Findings, image: str | Path) -> dict[str, Any]:
+    """``explain``'s report of findings ``f`` on ``image``."""
     return {
         "image": str(image),
         "anomaly_score": round(f.anomaly_score, 4),

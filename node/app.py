@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ from node.line.actuation import Actuation, ActuationFactory
 from node.line.inspector import Inspection, InspectionQueue, Inspector
 from node.line.judge import Judge, Reason, Verdict
 from node.line.parts import InFlightPart, PartBook
+from node.line.repeat_notices import RepeatNotices
 from node.line.results import Action, ResultSink, Stats, percentiles
 from node.line.scheduler import CountScheduler
 from node.line.tracker import TrackedPart, Tracker, TrackerConfig
@@ -131,6 +133,8 @@ class Node:
         self.tracker = Tracker(TrackerConfig.from_config(cfg), bits=cfg.line.encoder_bits)
         self.scheduler = CountScheduler(self.tracker)
         self.judge = Judge(cfg.inspection.recipe, cfg.inspection.mm_per_px)
+        self.repeats = RepeatNotices(cfg.inspection.recipe.repeats, self.judge.rules)
+        self._last_reject: dict[str, Any] | None = None
         self.stats = Stats()
         self.sinks: list[ResultSink] = [self.stats, *sinks]
         self.notifier = notifier or SystemdNotifier({})
@@ -522,6 +526,15 @@ class Node:
         raw = self.tracker.raw_count(st.part.origin_count)
         result = st.result(action, time.monotonic_ns(), raw)
         verdict = st.verdict
+        notices = self.repeats.observe(verdict)
+        if notices:
+            result = dataclasses.replace(result, repeats=notices)
+        if verdict.reject:
+            self._last_reject = {
+                "part_id": verdict.part_id,
+                "rule": verdict.rule or verdict.reason.value,
+                "text": verdict.explanation,
+            }
         self.summary.parts_decided += 1
         self.summary.rejected += action == "rejected"
         self.summary.reject_fire_failures += action == "not_fired"
@@ -574,6 +587,8 @@ class Node:
         snap["state"] = self.operation.state.value
         snap["state_detail"] = self.operation.detail
         snap["parts_unseen"] = self.summary.parts_unseen  # also when Error has an older cause
+        snap["repeats"] = self.repeats.active()
+        snap["last_reject"] = self._last_reject
         if self._components.plc is not None:
             snap["plc"] = self._components.plc.snapshot()
         if self.hmi is not None:

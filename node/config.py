@@ -18,7 +18,13 @@ from drivers.plc.settings import ModbusSettings, OpcUaSettings, RejectMode
 from node.audit.settings import AuditSettings
 from node.errors import ConfigError
 from node.hmi.settings import HmiSettings
-from node.recipe.settings import CauseSettings, RuleSettings, ZoneSettings, recipe_problems
+from node.recipe.settings import (
+    CauseSettings,
+    RepeatsSettings,
+    RuleSettings,
+    ZoneSettings,
+    recipe_problems,
+)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
 """The embedded default: the simulated line that ``make run`` starts."""
@@ -164,7 +170,8 @@ class RecipeSection(_Section):
     The model's score rule (``reject_score``, ``min_region_area_mm2``,
     ``reject_types``) judges what no zone rule covers; ``zones``, ``rules`` and
     ``causes`` say it in the plant's words (``node.recipe.settings``);
-    ``zone_image`` is a painted zone image whose colours the zones name.
+    ``zone_image`` is a painted zone image whose colours the zones name;
+    ``repeats`` when a defect coming back at one place is announced.
     """
 
     name: str = "default"
@@ -176,6 +183,7 @@ class RecipeSection(_Section):
     zones: tuple[ZoneSettings, ...] = ()
     rules: tuple[RuleSettings, ...] = ()
     causes: tuple[CauseSettings, ...] = ()
+    repeats: RepeatsSettings = RepeatsSettings()
 
 
 class ModelSection(_Section):
@@ -242,6 +250,17 @@ class InspectionSection(_Section):
     recipe: RecipeSection = RecipeSection()
 
 
+class SimRepeatSection(_Section):
+    """``[sim.repeat]``: a repeating defect injected on the sim line: parts ``from_part`` to
+    ``from_part + parts - 1`` each carry the ``defect`` drawn from ``seed``, at the same
+    place on the part (a worn tool); placement jitter still moves the part in the frame."""
+
+    defect: Literal["scratch", "crack", "spot", "contamination", "missing_feature"] = "scratch"
+    from_part: Annotated[int, Field(ge=0)] = 100
+    parts: Annotated[int, Field(ge=1)] = 40
+    seed: int = 5
+
+
 class SimLineSection(_Section):
     """``[sim]``: the simulated line behind the sim drivers (ignored otherwise)."""
 
@@ -251,6 +270,7 @@ class SimLineSection(_Section):
     defect_rate: Annotated[float, Field(ge=0, le=1)] = 0.1
     placement_jitter_mm: NonNegFloat = 0.0
     seed: int = 1
+    repeat: SimRepeatSection | None = None
 
 
 class Config(_Section):

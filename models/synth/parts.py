@@ -39,13 +39,17 @@ class PartSpec:
     """Everything that defines one synthetic part.
 
     ``family`` is a key of ``FAMILIES``; ``defect`` is ``None`` for a good part;
-    ``part_size_mm`` is the side of the square part (its layout scales with it).
+    ``part_size_mm`` is the side of the square part (its layout scales with it);
+    ``defect_seed`` draws the defect apart from the texture (``None``: from ``seed``).
     """
 
     family: str
     seed: int
     defect: DefectKind | None = None
     part_size_mm: float = 28.0
+    defect_seed: int | None = None
+    """Draws the defect from its own seed: parts that share it carry the same defect at
+    the same place on their own textures (a worn tool marking part after part)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,9 @@ def _geometry(size_px: int, mm_per_px: float, corner_mm: float) -> tuple[BoolIma
 @lru_cache(maxsize=64)
 def _render(spec: PartSpec, mm_per_px: float) -> RenderedPart:
     tex_rng, defect_rng, light_rng, noise_rng = _streams(spec)
+    if spec.defect_seed is not None:
+        key = [spec.defect_seed & 0xFFFFFFFF, zlib.crc32(spec.family.encode()), 1]
+        defect_rng = np.random.default_rng(key)
     size_px = round(spec.part_size_mm / mm_per_px)
     scale = spec.part_size_mm / _REFERENCE_MM
     family = FAMILIES[spec.family]

@@ -65,7 +65,8 @@ def record_from_result(
     for every language (as does the verdict's text when a backend gave no facts).
     ``findings_json`` holds the regions with their facts and, under ``judged``,
     each finding placed on the part (zones, millimetres) with the rule that
-    decided it; ``thresholds`` (the recipe in force) is stored as JSON. When the
+    decided it, and under ``repeats`` the repeating defects raised or cleared
+    with this part; ``thresholds`` (the recipe in force) is stored as JSON. When the
     recipe speaks the plant's words its sentences are the explanations.
     """
     v = result.verdict
@@ -101,6 +102,8 @@ def record_from_result(
         }
     if v.recipe is not None:
         findings["judged"] = v.recipe.decision.findings
+    if result.repeats:
+        findings["repeats"] = result.repeats
     found = facts is not None and facts.region_count > 0
     return AuditRecord(
         result_id=f"{run_id}-{result.part_id}",

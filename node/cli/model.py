@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from node.errors import ModelError
+from node.errors import ConfigError, ModelError
 
 _RUNTIMES = ("onnxruntime", "tensorrt", "torch")
 
@@ -134,6 +134,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     x.add_argument("image", type=Path)
     x.add_argument("--runtime", choices=_RUNTIMES, default="onnxruntime")
     x.add_argument("--threads", type=int, default=1)
+    x.add_argument(
+        "--config",
+        type=Path,
+        help="judge by this node config's recipe: verdict, cited rule, zones and the sentence",
+    )
     x.set_defaults(func=_cmd_explain)
 
     m = subparsers.add_parser("model", help="model package integrity: digest, keys, signatures")
@@ -176,7 +181,7 @@ def _run(work: Callable[[], Any]) -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"lineside: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result, indent=2, default=str, ensure_ascii=False))
     return 0
 
 
@@ -272,9 +277,50 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from models import cli
 
-    return _run(
-        lambda: cli.explain(args.package, args.image, runtime=args.runtime, threads=args.threads)
-    )
+    if args.config is None:
+        return _run(
+            lambda: cli.explain(
+                args.package, args.image, runtime=args.runtime, threads=args.threads
+            )
+        )
+    from node.config import load_config
+    from node.line.judge import Judge
+
+    try:  # a bad config is the user's to fix: one line per problem, exit 2
+        cfg = load_config(args.config)
+        judge = Judge(cfg.inspection.recipe, cfg.inspection.mm_per_px)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"lineside: {problem}", file=sys.stderr)
+        return 2
+
+    def work() -> dict[str, Any]:
+        f = cli.inspect_image(args.package, args.image, runtime=args.runtime, threads=args.threads)
+        out = cli.describe(f, args.image)
+        v = judge.judge(0, f)
+        sentences = dict(v.recipe.sentences) if v.recipe is not None else {}
+        placed = v.recipe.decision.findings if v.recipe is not None else ()
+        return out | {
+            "recipe": cfg.inspection.recipe.name,
+            "verdict": "reject" if v.reject else "pass",
+            "rule": v.rule,
+            "sentences": sentences or {"en": v.explanation},
+            "judged": [
+                {
+                    "defect_type": j.defect_type,
+                    "zones": list(j.placement.zones),
+                    "x_mm": round(j.placement.x_mm, 2),
+                    "y_mm": round(j.placement.y_mm, 2),
+                    "length_mm": round(j.placement.length_mm, 2),
+                    "area_mm2": round(j.placement.area_mm2, 2),
+                    "rule": j.rule,
+                    "rejects": j.rejects,
+                }
+                for j in placed
+            ],
+        }
+
+    return _run(work)
 
 
 def _cmd_rehash(args: argparse.Namespace) -> int:

@@ -56,8 +56,14 @@ def render_status(name: str, snap: dict[str, Any]) -> Group:
         state = "[yellow]draining"
     types = ", ".join(f"{k}: {v}" for k, v in sorted(snap["defects_by_type"].items())) or "—"
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(snap["fail_safe_by_reason"].items())) or "—"
-    return Group(
+    lines: list[Table | Text] = [
         t,
         Text.from_markup(f"state: {state}[/]   defects: {types}   fail-safe reasons: {reasons}"),
-        Text("Ctrl-C stops after draining the parts in flight.", style="dim"),
-    )
+    ]
+    last = snap.get("last_reject")
+    if last:
+        lines.append(Text(f"last reject, part {last['part_id']} ({last['rule']}): {last['text']}"))
+    for repeat in snap.get("repeats") or ():
+        lines.append(Text(f"⚠ {repeat['text']}", style="bold yellow"))
+    lines.append(Text("Ctrl-C stops after draining the parts in flight.", style="dim"))
+    return Group(*lines)

@@ -7,6 +7,7 @@ namespace. See docs/hmi.md for the full list.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +69,14 @@ SHADOW: dict[str, tuple[V, Any]] = {
     "Skipped": (V.UInt64, 0),
 }
 """A shadow candidate's figures (``node.shadow``); empty and 0 while none runs."""
+REPEATS: dict[str, tuple[V, Any]] = {
+    "Active": (V.UInt32, 0),
+    "Kind": (V.String, ""),
+    "Text": (V.LocalizedText, ua.LocalizedText("", "en")),
+    "TextDe": (V.LocalizedText, ua.LocalizedText("", "de")),
+    "TextJa": (V.LocalizedText, ua.LocalizedText("", "ja")),
+}
+"""Repeating defects: how many go on now, and the latest raised or cleared, in words."""
 HEALTH: dict[str, tuple[V, Any]] = {
     "Camera": (V.String, "unknown"),
     "Plc": (V.String, "unknown"),
@@ -96,6 +105,15 @@ REVIEW_INPUTS = [
     _arg("comment", V.String, "free text"),
 ]
 REVIEW_OUTPUTS = [_arg("reviewTime", V.DateTime, "when the review was stored (UTC)")]
+
+
+def repeat_notices(record: AuditRecord) -> list[dict[str, object]]:
+    """The repeating defects raised or cleared with ``record`` (from its findings_json)."""
+    try:
+        notices = json.loads(record.findings_json).get("repeats") or []
+    except (ValueError, AttributeError):
+        return []
+    return [n for n in notices if isinstance(n, dict)]
 
 
 def _f(x: object) -> float:
@@ -139,6 +157,7 @@ class PlainNamespace:
         self._values: dict[str, Any] = {}
         self._folders: dict[str, Node] = {}
         self._event: EventGenerator | None = None
+        self._repeating: set[int] = set()
 
     def nodeid(self, path: str) -> ua.NodeId:
         """Node id of ``path`` like ``LastResult.Verdict``."""
@@ -156,6 +175,7 @@ class PlainNamespace:
             ("Stats", STATS),
             ("Health", HEALTH),
             ("Shadow", SHADOW),
+            ("Repeats", REPEATS),
         ):
             obj = await root.add_object(self.nodeid(group), ua.QualifiedName(group, idx))
             self._folders[group] = obj
@@ -265,6 +285,34 @@ class PlainNamespace:
         SourceName ``Lineside``; for clients that do not know OPC 40100."""
         assert self._event is not None
         await self._event.trigger(time_attr=utc(record.wall_time_ns), message=record.explanation)
+
+    async def emit_repeats(self, record: AuditRecord) -> None:
+        """For each repeating defect raised or cleared with ``record``: Repeats.* and an
+        event from ``Lineside`` whose Message is the English sentence (Severity 700 raised,
+        300 cleared)."""
+        assert self._event is not None
+        for n in repeat_notices(record):
+            key, kind = n.get("key"), str(n.get("kind", ""))
+            texts = n.get("texts") if isinstance(n.get("texts"), dict) else {}
+            assert isinstance(texts, dict)
+            if isinstance(key, int):
+                (self._repeating.add if kind == "raised" else self._repeating.discard)(key)
+            ts = utc(record.wall_time_ns)
+            await self._write(
+                {
+                    "Repeats.Active": len(self._repeating),
+                    "Repeats.Kind": kind,
+                    "Repeats.Text": ua.LocalizedText(str(texts.get("en", "")), "en"),
+                    "Repeats.TextDe": ua.LocalizedText(str(texts.get("de", "")), "de"),
+                    "Repeats.TextJa": ua.LocalizedText(str(texts.get("ja", "")), "ja"),
+                },
+                ts,
+            )
+            self._event.event.Severity = 700 if kind == "raised" else 300
+            try:
+                await self._event.trigger(time_attr=ts, message=str(texts.get("en", "")))
+            finally:
+                self._event.event.Severity = 100
 
     async def write_health(self, values: Mapping[str, str]) -> None:
         """Health.<Camera|Plc|Model|State|StateDetail>."""

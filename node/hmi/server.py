@@ -307,6 +307,7 @@ class HmiServer:
             rec = item.record
             await self._plain.write_result(rec, item.thumbnail, item.stats)
             await self._plain.emit(rec)
+            await self._plain.emit_repeats(rec)
             if self._model is not None:
                 await self._model.emit(rec, recipe_of(rec) or self.methods.prepared_recipe)
             self.published += 1

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from node.line.judge import Verdict
+from node.line.repeat_notices import RepeatNotice
 
 Action = Literal["rejected", "passed", "not_fired"]
 
@@ -42,6 +43,8 @@ class PartResult:
     origin_raw_count: int | None = None
     """``origin_count`` as the encoder's own (wrapping) counter reads it, through any resync
     since: what a PLC's shift register or a ground truth would compare with."""
+    repeats: tuple[RepeatNotice, ...] = ()
+    """Repeating defects raised or cleared with this part (``node.line.repeat_notices``)."""
 
     @property
     def budget_used(self) -> float | None:

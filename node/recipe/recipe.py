@@ -1,7 +1,8 @@
 """One recipe, ready to judge: zones placed, rules applied, the sentence written.
 
 ``Recipe.apply`` is what the judge calls for every part with finite findings:
-it places each region on the part (``node.recipe.zones``), lets the rules
+it places each region on the part (``node.recipe.zones``; the main region's
+length is the backend's calibrated one, the size its facts state), lets the rules
 decide (``node.recipe.rules``) and, when the recipe speaks the plant's words
 (it has zones, rules or causes), renders the canonical sentence in every
 language (``node.recipe.sentence``). Without them the decision is the model's
@@ -10,6 +11,7 @@ score rule and the backend's own explanation stands.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,13 @@ class Recipe:
     def apply(self, findings: Findings) -> RecipeOutcome:
         """Place, decide and (when the recipe speaks) write, for finite ``findings``."""
         placements = tuple(self.zones.place(r, findings.part_bbox_px) for r in findings.regions)
+        facts = findings.explanation.facts
+        if placements and facts is not None and facts.region_count > 0 and facts.size_mm > 0:
+            # The main (largest) region's length is the backend's calibrated one, the size
+            # its sentence states; the others keep the map's measurement.
+            main = max(range(len(placements)), key=lambda i: findings.regions[i].area_px)
+            fixed = dataclasses.replace(placements[main], length_mm=facts.size_mm)
+            placements = (*placements[:main], fixed, *placements[main + 1 :])
         decision = decide(
             findings,
             placements,

@@ -57,6 +57,11 @@ class _Words:
     sep: str
     stop: str
     decimal: str
+    repeat_at_zone: str  # "{type}", "{where}", "{n}", "{m}"
+    repeat_stopped: str
+    where_along: str  # "{mm}", "{end}", "{zone}"
+    where_zone: str  # "{zone}"
+    where_point: str  # "{x}", "{y}"
 
 
 _WORDS: dict[Language, _Words] = {
@@ -82,6 +87,11 @@ _WORDS: dict[Language, _Words] = {
         sep=", ",
         stop=".",
         decimal=".",
+        repeat_at_zone="Repeating {type} {where} on {n} of the last {m} parts.",
+        repeat_stopped="Repeating {type} {where} has stopped ({n} of the last {m} parts).",
+        where_along="{mm} from the {end} of the {zone}",
+        where_zone="on the {zone}",
+        where_point="at x {x}, y {y} on the part",
     ),
     "de": _Words(
         on_zone="im Bereich {zone}",
@@ -105,6 +115,11 @@ _WORDS: dict[Language, _Words] = {
         sep=", ",
         stop=".",
         decimal=",",
+        repeat_at_zone="Wiederkehrend: {type} {where} auf {n} der letzten {m} Teile.",
+        repeat_stopped="Wiederkehrend: {type} {where} hat aufgehört ({n} der letzten {m} Teile).",
+        where_along="{mm} vom {end} des Bereichs {zone}",
+        where_zone="im Bereich {zone}",
+        where_point="bei x {x}, y {y} auf dem Teil",
     ),
     "ja": _Words(
         on_zone="{zone}",
@@ -128,6 +143,11 @@ _WORDS: dict[Language, _Words] = {
         sep="、",
         stop="。",
         decimal=".",
+        repeat_at_zone="{where}で{type}が繰り返し発生(直近{m}個中{n}個)。",
+        repeat_stopped="{where}の{type}の繰り返しは解消(直近{m}個中{n}個)。",
+        where_along="{zone}の{end}から{mm}",
+        where_zone="{zone}",
+        where_point="部品上 x {x}、y {y}",
     ),
 }
 
@@ -232,6 +252,43 @@ class SentenceWriter:
         if cause:
             text += w.cause.format(cause=cause)
         return text
+
+    def repeat(
+        self,
+        *,
+        stopped: bool,
+        defect_type: str,
+        zone: str | None,
+        along: tuple[float, str],
+        x_mm: float,
+        y_mm: float,
+        parts: int,
+        window: int,
+        language: Language,
+    ) -> str:
+        """The line-level sentence of a repeating defect (or of its end), e.g. "Repeating
+        scratch 12 mm from the left end of the rim on 5 of the last 20 parts."."""
+        w = _WORDS[language]
+        what = type_name(defect_type, language)
+        if zone is not None:
+            name = self._zones[zone].name_in(language) if zone in self._zones else zone
+            along_mm, along_from = along
+            if along_from:
+                where = w.where_along.format(
+                    mm=_number(format_size_mm(along_mm), w),
+                    end=w.ends[along_from],
+                    zone=name,
+                )
+            else:
+                where = w.where_zone.format(zone=name)
+        else:
+            where = w.where_point.format(
+                x=_number(format_size_mm(x_mm), w), y=_number(format_size_mm(y_mm), w)
+            )
+        text = (w.repeat_stopped if stopped else w.repeat_at_zone).format(
+            type=what, where=where, n=parts, m=window
+        )
+        return text[:1].upper() + text[1:]
 
     def sentences(self, decision: RuleDecision) -> dict[Language, str]:
         """The sentence in every language."""

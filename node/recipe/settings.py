@@ -191,6 +191,25 @@ class CauseSettings(_Strict):
         return v
 
 
+class RepeatsSettings(_Strict):
+    """``[inspection.recipe.repeats]``: when the same defect coming back at one place is
+    announced: one type on ``min_parts`` of the last ``window_parts`` parts within
+    ``distance_mm`` of one place (``node.line.repeats``); ``enabled = false`` turns it off."""
+
+    enabled: bool = True
+    window_parts: Annotated[int, Field(ge=1, le=10_000)] = 20
+    min_parts: Annotated[int, Field(ge=1, le=10_000)] = 5
+    distance_mm: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 2.0
+
+    @model_validator(mode="after")
+    def _fits(self) -> RepeatsSettings:
+        if self.min_parts > self.window_parts:
+            raise ValueError(
+                f"min_parts ({self.min_parts}) must not exceed window_parts ({self.window_parts})"
+            )
+        return self
+
+
 def recipe_problems(recipe: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Rules between the recipe's tables, on the raw ``[inspection.recipe]`` mapping:
     ``[(key path under the recipe, problem)]`` (empty when sound).

@@ -183,6 +183,14 @@ class ZoneMap:
             alongs=alongs,
         )
 
+    def along_point(self, zone: str, x_mm: float, y_mm: float) -> tuple[float, str]:
+        """How far the point ``(x_mm, y_mm)`` lies from the left or top end of the drawn
+        zone ``zone`` (``(0, "")`` for an unknown or painted zone, whose extent needs the part)."""
+        for z in self._zones:
+            if z.settings.name == zone and z.polygons:
+                return _along(z, x_mm, y_mm, 0.0, 0.0)
+        return 0.0, ""
+
     @staticmethod
     def _members(z: _Zone, x_mm: F64, y_mm: F64, part_w: float, part_h: float) -> Bool:
         out = np.zeros(x_mm.shape, dtype=bool)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -132,11 +133,16 @@ class SimLine:
 
 
 def part_spec_for(cfg: Config, index: int) -> PartSpec:
-    """The sim line's part ``index``: deterministic from ``sim.seed`` and the index."""
+    """The sim line's part ``index``: deterministic from ``sim.seed`` and the index; within
+    ``[sim.repeat]``'s parts, its repeating defect instead of the drawn one."""
     rng = np.random.default_rng([cfg.sim.seed, index])
-    return sample_part_spec(
+    spec = sample_part_spec(
         rng, cfg.sim.family, cfg.sim.defect_rate, part_size_mm=cfg.line.part_length_mm
     )
+    r = cfg.sim.repeat
+    if r is not None and r.from_part <= index < r.from_part + r.parts:
+        return dataclasses.replace(spec, defect=r.defect, defect_seed=r.seed)
+    return spec
 
 
 def build_sim_line(cfg: Config) -> SimLine:

@@ -7,6 +7,7 @@ move the state machine put it back where they found it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
@@ -465,3 +466,39 @@ async def test_secured_endpoints_and_trust_list(rig: Rig, tmp_path: Path) -> Non
     rejected[0].rename(pki.trusted / rejected[0].name)
     await rig.hmi.reload_trust_list()
     await connect()
+
+
+async def test_a_repeating_defect_is_an_event_and_a_sentence_in_three_languages(rig: Rig) -> None:
+    """A result that raises a repeat sets Repeats.* (count, words in en/de/ja) and fires a
+    Lineside event of severity 700 whose Message is the sentence; its clearing, 300 and 0."""
+    texts = {
+        "en": "Repeating scratch 12 mm from the left end of the rim on 5 of the last 20 parts.",
+        "de": "Wiederkehrend: Kratzer 12 mm vom linken Ende des Bereichs Rand auf 5 der letzten "
+        "20 Teile.",
+        "ja": "外周の左端から12 mmで傷が繰り返し発生(直近20個中5個)。",
+    }
+    notice = {"kind": "raised", "key": 1, "defect_type": "scratch", "zone": "rim", "texts": texts}
+    async with _client(rig) as c:
+        h = _Events()
+        sub = await c.create_subscription(10, h)
+        lin = await c.nodes.objects.get_child("2:Lineside")
+        await sub.subscribe_events(lin, queuesize=100)
+        for kind in ("raised", "cleared"):
+            rec = dataclasses.replace(
+                sample_record(rig.next_part),
+                findings_json=json.dumps({"repeats": [{**notice, "kind": kind}]}),
+            )
+            rig.next_part += 1
+            rig.results.add(rec)
+            rig.hmi.publish(rec, None, {})
+            await h.wait(
+                lambda k=kind: any(e.Severity == (700 if k == "raised" else 300) for e in h.events)
+            )
+            active = await c.get_node("ns=2;s=Lineside.Repeats.Active").read_value()
+            assert active == (1 if kind == "raised" else 0)
+        repeat_events = [e for e in h.events if e.Severity in (700, 300)]
+        assert [e.Message.Text for e in repeat_events] == [texts["en"], texts["en"]]
+        de = await c.get_node("ns=2;s=Lineside.Repeats.TextDe").read_value()
+        assert de == ua.LocalizedText(texts["de"], "de")
+        assert await c.get_node("ns=2;s=Lineside.Repeats.Kind").read_value() == "cleared"
+        await sub.delete()

@@ -153,3 +153,41 @@ def test_model_backend_names_the_key_of_a_runtime_that_cannot_start() -> None:
     want = "inspection.backend = 'tensorrt': the TensorRT backend needs the tensorrt package"
     with pytest.raises(ModelError, match=re.escape(want)):
         load_backend(cfg)
+
+
+def test_explain_with_a_config_judges_by_its_recipe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``explain --config`` adds the recipe's verdict, the cited rule, each finding's zones
+    and millimetres, and the sentence in en/de/ja naming the zone and the length."""
+    argv = ["synth", "--out", str(tmp_path), "--seed", "3", "--families", "moulded_plastic"]
+    argv += ["--train-good", "1", "--test-good", "1", "--test-per-kind", "1"]
+    assert _run(argv, capsys)[0] == 0
+    image = tmp_path / "moulded_plastic" / "test" / "crack" / "000.png"
+    code, out, _ = _run(["explain", str(DEMO), str(image), "--config", str(DEFAULT_CONFIG)], capsys)
+    assert code == 0
+    got = json.loads(out[out.index("{\n") :])
+    assert got["verdict"] == "reject" and got["rule"]
+    (finding,) = got["judged"]
+    zone = finding["zones"][0]
+    assert zone in {"rim", "boss", "ribs", "face"}
+    assert set(got["sentences"]) == {"en", "de", "ja"}
+    en = got["sentences"]["en"]
+    assert en.startswith(got["defect_type"].capitalize() + ", ")
+    assert f"on the {zone}" in en and " mm" in en
+    assert got["facts_text"]["en"].split(", ")[1] in en  # the calibrated length, as the facts say
+
+
+def test_explain_with_a_bad_config_names_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config whose rule names an unknown zone is refused before the model runs: exit 2."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(
+        DEFAULT_CONFIG.read_text().replace('zone = "boss"\ntypes', 'zone = "gate"\ntypes')
+    )
+    code, _, err = _run(
+        ["explain", str(DEMO), str(tmp_path / "x.png"), "--config", str(cfg)], capsys
+    )
+    assert code == 2
+    assert "inspection.recipe.rules.1.zone: no zone named 'gate'" in err
