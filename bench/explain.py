@@ -16,6 +16,8 @@ checked against what is really on the part:
   detected defective parts whose sentence names a wrong type or zone, over all
   parts; ``good_parts_claimed`` and ``wrong_type_or_zone`` apart;
 - ``guard_fallback_rate``: the model's sentences the grounding guard replaced;
+  ``recipe_sentence_fallbacks``: English sentences written in the model's frame
+  that the recipe's claim check replaced (``recipe_sentence_mismatches`` by claim);
 - ``explain_ms``: p50/p99 of the explanation (decoder and guard) plus the
   recipe's judgement and sentences, per anomalous part, one thread;
 - ``identical_sentences``: the same part judged twice (and inspected twice)
@@ -184,6 +186,9 @@ def fact_bench(cfg: Config, backend: Any, judge: Judge, parts: int) -> dict[str,
         "good_parts_claimed": claimed,
         "wrong_type_or_zone": wrong,
         "guard_fallback_rate": round(stats.fallback_rate, 4),
+        "model_sentences_kept": stats.checked - stats.fallbacks,
+        "recipe_sentence_fallbacks": writer.fallbacks,
+        "recipe_sentence_mismatches": dict(writer.mismatches),
         "explain_ms": _pct(explain_ms) if explain_ms else None,
         "identical_sentences": {"checked": total, "mismatches": mismatched},
     }

@@ -1,9 +1,13 @@
 """Explanation sentences: composed from facts, tokenized to a controlled vocabulary, parsed back.
 
-Training captions are composed automatically from a defect's type, its place
-on the part and its size class (measured on the mask with
-``models.data.geometry``), in one of several phrasings so the decoder learns
-the facts rather than one template::
+A package's decoder learns one canonical caption per defect type,
+``"crack, <size>, <place>"``: the words are the model's, the slots are
+filled from the measured facts (the length in millimetres, the place on the
+part or its recipe zone), so the model never invents a number or a name and
+identical findings read identically (``canonical``, ``fill``). Packages made
+before slots learned captions composed from a defect's type, its place on the
+part and its size class (measured on the mask with ``models.data.geometry``),
+in one of several phrasings (``compose``)::
 
     small spot in the upper left
     there is a large scratch in the lower centre
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.data.geometry import ALL_LOCATIONS, SIZE_CLASSES, SizeClass
+from models.data.geometry import ALL_LOCATIONS, SIZE_CLASSES, SizeClass, size_class
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS: tuple[str, ...] = (PAD, BOS, EOS, UNK)
@@ -48,7 +52,12 @@ _TEMPLATES: tuple[str, ...] = (
     "{loc}: {type}, {size}",
 )
 _GLUE_WORDS = ("there", "is", "a", "in", "the", "of", "part")
-_TOKEN_RE = re.compile(r"[a-z0-9\-]+|[,:()]")
+_TOKEN_RE = re.compile(r"<[a-z]+>|[0-9]+(?:\.[0-9]+)?|[a-z0-9\-]+|[,:()]")
+
+SLOT_SIZE, SLOT_PLACE = "<size>", "<place>"
+"""Slots a package's decoder writes where the measured length and the place go: the
+model chooses the words, the facts fill in every number and name."""
+SLOTS: tuple[str, ...] = (SLOT_SIZE, SLOT_PLACE)
 
 
 def type_phrase(defect_type: str) -> str:
@@ -65,6 +74,22 @@ def compose(
     options = [w for w in words if SIZE_WORDS[w] == size]
     word = options[0] if rng is None else options[int(rng.integers(len(options)))]
     return _TEMPLATES[k].format(size=word, type=type_phrase(defect_type), loc=location)
+
+
+def canonical(defect_type: str) -> str:
+    """The one caption a slotted package's decoder learns: ``"crack, <size>, <place>"``."""
+    return f"{type_phrase(defect_type)}, {SLOT_SIZE}, {SLOT_PLACE}"
+
+
+def is_canonical(sentence: str, defect_type: str) -> bool:
+    """True when ``sentence`` is exactly the canonical caption of ``defect_type``: its type,
+    each slot once, and no word of its own (no number, place or size it could invent)."""
+    return tokenize(sentence) == tokenize(canonical(defect_type))
+
+
+def fill(sentence: str, size: str, place: str) -> str:
+    """``sentence`` with its slots replaced by the measured ``size`` and ``place`` text."""
+    return sentence.replace(SLOT_SIZE, size).replace(SLOT_PLACE, place)
 
 
 def tokenize(text: str) -> list[str]:
@@ -103,7 +128,7 @@ class Vocabulary:
                     seen.add(t)
                     words.append(t)
 
-        for text in [*_GLUE_WORDS, *SIZE_WORDS, *ALL_LOCATIONS, ",", ":", "(", ")"]:
+        for text in [*_GLUE_WORDS, *SIZE_WORDS, *ALL_LOCATIONS, ",", ":", "(", ")", *SLOTS]:
             add(text)
         for t in defect_types:
             add(type_phrase(t))
@@ -182,6 +207,9 @@ def parse(text: str, defect_types: Sequence[str]) -> SentenceFacts:
     phrase = find(list(by_phrase))
     location = find(ALL_LOCATIONS)
     sizes = {SIZE_WORDS[t] for t in tokens if t in SIZE_WORDS}
+    for i, t in enumerate(tokens[:-1]):  # a measured length, "3.2 mm"
+        if tokens[i + 1] == "mm" and t[:1].isdigit():
+            sizes.add(size_class(float(t)))
     size = sizes.pop() if len(sizes) == 1 else None
     return SentenceFacts(by_phrase[phrase] if phrase else None, location, size)
 
@@ -192,10 +220,16 @@ __all__ = [
     "PAD",
     "SIZE_CLASSES",
     "SIZE_WORDS",
+    "SLOTS",
+    "SLOT_PLACE",
+    "SLOT_SIZE",
     "SentenceFacts",
     "Vocabulary",
+    "canonical",
     "compose",
     "detokenize",
+    "fill",
+    "is_canonical",
     "parse",
     "tokenize",
     "type_phrase",

@@ -74,7 +74,8 @@ class Explanation:
     rendered from ``facts``. ``model_text`` is the sentence the model wrote
     (kept when the grounding guard replaced it, empty when no model ran);
     ``mismatches`` names the facts the guard found contradicted ("type",
-    "location", "size").
+    "location", "size"; "form" for a slotted sentence that is not its type's
+    canonical caption).
     """
 
     text: str

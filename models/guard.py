@@ -16,7 +16,10 @@ and compares them with the heads:
   neighbouring class when that length is within ``size_tolerance`` (relative)
   of the boundary.
 
-A sentence that omits a fact fails on it too. On any mismatch the published
+A sentence that omits a fact fails on it too. A slotted package's sentence
+(``"crack, <size>, <place>"``, see ``models.captions``) states only its type:
+it must be that type's canonical caption exactly, and is published with the
+facts' length and place in its slots. On any mismatch the published
 explanation is rendered from the structured facts instead
 (``models.explain_text``) and the mismatch is counted; ``stats`` reports the
 counts (``fallback_rate`` is what the bench publishes).
@@ -30,15 +33,29 @@ from dataclasses import dataclass
 
 import structlog
 
-from models.captions import parse
+from models.captions import SLOTS, fill, is_canonical, parse, tokenize
 from models.data.geometry import ALL_LOCATIONS, SIZE_CLASSES, PartGeometry, SizeClass, size_class
-from models.explain_text import Language, render_explanation
+from models.explain_text import Language, format_size_mm, render_explanation
 from models.findings import Explanation, ExplanationFacts, Region
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_LOCATION_TOLERANCE = 0.03
 DEFAULT_SIZE_TOLERANCE = 0.15
+
+
+def is_slotted(sentence: str) -> bool:
+    """True for a sentence of a slotted package (it has ``<size>`` or ``<place>``)."""
+    return any(t in SLOTS for t in tokenize(sentence))
+
+
+def filled(sentence: str, facts: ExplanationFacts) -> str:
+    """A slotted ``sentence`` with the facts' length and grid place (and "near the edge")
+    in its slots: ``"crack, <size>, <place>"`` -> ``"crack, 3.2 mm, upper left"``."""
+    place = facts.location or "on the part"
+    if facts.near_edge:
+        place += ", near the edge"
+    return fill(sentence, format_size_mm(facts.size_mm), place)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +122,25 @@ class GroundingGuard:
         self._lock = threading.Lock()
         self._checked = 0
         self._fallbacks = 0
-        self._mismatches: dict[str, int] = {"type": 0, "location": 0, "size": 0}
+        self._mismatches: dict[str, int] = {"type": 0, "location": 0, "size": 0, "form": 0}
 
     def check(self, sentence: str, grounding: Grounding) -> tuple[str, ...]:
-        """The facts (``"type"``, ``"location"``, ``"size"``) on which ``sentence`` disagrees."""
+        """The facts (``"type"``, ``"location"``, ``"size"``) on which ``sentence`` disagrees.
+
+        A slotted sentence states only its type itself (the length and the place
+        are the facts', filled into its slots): it must name the head's type
+        (``"type"``) and be exactly the canonical caption of the type it names, each slot once
+        and no number, place or size of its own (``"form"``).
+        """
         stated = parse(sentence, self.types)
         out: list[str] = []
+        if is_slotted(sentence):
+            if stated.defect_type != grounding.facts.defect_type:
+                out.append("type")
+            said = stated.defect_type
+            if said is None or not is_canonical(sentence, said):
+                out.append("form")
+            return tuple(out)
         if stated.defect_type != grounding.facts.defect_type:
             out.append("type")
         if stated.location is None or stated.location not in grounding.locations:
@@ -129,7 +159,11 @@ class GroundingGuard:
                 for m in mismatches:
                     self._mismatches[m] += 1
         if not mismatches:
-            return Explanation(sentence, grounding.facts, "model", model_text=sentence)
+            text = sentence
+            if is_slotted(sentence):  # the model's words, the facts' numbers and place
+                en = filled(sentence, grounding.facts)
+                text = en if language == "en" else render_explanation(grounding.facts, language)
+            return Explanation(text, grounding.facts, "model", model_text=sentence)
         log.debug("explanation_replaced", model_text=sentence, mismatches=mismatches)
         text = render_explanation(grounding.facts, language)
         return Explanation(

@@ -34,6 +34,7 @@ from rich.progress import Progress
 from models.captions import parse
 from models.data.mvtec import MvtecDataset, Sample, load_gray, load_mask
 from models.findings import UNKNOWN_TYPE
+from models.guard import filled, is_slotted
 from models.runtime.onnxruntime import OnnxRuntimeBackend
 from models.runtime.pipeline import Pipeline
 from models.train.metrics import PixelAuroc, auroc, bootstrap_ci, roc_curve
@@ -173,7 +174,10 @@ def collect(
                             img, mask, s.defect_type, pipe.mm_per_px, manifest.input.part_threshold
                         )
                         if truth is not None:
-                            got = parse(said[k], manifest.types)
+                            text = said[k]
+                            if is_slotted(text):  # the facts fill what the model leaves open
+                                text = filled(text, d.facts)
+                            got = parse(text, manifest.types)
                             o.fact_items.append(len(o.scores) - 1)
                             o.fact_hits.append(
                                 [

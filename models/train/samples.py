@@ -3,8 +3,8 @@
 A batch mixes three sources: good images (an all-clear mask), labelled
 defect images (their real masks, types and captions), and good images with a
 pasted synthetic anomaly (``models.data.anomalies``; type "unknown anomaly").
-Captions are composed from each mask's main region at draw time, in a random
-phrasing, unless the data set gives a user caption for the image.
+Captions are each type's canonical slotted caption (``models.captions.canonical``),
+unless the data set gives a user caption for the image.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.captions import Vocabulary, compose
+from models.captions import Vocabulary, canonical
 from models.data.anomalies import jitter, orient, paste_anomaly, transplant
 from models.data.geometry import (
     ALL_LOCATIONS,
@@ -195,8 +195,7 @@ class TrainingData:
         """The item's caption as token ids (user caption first), or all padding if it has none."""
         text = item.caption
         if text is None and item.facts is not None:
-            f = item.facts
-            text = compose(f.defect_type, f.location, f.size, rng)
+            text = canonical(item.facts.defect_type)
         if text is None:
             return [self.vocab.pad_id] * self.max_len
         try:

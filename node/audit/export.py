@@ -24,8 +24,7 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-from models.captions import compose
-from models.data.geometry import ALL_LOCATIONS, size_class
+from models.captions import canonical
 from models.data.mvtec import CAPTIONS_FILE, GOOD
 from models.explain_text import LANGUAGES
 from models.findings import UNKNOWN_TYPE
@@ -142,16 +141,15 @@ def label_of(rec: AuditRecord, review: Review) -> str:
 
 
 def caption_of(rec: AuditRecord, review: Review) -> str | None:
-    """A training caption for a reviewed reject, composed (in the caption vocabulary) from the
-    review's type and the place and size the node measured; None without those facts."""
+    """A training caption for a reviewed reject: the canonical slotted caption of the
+    review's type (``models.captions.canonical``; the length and place are filled from the
+    measured facts when a package speaks); None for a pass, a fail-safe or no type."""
     if review.verdict != "reject" or rec.fail_safe:
-        return None
-    if rec.location not in ALL_LOCATIONS or rec.size_mm is None:
         return None
     kind = review.defect_type or rec.defect_type
     if not kind:
         return None
-    return compose(kind, rec.location, size_class(rec.size_mm))
+    return canonical(kind)
 
 
 def export_dataset(

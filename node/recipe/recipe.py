@@ -18,6 +18,7 @@ from pathlib import Path
 
 from models.explain_text import Language
 from models.findings import Findings
+from models.guard import is_slotted
 from node.recipe.rules import RuleDecision, decide
 from node.recipe.sentence import SentenceWriter
 from node.recipe.settings import CauseSettings, RuleSettings, ZoneSettings
@@ -76,5 +77,7 @@ class Recipe:
             min_region_area_mm2=self.min_region_area_mm2,
             reject_types=self.reject_types,
         )
-        sentences = self.writer.sentences(decision) if self.speaks else {}
+        ex = findings.explanation
+        frame = ex.model_text if ex.source == "model" and is_slotted(ex.model_text) else ""
+        sentences = self.writer.sentences(decision, frame) if self.speaks else {}
         return RecipeOutcome(decision, placements, sentences)

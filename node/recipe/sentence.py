@@ -16,9 +16,13 @@ is appended when there is one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import structlog
+
+from models.captions import fill
 from models.explain_text import (
     LANGUAGES,
     Language,
@@ -32,6 +36,11 @@ from node.recipe.settings import ANY_ZONE, CauseSettings, RuleSettings, ZoneSett
 
 MAX_LISTED = 3
 """Findings written out in one sentence; more are counted."""
+SIZE_TOLERANCE_MM = 0.05
+"""How far a stated length may be from the measured one below 10 mm (its rounding)."""
+_MM = re.compile(r"^([0-9]+(?:\.[0-9]+)?) mm$")
+_LEAD = re.compile(r"^([0-9]+) defects, worst first: ")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +172,11 @@ def _limit(value: float | None, unit: str, w: _Words) -> str:
 
 
 class SentenceWriter:
-    """Renders recipe decisions; holds the zones (for their names) and the cause table."""
+    """Renders recipe decisions; holds the zones (for their names) and the cause table.
+
+    ``fallbacks`` counts English sentences in the model's frame that were replaced
+    because a claim disagreed with the decision, ``mismatches`` by claim.
+    """
 
     def __init__(
         self,
@@ -174,6 +187,8 @@ class SentenceWriter:
         self._zones = {z.name: z for z in zones}
         self._rules = tuple(rules)
         self._causes = tuple(causes)
+        self.fallbacks = 0
+        self.mismatches: dict[str, int] = {}
 
     def cause(self, j: JudgedFinding, language: Language) -> str | None:
         """The likely cause of ``j`` from the recipe's table, ``None`` when none applies."""
@@ -194,23 +209,33 @@ class SentenceWriter:
                 return zone
         return j.placement.zone
 
-    def finding(self, j: JudgedFinding, language: Language) -> str:
-        """One finding: what, how long, where, and what the rule made of it."""
+    def finding(self, j: JudgedFinding, language: Language, frame: str = "") -> str:
+        """One finding: what, how long, where, and what the rule made of it.
+
+        ``frame`` is the model's own guarded, slotted sentence (``"crack, <size>,
+        <place>"``): in English its words are used and the length and the place
+        (zone, or grid place outside every zone) go into its slots; the other
+        languages have their canonical phrasing, slot for slot the same.
+        """
         w = _WORDS[language]
         p = j.placement
         what = type_name(j.defect_type, language)
-        parts = [what, _number(format_size_mm(p.length_mm), w)]
+        size = _number(format_size_mm(p.length_mm), w)
+        places: list[str] = []
         zone = self.zone_of(j)
         if zone is not None:
             name = self._zones[zone].name_in(language) if zone in self._zones else zone
-            parts.append(w.on_zone.format(zone=name))
+            places.append(w.on_zone.format(zone=name))
             along_mm, along_from = p.along(zone)
             if along_from:
                 mm = _number(format_size_mm(along_mm), w)
-                parts.append(w.along.format(mm=mm, end=w.ends[along_from]))
+                places.append(w.along.format(mm=mm, end=w.ends[along_from]))
         elif p.location:
-            parts.append(location_name(p.location, language))
-        head = w.sep.join(parts)
+            places.append(location_name(p.location, language))
+        if frame and language == "en":
+            head = fill(frame, size, w.sep.join(places) or "on the part")
+        else:
+            head = w.sep.join([what, size, *places])
         return head + w.dash + self._judgement(j, what, w)
 
     def _judgement(self, j: JudgedFinding, what: str, w: _Words) -> str:
@@ -230,8 +255,8 @@ class SentenceWriter:
             return (w.over_cosmetic if j.rejects else w.within_cosmetic).format(limit=limit) + there
         return (w.over_type if j.rejects else w.within_type).format(limit=limit, type=what) + there
 
-    def sentence(self, decision: RuleDecision, language: Language) -> str:
-        """The whole sentence for one part in ``language``."""
+    def sentence(self, decision: RuleDecision, language: Language, frame: str = "") -> str:
+        """The whole sentence for one part in ``language`` (``frame``: see ``finding``)."""
         w = _WORDS[language]
         if not decision.findings:
             if decision.reject:  # an anomaly the map could not place
@@ -239,7 +264,7 @@ class SentenceWriter:
                 return text[:1].upper() + text[1:] + w.stop
             return render_explanation(None, language)
         shown = decision.findings[:MAX_LISTED]
-        body = w.list_sep.join(self.finding(j, language) for j in shown)
+        body = w.list_sep.join(self.finding(j, language, frame) for j in shown)
         text = body[:1].upper() + body[1:]
         n = len(decision.findings)
         if n > 1:
@@ -290,6 +315,53 @@ class SentenceWriter:
         )
         return text[:1].upper() + text[1:]
 
-    def sentences(self, decision: RuleDecision) -> dict[Language, str]:
-        """The sentence in every language."""
-        return {lang: self.sentence(decision, lang) for lang in LANGUAGES}
+    def sentences(self, decision: RuleDecision, frame: str = "") -> dict[Language, str]:
+        """The sentence in every language (``frame``: see ``finding``).
+
+        The English sentence written in the model's frame is checked claim by claim
+        (``claims_wrong``); one that disagrees is replaced by the facts rendered
+        plainly, and counted (``fallbacks``, ``mismatches``).
+        """
+        out = {lang: self.sentence(decision, lang, frame) for lang in LANGUAGES}
+        if frame:
+            wrong = self.claims_wrong(out["en"], decision)
+            if wrong:
+                self.fallbacks += 1
+                for claim in wrong:
+                    self.mismatches[claim] = self.mismatches.get(claim, 0) + 1
+                log.info("recipe_sentence_replaced", text=out["en"], mismatches=wrong)
+                out["en"] = self.sentence(decision, "en")
+        return out
+
+    def claims_wrong(self, text: str, decision: RuleDecision) -> tuple[str, ...]:
+        """What the English ``text`` states that the decision does not: ``"count"`` (the
+        number of defects), and per finding written out ``"type"``, ``"zone"``, ``"size"``
+        (its length within the display's rounding, ``SIZE_TOLERANCE_MM`` below 10 mm, half a
+        millimetre above) and ``"rule"`` (the limit the rule judged it on)."""
+        wrong: list[str] = []
+        n = len(decision.findings)
+        lead = _LEAD.match(text)
+        if (int(lead[1]) if lead else 1) != n:
+            wrong.append("count")
+        body = text[lead.end() :] if lead else text
+        clauses = body.split(_WORDS["en"].list_sep)
+        shown = decision.findings[:MAX_LISTED]
+        if len(clauses) != len(shown):
+            return (*wrong, "count")
+        for clause, j in zip(clauses, shown, strict=True):
+            head, _, judgement = clause.partition(_WORDS["en"].dash)
+            words = head.split(", ")
+            if words[0].lower() != type_name(j.defect_type, "en").lower():
+                wrong.append("type")
+            zone = self.zone_of(j)
+            named = self._zones[zone].name_in("en") if zone in self._zones else zone
+            if zone is not None and f"on the {named}" not in head:
+                wrong.append("zone")
+            stated = _MM.match(words[1]) if len(words) > 1 else None
+            tol = SIZE_TOLERANCE_MM if j.placement.length_mm < 9.95 else 0.5
+            if stated is None or abs(float(stated[1]) - j.placement.length_mm) > tol:
+                wrong.append("size")
+            limit = _limit(j.limit_value, "", _WORDS["en"])
+            if not judgement or (limit and j.limit != "count" and f"{limit} " not in judgement):
+                wrong.append("rule")
+        return tuple(dict.fromkeys(wrong))

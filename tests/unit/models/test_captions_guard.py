@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.captions import Vocabulary, compose, parse
+from models.captions import Vocabulary, canonical, compose, fill, parse
 from models.data.geometry import PartGeometry
 from models.explain_text import render_explanation
 from models.findings import ExplanationFacts, Region
@@ -95,3 +95,51 @@ def test_facts_render_in_three_languages(language: str, text: str) -> None:
     """The structured facts read in English, German and Japanese."""
     facts = ExplanationFacts("crack", "lower right", 4.2, True, 1)
     assert render_explanation(facts, language) == text  # type: ignore[arg-type]
+
+
+def test_a_canonical_caption_round_trips_and_parses_its_filled_form() -> None:
+    """The slotted caption survives the vocabulary; filled with the facts it states their
+    type, place and the size class of the measured length."""
+    vocab = Vocabulary.build(TYPES)
+    text = canonical("missing_feature")
+    assert text == "missing feature, <size>, <place>"
+    assert vocab.decode(vocab.encode(text, 16)[1:]) == text
+    got = parse(fill(text, "6.5 mm", "lower left"), TYPES)
+    assert (got.defect_type, got.location, got.size) == ("missing_feature", "lower left", "large")
+
+
+@pytest.mark.parametrize(
+    ("sentence", "mismatches"),
+    [
+        ("scratch, <size>, <place>", ()),
+        ("crack, <size>, <place>", ("type",)),
+        ("scratch, 4 mm, <place>", ("form",)),  # a number of its own
+        ("scratch, <size>, upper left", ("form",)),  # a place of its own
+        ("scratch, <size>", ("form",)),  # a slot left out
+        ("scratch, <size>, <place>, <place>", ("form",)),
+    ],
+)
+def test_the_guard_lets_a_slotted_sentence_state_only_its_type(
+    sentence: str, mismatches: tuple[str, ...]
+) -> None:
+    """A slotted sentence must name the head's type and be its canonical caption exactly:
+    no number, place or size of its own, each slot once."""
+    facts = ExplanationFacts("scratch", "upper left", 6.0, True, 1)
+    g = grounding_for(facts, _region(60, 60, 6.0), _part())
+    assert GroundingGuard(TYPES).check(sentence, g) == mismatches
+
+
+def test_a_kept_slotted_sentence_is_published_with_the_facts_in_its_slots() -> None:
+    """The model's words with the measured length and place: the same text the facts render,
+    so a finding reads identically whether the model's sentence was kept or replaced."""
+    facts = ExplanationFacts("scratch", "upper left", 6.0, True, 1)
+    g = grounding_for(facts, _region(60, 60, 6.0), _part())
+    guard = GroundingGuard(TYPES)
+    kept = guard.ground("scratch, <size>, <place>", g)
+    assert kept.source == "model" and kept.model_text == "scratch, <size>, <place>"
+    assert kept.text == "scratch, 6.0 mm, upper left, near the edge" == render_explanation(facts)
+    replaced = guard.ground("crack, <size>, <place>", g)
+    assert replaced.source == "facts" and replaced.text == kept.text
+    assert guard.stats().mismatches["type"] == 1
+    de = guard.ground("scratch, <size>, <place>", g, "de")
+    assert de.text == render_explanation(facts, "de")

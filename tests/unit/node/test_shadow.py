@@ -20,6 +20,8 @@ from node.shadow import Shadow, plot_report, read_report
 
 PACKAGE = Path(__file__).resolve().parents[3] / "models" / "demo"
 MPP = 0.125
+PART_MM = 24.0
+"""The demo package's part size (the sim line's): the candidate judges parts it was made for."""
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,8 @@ def test_both_verdicts_are_recorded_and_disagreements_kept_with_their_crop(
     """A good part the active model passed is an agreement; the same part "rejected" by the
     active model, and a cracked part "passed" by it, are disagreements on either side, each
     with its crop saved; the report read back from disk says the same as the live counts."""
-    good = crop(PartSpec("moulded_plastic", 5))
-    cracked = crop(PartSpec("moulded_plastic", 6, "crack"))
+    good = crop(PartSpec("moulded_plastic", 5, None, PART_MM))
+    cracked = crop(PartSpec("moulded_plastic", 6, "crack", PART_MM))
     judge = Judge(RecipeSection())
     with Shadow(backend, judge, tmp_path, package={"sha256": "ab" * 32}, queue_size=8) as s:
         assert s.offer(good, active(1, reject=False))
@@ -73,7 +75,7 @@ def test_a_full_queue_skips_the_part_and_never_blocks(backend: Backend, tmp_path
     """Offered 60 parts at once into a queue of 2 (the model takes milliseconds per part),
     the parts it could not take are skipped and counted rather than waited for, and every
     part is either judged or skipped."""
-    part = crop(PartSpec("moulded_plastic", 7))
+    part = crop(PartSpec("moulded_plastic", 7, None, PART_MM))
     judge = Judge(RecipeSection())
     with Shadow(backend, judge, tmp_path, package={"sha256": "cd" * 32}, queue_size=2) as s:
         taken = [s.offer(part, active(i, reject=False)) for i in range(60)]

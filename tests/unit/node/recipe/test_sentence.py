@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from models.findings import Explanation
 from node.config import RecipeSection
 from node.line.judge import Judge
 from node.recipe.settings import CauseSettings, RuleSettings, ZoneSettings
@@ -112,3 +115,47 @@ def test_the_sentence_names_the_zone_of_the_rule_that_fired() -> None:
     en = v.recipe.sentences["en"]
     assert en.startswith("Crack, 3.5 mm, on the sealing rim, 6.2 mm from its left end — over")
     assert en.endswith("Likely cause: gate too cold.")
+
+
+def test_the_models_slotted_sentence_is_the_english_frame() -> None:
+    """A kept slotted sentence from the model is the English frame: the slots take the measured
+    length and the zone; a frame whose words claim another type is replaced by the facts
+    rendered plainly and counted; a sentence the guard replaced is not a frame at all."""
+    base = findings("crack", region(10, 1, 13, 1.5))
+    plain = JUDGE.judge(10, base).recipe
+    assert plain is not None
+    writer = JUDGE.rules.writer
+    kept = replace(
+        base, explanation=Explanation("crack, 3.0 mm", None, "model", "crack, <size>, <place>")
+    )
+    v = JUDGE.judge(9, kept)
+    assert v.recipe is not None and v.recipe.sentences == plain.sentences
+    assert writer.fallbacks == 0
+    other = replace(base, explanation=Explanation("x", None, "model", "fissure, <size>, <place>"))
+    r = JUDGE.judge(11, other).recipe
+    assert r is not None and r.sentences["en"] == plain.sentences["en"]
+    assert writer.fallbacks == 1 and writer.mismatches == {"type": 1}
+    refused = replace(base, explanation=Explanation("x", None, "facts", "fissure, <size>, <place>"))
+    r = JUDGE.judge(12, refused).recipe
+    assert r is not None and r.sentences["en"] == plain.sentences["en"]
+    assert writer.fallbacks == 1  # not a frame: nothing to check
+
+
+def test_every_claim_of_a_sentence_is_checked_against_the_decision() -> None:
+    """The checker names each wrong claim: the count, a finding's type, zone, length (beyond
+    its display rounding) and the limit of the rule that judged it."""
+    v = JUDGE.judge(13, findings("crack", region(6, 10, 6.5, 10.2), region(10, 1, 12, 1.5)))
+    assert v.recipe is not None
+    writer, decision = JUDGE.rules.writer, v.recipe.decision
+    right = v.recipe.sentences["en"]
+    assert writer.claims_wrong(right, decision) == ()
+    cases = {
+        "count": right.replace("2 defects", "3 defects"),
+        "type": right.replace("Crack, 2.0 mm", "Scratch, 2.0 mm"),
+        "zone": right.replace("on the sealing rim", "on the back face"),
+        "size": right.replace("2.0 mm", "2.4 mm", 1),
+        "rule": right.replace("over the 0 mm crack limit", "over the 5 mm crack limit"),
+    }
+    for claim, text in cases.items():
+        assert text != right
+        assert writer.claims_wrong(text, decision) == (claim,), claim
