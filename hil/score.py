@@ -1,7 +1,10 @@
 """Scoring a run against the simulated line's ground truth: every physical part counts.
 
 The simulated world knows every part the belt carried past the reject station,
-whether it was really defective and whether the actuator struck it. A node only
+whether it was really defective and whether the actuator struck it. With a
+recipe of zones and rules, "defective" is what the recipe rejects when judged
+on the true defect (its true type, mask and length): a cosmetic defect the
+recipe accepts is neither an escape when passed nor wanted struck. A node only
 knows the parts it tracked, so a part it never saw is invisible to its own
 counters; here it is counted (``untracked_parts``), and an unstruck defective
 one is an escape whether the node saw it or not.
@@ -25,19 +28,54 @@ from typing import Any
 
 import numpy as np
 
-from models.synth import render_part
+from models.data.geometry import PartGeometry, measure_regions
+from models.findings import Explanation, ExplanationFacts, Findings
+from models.synth import RenderedPart, render_part
 from node.audit.record import AuditRecord
 from node.config import Config
+from node.line.judge import Judge
 from node.line.results import PartResult, percentiles
 from node.sim.line import SimLine
 
 
-def _defective(sim: SimLine, index: int, mm_per_px: float) -> bool:
+def truth_findings(part: RenderedPart, reject_score: float) -> Findings | None:
+    """The findings a perfect backend would report for a rendered part: its true defect as one
+    region measured on the true mask, over ``reject_score``, of its true type and length, in
+    the part's own image (whose box is the part's); ``None`` for a good part."""
+    truth = part.truth
+    if truth is None or part.spec.defect is None:
+        return None
+    size = part.image.shape[0]
+    box = (0, 0, size, size)
+    geometry = PartGeometry(part.part_mask, box, None)
+    regions = measure_regions(part.mask, None, geometry, part.mm_per_px, merge_mm=1e6)[:1]
+    facts = ExplanationFacts(part.spec.defect, "", truth.length_mm, False, len(regions))
+    return Findings(
+        reject_score + 1.0,
+        np.zeros((1, 1), np.float32),
+        part.spec.defect,
+        1.0,
+        tuple(regions),
+        Explanation("", facts),
+        part_bbox_px=box,
+    )
+
+
+def _defective(sim: SimLine, index: int, mm_per_px: float, judge: Judge | None = None) -> bool:
+    """Whether the part ``index`` must be rejected: a visible defect, and, when the recipe
+    has zones and rules (``judge``), one the recipe rejects (a cosmetic one it accepts
+    is not a defect to strike)."""
     spec = sim.spec(index)
     if spec is None or spec.defect is None:
         return False
-    truth = render_part(spec, mm_per_px).truth
-    return truth is not None and truth.visible
+    part = render_part(spec, mm_per_px)
+    truth = part.truth
+    if truth is None or not truth.visible:
+        return False
+    if judge is None or not judge.rules.speaks:
+        return True
+    findings = truth_findings(part, judge.recipe.reject_score)
+    return findings is not None and judge.judge(index, findings).reject
 
 
 def physical_index(
@@ -95,9 +133,11 @@ def score(
     passed = [p.index for p in world.parts_beyond(reject_mm, end_t_ns)] if world.started else []
     truth: dict[int, bool] = {}
 
+    judge = Judge(cfg.inspection.recipe, mm_per_px)
+
     def is_defective(index: int) -> bool:
         if index not in truth:
-            truth[index] = _defective(sim, index, mm_per_px)
+            truth[index] = _defective(sim, index, mm_per_px, judge)
         return truth[index]
 
     defective = {i: is_defective(i) for i in passed}
@@ -307,7 +347,8 @@ def score_records(
             c, index = min(near, key=lambda ci: abs(ci[0] - cross))
             if abs(c - cross) <= cfg.line.part_pitch_mm / 2:
                 placed.setdefault(index, rec)
-    defective = {i: _defective(sim, i, mm_per_px) for i in passed}
+    judge = Judge(cfg.inspection.recipe, mm_per_px)
+    defective = {i: _defective(sim, i, mm_per_px, judge) for i in passed}
     escaped = [i for i in passed if defective[i] and i not in struck]
 
     def model_pass(rec: AuditRecord) -> bool:
