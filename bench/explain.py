@@ -1,8 +1,9 @@
 """Benchmark the explanations in the plant's words on the sim line's own parts.
 
 Parts are drawn as the sim line draws them (``configs/sim.toml`` by default:
-its family, part size and recipe), rendered on the belt, cut out as the node
-cuts them, judged by the package on ONNX Runtime and by the recipe. Each
+its family, part size and recipe; one defect a part, so each fact has one
+truth), rendered on the belt, cut out as the node cuts them, judged by the
+package on ONNX Runtime and by the recipe. Each
 defect's truth (its kind and mask, known to the renderer) is placed with the
 same zones and judged by the same rules, so every fact the sentence states is
 checked against what is really on the part:
@@ -126,7 +127,7 @@ def shoot(cfg: Config, spec: PartSpec, index: int) -> Shot | None:
 
 def fact_bench(cfg: Config, backend: Any, judge: Judge, parts: int) -> dict[str, Any]:
     """Facts, hallucinations, guard and timing over ``parts`` sim parts (half defective)."""
-    sim = cfg.sim.model_copy(update={"defect_rate": 0.5})
+    sim = cfg.sim.model_copy(update={"defect_rate": 0.5, "multi_defect_rate": 0.0})
     cfg = cfg.model_copy(update={"sim": sim})
     pipe = backend.pipeline
     writer = judge.rules.writer

@@ -48,8 +48,13 @@ def truth_findings(part: RenderedPart, reject_score: float) -> Findings | None:
     size = part.image.shape[0]
     box = (0, 0, size, size)
     geometry = PartGeometry(part.part_mask, box, None)
-    regions = measure_regions(part.mask, None, geometry, part.mm_per_px, merge_mm=1e6)[:1]
-    facts = ExplanationFacts(part.spec.defect, "", truth.length_mm, False, len(regions))
+    if part.spec.count == 1:  # one defect, however many pieces: its measured length
+        regions = measure_regions(part.mask, None, geometry, part.mm_per_px, merge_mm=1e6)[:1]
+        length = truth.length_mm
+    else:  # several: each its own region, the largest stating the length
+        regions = measure_regions(part.mask, None, geometry, part.mm_per_px)
+        length = max(regions, key=lambda r: r.area_px).length_mm if regions else 0.0
+    facts = ExplanationFacts(part.spec.defect, "", length, False, len(regions))
     return Findings(
         reject_score + 1.0,
         np.zeros((1, 1), np.float32),

@@ -271,6 +271,9 @@ class SimLineSection(_Section):
     placement_jitter_mm: NonNegFloat = 0.0
     seed: int = 1
     repeat: SimRepeatSection | None = None
+    multi_defect_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Of the defective parts (not a missing feature), the share that carries two defects of
+    their kind."""
 
 
 class Config(_Section):

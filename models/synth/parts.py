@@ -50,6 +50,9 @@ class PartSpec:
     defect_seed: int | None = None
     """Draws the defect from its own seed: parts that share it carry the same defect at
     the same place on their own textures (a worn tool marking part after part)."""
+    count: int = 1
+    """How many defects of ``defect``'s kind the part carries (1 to 3; not
+    ``missing_feature``); ``DefectTruth`` then measures their union."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,8 @@ def render_part(spec: PartSpec, mm_per_px: float) -> RenderedPart:
     _check_family(spec.family)
     if spec.defect is not None and spec.defect not in DEFECT_KINDS:
         raise ValueError(f"unknown defect kind {spec.defect!r}; expected one of {DEFECT_KINDS}")
+    if not 1 <= spec.count <= 3 or (spec.count > 1 and spec.defect == "missing_feature"):
+        raise ValueError(f"count must be 1..3 (1 for missing_feature), got {spec.count}")
     if not mm_per_px > 0 or not spec.part_size_mm > 0:
         raise ValueError(
             f"mm_per_px and part_size_mm must be > 0, got {mm_per_px}, {spec.part_size_mm}"
@@ -179,7 +184,8 @@ def _render(spec: PartSpec, mm_per_px: float) -> RenderedPart:
     mask = np.zeros((size_px, size_px), dtype=bool)
     if spec.defect is not None:
         img = good.copy()
-        PAINTERS[spec.defect](defect_rng, img, surface, mm_per_px, spec.part_size_mm, mask)
+        for _ in range(spec.count):
+            PAINTERS[spec.defect](defect_rng, img, surface, mm_per_px, spec.part_size_mm, mask)
         mask &= part_mask
 
     # Each instance is lit a little differently: gain, offset and a soft gradient.

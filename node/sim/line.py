@@ -134,7 +134,8 @@ class SimLine:
 
 def part_spec_for(cfg: Config, index: int) -> PartSpec:
     """The sim line's part ``index``: deterministic from ``sim.seed`` and the index; within
-    ``[sim.repeat]``'s parts, its repeating defect instead of the drawn one."""
+    ``[sim.repeat]``'s parts, its repeating defect instead of the drawn one; of the others'
+    defects, ``sim.multi_defect_rate`` come in twos."""
     rng = np.random.default_rng([cfg.sim.seed, index])
     spec = sample_part_spec(
         rng, cfg.sim.family, cfg.sim.defect_rate, part_size_mm=cfg.line.part_length_mm
@@ -142,7 +143,10 @@ def part_spec_for(cfg: Config, index: int) -> PartSpec:
     r = cfg.sim.repeat
     if r is not None and r.from_part <= index < r.from_part + r.parts:
         return dataclasses.replace(spec, defect=r.defect, defect_seed=r.seed)
-    return spec
+    multi = (
+        spec.defect not in (None, "missing_feature") and rng.random() < cfg.sim.multi_defect_rate
+    )
+    return dataclasses.replace(spec, count=2) if multi else spec
 
 
 def build_sim_line(cfg: Config) -> SimLine:
