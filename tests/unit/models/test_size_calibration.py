@@ -113,3 +113,25 @@ def test_calibrating_a_package_with_too_few_validation_defects_leaves_it_unchang
     assert (root / "manifest.json").read_bytes() == before
     a, b = split_dataset(ds, 0.5, 0), split_dataset(ds, 0.5, 0)
     assert a == b and set(a.val_defects).isdisjoint(a.train_defects)
+
+
+def test_the_region_length_is_kept_where_it_is_within_tolerance_more_often() -> None:
+    """Validation scratches whose region length is exact but for a few far-off ones: the
+    least-squares fit bends towards the outliers, the region alone is right on 30 of 40, so
+    the region alone is chosen; a region that is consistently twice too long is fitted."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(40):
+        t = float(rng.uniform(3, 15))
+        region, head = (t, t * float(rng.uniform(0.3, 3))) if i < 30 else (3 * t, t)
+        samples.append(SizeSample("scratch", head, region, 0.3 * region, t))
+    assert fit_size_calibration(samples).with_region["scratch"] == (0.0, 0.0, 1.0, 0.0)
+    biased = [
+        SizeSample("scratch", float(rng.uniform(1, 20)), 2 * t, 0.6 * t, t)
+        for t in rng.uniform(3, 15, 40)
+    ]
+    cal = fit_size_calibration(biased)
+    assert cal.with_region["scratch"] != (0.0, 0.0, 1.0, 0.0)
+    s = biased[0]
+    got = cal.length_mm("scratch", s.head_mm, s.region_length_mm, s.region_area_mm2)
+    assert abs(got - s.true_mm) <= 0.15 * s.true_mm
