@@ -137,6 +137,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     manifest digest, pin, signature, input size and scale) without running it."""
     try:
         cfg = load_config(args.config)
+        if cfg.inspection.recipe.zone_image is not None:  # its colours must be in the image
+            from node.recipe.zones import ZoneMap
+
+            ZoneMap(
+                cfg.inspection.recipe.zones,
+                cfg.inspection.mm_per_px,
+                cfg.inspection.recipe.zone_image,
+            )
     except ConfigError as exc:
         return _print_problems(args.config, exc.problems)
     model = ""

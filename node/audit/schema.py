@@ -170,20 +170,8 @@ def ensure_schema(conn: sqlite3.Connection, db: Path) -> int:
     """
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if not tables:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # executescript would commit on its own; run the statements in our transaction.
-            for statement in _DDL.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_version (version, applied_ns) VALUES (?, ?)",
-                (SCHEMA_VERSION, time.time_ns()),
-            )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        # executescript would commit on its own; run the statements in our transaction.
+        _stamp(conn, [st for st in _DDL.split(";") if st.strip()])
         return SCHEMA_VERSION
     if "schema_version" not in tables:
         raise AuditSchemaError(f"{db}: not an audit store (no schema_version table)")
@@ -200,21 +188,29 @@ def ensure_schema(conn: sqlite3.Connection, db: Path) -> int:
     return SCHEMA_VERSION
 
 
+def _stamp(conn: sqlite3.Connection, statements: Sequence[str]) -> None:
+    """Run ``statements`` and record ``SCHEMA_VERSION``, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO schema_version (version, applied_ns) VALUES (?, ?)",
+            (SCHEMA_VERSION, time.time_ns()),
+        )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def _upgrade(conn: sqlite3.Connection, db: Path, version: int) -> None:
     """Bring a store of ``version`` to ``SCHEMA_VERSION`` in one transaction."""
+    statements = []
+    if version < 2:
+        statements.append("ALTER TABLE records ADD COLUMN rule TEXT NOT NULL DEFAULT ''")
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if version < 2:
-                conn.execute("ALTER TABLE records ADD COLUMN rule TEXT NOT NULL DEFAULT ''")
-            conn.execute(
-                "INSERT INTO schema_version (version, applied_ns) VALUES (?, ?)",
-                (SCHEMA_VERSION, time.time_ns()),
-            )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        _stamp(conn, statements)
     except sqlite3.Error as exc:
         raise AuditSchemaError(
             f"{db}: cannot upgrade the audit schema from version {version} to "

@@ -189,3 +189,25 @@ def test_model_trust_keys_are_validated_by_key() -> None:
     data["inspection"]["model"].update(sha256="a" * 64, trusted_keys=["qa.pub"])
     model = parse_config(data, "x.toml").inspection.model
     assert model.sha256 == "a" * 64 and model.trusted_keys == (Path("qa.pub"),)
+
+
+def test_check_config_reads_the_painted_zone_image(tmp_path: Path) -> None:
+    """A painted zone image that is missing is named by check-config (exit 2), before a node
+    would fail to start on it."""
+    text = DEFAULT_CONFIG.read_text().replace(
+        '[[inspection.recipe.zones]]\nname = "rim"',
+        f'zone_image = "{tmp_path / "nowhere.png"}"\n\n[[inspection.recipe.zones]]\n'
+        'name = "paint"\ncolour = "#ff0000"\n\n[[inspection.recipe.zones]]\nname = "rim"',
+        1,
+    )
+    path = tmp_path / "zones.toml"
+    path.write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "node", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "inspection.recipe.zone_image: cannot read" in proc.stderr
+    assert "Traceback" not in proc.stderr
