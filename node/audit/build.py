@@ -19,6 +19,7 @@ import numpy as np
 
 from models.explain_text import LANGUAGES, render_all
 from node.audit.record import AuditRecord
+from node.line.judge import failsafe_texts
 from node.line.results import PartResult
 
 
@@ -61,8 +62,8 @@ def record_from_result(
     ``result_id`` is ``<run_id>-<part_id>``; ``wall_time_ns`` is the UTC time
     of ``result.t_ns`` (a monotonic time) converted with the clocks' current
     offset. Explanations in every language are rendered from the findings'
-    facts; a fail-safe verdict has no findings, so its own explanation stands
-    for every language (as does the verdict's text when a backend gave no facts).
+    facts; a fail-safe verdict has no findings: its reason is said in every language
+    (the verdict's text stands for every language when a backend gave no facts).
     ``findings_json`` holds the regions with their facts and, under ``judged``,
     each finding placed on the part (zones, millimetres) with the rule that
     decided it, and under ``repeats`` the repeating defects raised or cleared
@@ -76,7 +77,9 @@ def record_from_result(
     explanations: dict[str, str]
     if not v.fail_safe and v.recipe is not None and v.recipe.sentences:
         explanations = {str(k): s for k, s in v.recipe.sentences.items()}
-    elif v.fail_safe or f is None or (facts is None and f.regions):
+    elif v.fail_safe:
+        explanations = {str(k): s for k, s in failsafe_texts(v.reason, v.detail).items()}
+    elif f is None or (facts is None and f.regions):
         explanations = {lang: v.explanation for lang in LANGUAGES}
     else:
         explanations = {str(k): v for k, v in render_all(facts).items()}

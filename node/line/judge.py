@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from models.explain_text import LANGUAGES, Language
 from models.findings import Findings
 from models.outputs import findings_problem
 from node.config import RecipeSection
@@ -39,6 +40,38 @@ class Reason(enum.StrEnum):
     FAILSAFE_NOT_INSPECTING = "not_inspecting"
     FAILSAFE_TRACKING = "tracking_lost"
     FAILSAFE_AUDIT = "audit_unavailable"
+
+
+_FAILSAFE_LEAD: dict[Language, str] = {
+    "en": "rejected for safety: {why}",
+    "de": "aus Sicherheitsgründen ausgeschleust: {why}",
+    "ja": "安全のため排出: {why}",
+}
+_FAILSAFE_WHY: dict[Reason, dict[Language, str]] = {
+    Reason.FAILSAFE_DEADLINE: {"de": "Zeitbudget überschritten", "ja": "処理期限超過"},
+    Reason.FAILSAFE_TRIGGER_LATE: {"de": "Trigger zu spät", "ja": "トリガ遅延"},
+    Reason.FAILSAFE_FRAME_MISSING: {"de": "Bild fehlt", "ja": "画像なし"},
+    Reason.FAILSAFE_FRAME_INCOMPLETE: {"de": "Bild unvollständig", "ja": "画像不完全"},
+    Reason.FAILSAFE_NO_PART: {"de": "kein Teil im Bild", "ja": "画像内に部品なし"},
+    Reason.FAILSAFE_CAMERA: {"de": "Kamerafehler", "ja": "カメラ異常"},
+    Reason.FAILSAFE_MODEL: {"de": "Modellfehler", "ja": "モデル異常"},
+    Reason.FAILSAFE_SHUTDOWN: {"de": "Knoten hält an", "ja": "ノード停止中"},
+    Reason.FAILSAFE_NOT_INSPECTING: {"de": "Prüfung nicht aktiv", "ja": "検査停止中"},
+    Reason.FAILSAFE_TRACKING: {"de": "Teileverfolgung verloren", "ja": "部品追跡喪失"},
+    Reason.FAILSAFE_AUDIT: {"de": "Prüfprotokoll nicht verfügbar", "ja": "監査記録不可"},
+}
+
+
+def failsafe_text(reason: Reason, language: Language = "en", detail: str = "") -> str:
+    """The fail-safe reject's sentence in ``language``; ``detail`` (technical, as logged)
+    follows in brackets. English names the reason as its value reads."""
+    why = _FAILSAFE_WHY.get(reason, {}).get(language) or reason.value.replace("_", " ")
+    return _FAILSAFE_LEAD[language].format(why=why) + (f" ({detail})" if detail else "")
+
+
+def failsafe_texts(reason: Reason, detail: str = "") -> dict[Language, str]:
+    """``failsafe_text`` in every language."""
+    return {lang: failsafe_text(reason, lang, detail) for lang in LANGUAGES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +149,6 @@ class Judge:
             reject=True,
             reason=reason,
             fail_safe=True,
-            explanation=f"rejected for safety: {reason.value.replace('_', ' ')}"
-            + (f" ({detail})" if detail else ""),
+            explanation=failsafe_text(reason, "en", detail),
             detail=detail,
         )

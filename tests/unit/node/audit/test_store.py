@@ -65,11 +65,16 @@ def test_record_from_result_renders_every_language_and_the_findings() -> None:
 
 
 def test_fail_safe_record_states_its_reason_in_every_language() -> None:
-    """A fail-safe reject has no findings: its own explanation stands for every language."""
+    """A fail-safe reject has no findings: its reason reads in English, German and Japanese,
+    each in its own words with the technical detail after it (not English three times)."""
     rec = F.record(4, fail_safe=Reason.FAILSAFE_FRAME_MISSING)
     assert rec.fail_safe and rec.verdict == "reject" and rec.reason == "frame_missing"
-    assert set(rec.explanations.values()) == {rec.explanation}
-    assert "frame missing" in rec.explanation and rec.explanation_source == "fail_safe"
+    assert rec.explanations == {
+        "en": "rejected for safety: frame missing (no frame within 40 ms)",
+        "de": "aus Sicherheitsgründen ausgeschleust: Bild fehlt (no frame within 40 ms)",
+        "ja": "安全のため排出: 画像なし (no frame within 40 ms)",
+    }
+    assert rec.explanation == rec.explanations["en"] and rec.explanation_source == "fail_safe"
     assert rec.location is None and rec.size_mm is None and rec.defect_type is None
     assert json.loads(rec.findings_json) == {"detail": "no frame within 40 ms"}
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.explain_text import LANGUAGES
 from models.findings import Explanation, Findings, Region
 from node.config import RecipeSection
-from node.line.judge import Judge, Reason
+from node.line.judge import Judge, Reason, failsafe_text
 
 
 def findings(score: float, area_mm2: float | None, dtype: str = "scratch") -> Findings:
@@ -92,3 +93,15 @@ def test_a_region_with_a_nan_area_is_a_model_error() -> None:
     """A region whose area is NaN (never >= the minimum) cannot pass the part unnoticed."""
     v = Judge(RecipeSection(reject_score=100)).judge(10, findings(0.5, float("nan")))
     assert v.reject and v.reason is Reason.FAILSAFE_MODEL and "region 0" in v.detail
+
+
+def test_every_fail_safe_reason_has_its_own_words_in_every_language() -> None:
+    """No fail-safe reason falls back to its English name in German or Japanese, and no two
+    reasons read alike in one language."""
+    reasons = [r for r in Reason if r.name.startswith("FAILSAFE_")]
+    for lang in LANGUAGES:
+        texts = [failsafe_text(r, lang) for r in reasons]
+        assert len(set(texts)) == len(reasons), lang
+        if lang != "en":
+            named = [r.value.replace("_", " ") in t for r, t in zip(reasons, texts, strict=True)]
+            assert not any(named), lang
