@@ -132,6 +132,8 @@ async def run_line(
     )
     report["parts_per_s"] = round(node.stats.parts_per_s(), 2)
     report["bad_encoder_samples"] = node.summary.bad_encoder_samples
+    report["sentences_late"] = node.summary.sentences_late
+    report["sentence_failures"] = node.summary.sentence_failures
     report["scheduler_lateness_ms"] = node.summary.scheduler_lateness_ms
     report["pulse_lateness_ms"] = node.summary.pulse_lateness_ms
     return report, node, sim

@@ -174,6 +174,7 @@ def score(
     misses = sum(1 for i in escaped if i in judged and _model_pass(results[judged[i]]))
     unstruck = [i for i in untracked if i not in struck]
     latencies = [r.latency_ms for r in results.values() if r.latency_ms is not None]
+    sentences = [r.sentence_ms for r in results.values() if r.sentence_ms is not None]
     budget = [r.budget_used for r in results.values() if r.budget_used is not None]
     err = percentiles(errors)
     n_good = len(passed) - n_def
@@ -222,6 +223,7 @@ def score(
         "budget_misses": sum(r.budget_miss for r in results.values()),
         "wrong_part_hits": wrong,
         "latency_ms": percentiles(latencies),
+        "sentence_ms": {"parts": len(sentences), **percentiles(sentences)},
         "budget_used": percentiles(budget),
         "reject_position_error_mm": {
             "p50": err["p50"],

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +41,7 @@ from node.config import Config
 from node.errors import StartupError
 from node.line.acquisition import Acquisition
 from node.line.actuation import Actuation, ActuationFactory
-from node.line.inspector import Inspection, InspectionQueue, Inspector
+from node.line.inspector import Inspection, InspectionQueue, Inspector, lower_priority
 from node.line.judge import Judge, Reason, Verdict
 from node.line.parts import InFlightPart, PartBook
 from node.line.repeat_notices import RepeatNotices
@@ -107,6 +108,11 @@ class RunSummary:
     reject_fire_failures: int = 0
     task_restarts: int = 0
     tracking_losses: int = 0
+    sentences_late: int = 0
+    """Model sentences not there when their part's result was published (it went out with
+    its facts rendered plainly): written too late, or skipped as no longer wanted."""
+    sentence_failures: int = 0
+    """Model sentences the decoder failed to write (the verdict stood; the facts were said)."""
     parts_unseen: int = 0
     """Parts whose sensor edge the PLC's latch overwrote before the node read it: never
     tracked, judged or struck by the node (each one put the node in Error)."""
@@ -184,6 +190,11 @@ class Node:
             executor = stack.enter_context(
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
             )
+            sentences = stack.enter_context(
+                ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="sentence", initializer=lower_priority
+                )
+            )
             backend = await asyncio.get_running_loop().run_in_executor(executor, parts.backend)
             self._model_name = backend.name
             if parts.shadow is not None:  # beside the active model, never acting
@@ -196,7 +207,13 @@ class Node:
                 backend, cfg.inspection.roi_size_px, cfg.inspection.belt_threshold
             )
             self._inspection = InspectionQueue(
-                inspector, executor, cfg.inspection.batch_size, self.watchdog, self._inspected
+                inspector,
+                executor,
+                cfg.inspection.batch_size,
+                self.watchdog,
+                self._inspected,
+                sentence_executor=sentences,
+                wanted=lambda part_id: self._book.get(part_id) is not None,
             )
             if cfg.audit.enabled:
                 self._audit = stack.enter_context(self._open_audit())
@@ -231,6 +248,12 @@ class Node:
                 alarm=lambda: "audit" if self._audit and "audit" in self._audit.alarms() else None,
             )
             self._signals = signals
+            # Everything opened so far lives as long as the run: out of the collector's
+            # sight, a full collection no longer walks the model's and libraries' objects
+            # (pauses of milliseconds on the loop, which the trigger tolerance feels).
+            gc.collect()
+            gc.freeze()
+            stack.callback(gc.unfreeze)
             log.info("node_started", name=cfg.node.name, backend=backend.name)
             self.operation.started()
             self.notifier.ready()
@@ -243,6 +266,7 @@ class Node:
                     "trigger": self._camera.trigger_loop,
                     "frames": self._camera.frame_loop,
                     "inspect": self._inspection.run,
+                    "sentences": self._inspection.sentences,
                     "watchdog": lambda: self.watchdog.run(halt),
                     "status": lambda: self._status_loop(halt),
                     **signals.tasks(halt),
@@ -272,6 +296,8 @@ class Node:
         s.bad_encoder_samples = self.tracker.rejected_samples
         if self._camera is not None:
             s.late_frames = self._camera.late_frames
+        if self._inspection is not None:
+            s.sentences_late += self._inspection.sentences_skipped
         late = self.scheduler.lateness
         s.scheduler_lateness_ms = {
             "p50": late.p50_ns / 1e6,
@@ -282,7 +308,7 @@ class Node:
             acted = self._actuation.stats
             s.pulse_lateness_ms = percentiles(acted.pulse_late_ms)
             s.plc_report_ms = percentiles(acted.report_ms)
-        s.stats = self.stats.snapshot()
+        s.stats = self.stats.snapshot(fresh=True)
 
     def _restarted(self) -> None:
         self.summary.task_restarts += 1
@@ -472,6 +498,9 @@ class Node:
         self._camera.trigger(st)
 
     def _inspected(self, ins: Inspection) -> None:
+        if ins.sentence:
+            self._explained(ins)
+            return
         st = self._book.undecided(ins.part_id)
         if st is None:
             log.warning("verdict_late", part_id=ins.part_id)
@@ -490,6 +519,21 @@ class Node:
         shadow = self._shadow
         if shadow is not None and not verdict.fail_safe and ins.image is not None:
             shadow.offer(ins.image, verdict)  # after the verdict: the line never waits
+
+    def _explained(self, ins: Inspection) -> None:
+        """The model's sentence for a judged part: its verdict takes the words when the
+        result is not yet published; a late or failed one is counted and logged."""
+        st = self._book.get(ins.part_id)
+        if ins.findings is None:
+            self.summary.sentence_failures += 1
+            log.error("sentence_failed", part_id=ins.part_id, error=ins.error)
+            return
+        if st is None or st.verdict is None:
+            self.summary.sentences_late += 1
+            log.info("sentence_late", part_id=ins.part_id)
+            return
+        if not st.verdict.fail_safe:
+            st.explain(self.judge.rephrase(st.verdict, ins.findings))
 
     def _decide(self, st: InFlightPart, verdict: Verdict) -> None:
         """The one place a part gets its verdict; a reject is handed to the actuation."""
@@ -570,7 +614,7 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         """The live status: stats plus what is in flight and the pipeline's health."""
-        snap = self.stats.snapshot()
+        snap = self.stats.snapshot(fresh=True)
         snap["in_flight"] = len(self._book)
         snap["belt_mm_s"] = round(self.tracker.speed_cps / self.cfg.line.counts_per_mm, 1)
         snap["alarms"] = alarms = {} if self._audit is None else self._audit.alarms()

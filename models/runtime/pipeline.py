@@ -28,12 +28,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from models.backend import Image
+from models.backend import Image, Staged
 from models.captions import Vocabulary
 from models.data.geometry import (
     ALL_LOCATIONS,
@@ -321,14 +322,15 @@ class Pipeline:
                 break
         return [self.vocab.decode(row[1:].tolist()) for row in tokens]
 
+    def plain(self, d: Detection) -> Explanation:
+        """The facts of ``d`` rendered plainly (no defect found below the threshold)."""
+        return Explanation(
+            render_explanation(d.facts if d.anomalous else None, self.language), d.facts
+        )
+
     def explain(self, detections: Sequence[Detection]) -> list[Explanation]:
         """Explanations: the guarded model sentence for anomalous images, the facts otherwise."""
-        out: list[Explanation] = [
-            Explanation(
-                render_explanation(d.facts if d.anomalous else None, self.language), d.facts
-            )
-            for d in detections
-        ]
+        out: list[Explanation] = [self.plain(d) for d in detections]
         todo = [i for i, d in enumerate(detections) if d.anomalous]
         if self.explain_enabled and todo:
             sentences = self.decode(
@@ -363,6 +365,20 @@ class Pipeline:
         dets = self.detect(images)
         return [self.findings(d, e, backend) for d, e in zip(dets, self.explain(dets), strict=True)]
 
+    def first(self, detections: Sequence[Detection], backend: str) -> Staged:
+        """``detections`` staged: findings with the plain facts now, the anomalous ones'
+        sentences pending (none when the decoder is off)."""
+        now = [self.findings(d, self.plain(d), backend) for d in detections]
+        pending = tuple(i for i, d in enumerate(detections) if d.anomalous)
+        return Staged(now, pending if self.explain_enabled else (), tuple(detections))
+
+    def later(self, staged: Staged, backend: str) -> list[Findings]:
+        """The findings of ``staged.pending`` with their guarded model sentences."""
+        dets = [staged.detections[i] for i in staged.pending]
+        assert all(isinstance(d, Detection) for d in dets), "staged by another backend"
+        ds = cast("list[Detection]", dets)
+        return [self.findings(d, e, backend) for d, e in zip(ds, self.explain(ds), strict=True)]
+
 
 class PipelineBackend:
     """What the CPU runtimes share: the package check and the ``Backend`` calls over ``Pipeline``.
@@ -396,6 +412,14 @@ class PipelineBackend:
         Raises ``ValueError`` for an image of the wrong dtype or shape.
         """
         return self.pipeline.infer(images, self.name)
+
+    def detect_first(self, images: Sequence[Image]) -> Staged:
+        """``infer``'s in-cycle stage (``models.backend.StagedBackend``)."""
+        return self.pipeline.first(self.pipeline.detect(images), self.name)
+
+    def explain_later(self, staged: Staged) -> list[Findings]:
+        """The pending sentences of ``staged`` (``models.backend.StagedBackend``)."""
+        return self.pipeline.later(staged, self.name)
 
 
 def _with_contrast(r: Region, image: Image, mask: npt.NDArray[np.bool_]) -> Region:

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from models.backend import BackendError, Image
+from models.backend import BackendError, Image, Staged
 from models.explain_text import Language
 from models.findings import Explanation, Findings
 from models.package import ModelPackage, PackageError, load_package
@@ -298,6 +298,20 @@ class TensorRTBackend:
             self.pipeline.findings(d, e, self.name)
             for d, e in zip(dets, self.explain(dets), strict=True)
         ]
+
+    def detect_first(self, images: Sequence[Image]) -> Staged:
+        """``infer``'s in-cycle stage (``models.backend.StagedBackend``)."""
+        return self.pipeline.first(self.detect(images), self.name)
+
+    def explain_later(self, staged: Staged) -> list[Findings]:
+        """The pending sentences of ``staged``, ``max_batch`` at a time."""
+        out: list[Findings] = []
+        for i in range(0, len(staged.pending), self.max_batch):
+            part = Staged(
+                staged.findings, staged.pending[i : i + self.max_batch], staged.detections
+            )
+            out += self.pipeline.later(part, self.name)
+        return out
 
     def close(self) -> None:
         """Free GPU buffers and the stream."""

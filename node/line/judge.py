@@ -10,6 +10,7 @@ can only ever fall on the reject side).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -138,6 +139,20 @@ class Judge:
             score=findings.anomaly_score,
             findings=findings,
             rule=outcome.decision.rule,
+            recipe=outcome,
+        )
+
+    def rephrase(self, verdict: Verdict, findings: Findings) -> Verdict:
+        """``verdict`` with the sentence of ``findings`` (the same detection it was decided
+        on, the model's sentence written afterwards): the decision, the rule and the
+        placements stay; the explanation and the recipe's sentences follow the new one."""
+        if verdict.fail_safe or verdict.recipe is None:
+            return verdict
+        outcome = self.rules.rephrase(verdict.recipe, findings)
+        return dataclasses.replace(
+            verdict,
+            explanation=outcome.sentences.get("en", findings.explanation.text),
+            findings=findings,
             recipe=outcome,
         )
 

@@ -26,7 +26,9 @@ class InFlightPart:
 
     Times are ``time.monotonic_ns()``: ``trigger_t_ns`` when the camera was
     asked for it, ``deadline_t_ns`` when the belt was predicted to reach its
-    decision point (at trigger time), ``verdict_t_ns`` when its verdict came.
+    decision point (at trigger time), ``verdict_t_ns`` when its verdict came,
+    ``sentence_t_ns`` when the model's sentence followed it (None: none came before
+    the result was published, or the part needed none).
     """
 
     part: TrackedPart
@@ -37,6 +39,7 @@ class InFlightPart:
     verdict_t_ns: int | None = None
     budget_miss: bool = False
     image: npt.NDArray[np.uint8] | None = None
+    sentence_t_ns: int | None = None
 
     @property
     def part_id(self) -> int:
@@ -51,15 +54,25 @@ class InFlightPart:
         self.verdict_t_ns = time.monotonic_ns()
         return True
 
+    def explain(self, verdict: Verdict) -> None:
+        """Take ``verdict``, the same decision in the words of the model's sentence."""
+        assert self.verdict is not None and verdict.reject == self.verdict.reject
+        assert verdict.reason is self.verdict.reason and verdict.rule == self.verdict.rule
+        self.verdict = verdict
+        self.sentence_t_ns = time.monotonic_ns()
+
     def result(self, action: Action, t_ns: int, origin_raw_count: int | None = None) -> PartResult:
         """The published result once ``action`` is taken (at ``t_ns``).
 
         Latency runs from the trigger to the verdict (None when the verdict missed the
-        deadline or no trigger was sent); the budget from the trigger to the deadline.
+        deadline or no trigger was sent), the sentence's from the trigger to the model's
+        sentence; the budget from the trigger to the deadline.
         """
         assert self.verdict is not None, "a part is published only once it has a verdict"
-        latency = budget = None
+        latency = budget = sentence = None
         if self.trigger_t_ns is not None:
+            if self.sentence_t_ns is not None:
+                sentence = (self.sentence_t_ns - self.trigger_t_ns) / 1e6
             if self.verdict_t_ns is not None and not self.budget_miss:
                 latency = (self.verdict_t_ns - self.trigger_t_ns) / 1e6
             if self.deadline_t_ns is not None:
@@ -78,6 +91,7 @@ class InFlightPart:
             t_ns=t_ns,
             image=self.image,
             origin_raw_count=origin_raw_count,
+            sentence_ms=sentence,
         )
 
 
@@ -92,6 +106,10 @@ class PartBook:
         st = InFlightPart(part)
         self._parts[part.part_id] = st
         return st
+
+    def get(self, part_id: int) -> InFlightPart | None:
+        """The part if it is in flight (not yet published), else None."""
+        return self._parts.get(part_id)
 
     def undecided(self, part_id: int) -> InFlightPart | None:
         """The part if it is in flight and still waits for its verdict, else None."""

@@ -89,9 +89,12 @@ class PulseTimer:
             current = self._armed.get(command.part_id)
             if current is not None and current[0] == deadline_ns:
                 return
+            earliest = self._next()
             self._armed[command.part_id] = (deadline_ns, command)
             heapq.heappush(self._heap, (deadline_ns, command.part_id))
-            if self._heap[0][1] == command.part_id:
+            # The thread sleeps until the earliest pulse it knew: wake it only when this one
+            # is due sooner (moved later, it is found stale then and the wait is renewed).
+            if earliest is None or deadline_ns < earliest[0]:
                 self._cond.notify()
 
     def disarm(self, part_id: int) -> bool:

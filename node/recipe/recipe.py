@@ -77,7 +77,17 @@ class Recipe:
             min_region_area_mm2=self.min_region_area_mm2,
             reject_types=self.reject_types,
         )
+        return RecipeOutcome(decision, placements, self._sentences(decision, findings))
+
+    def rephrase(self, outcome: RecipeOutcome, findings: Findings) -> RecipeOutcome:
+        """``outcome`` with its sentences written again in the frame of ``findings``' model
+        sentence (the same detection, its sentence written after the verdict); the
+        decision and the placements stay as they are."""
+        return dataclasses.replace(outcome, sentences=self._sentences(outcome.decision, findings))
+
+    def _sentences(self, decision: RuleDecision, findings: Findings) -> dict[Language, str]:
+        if not self.speaks:
+            return {}
         ex = findings.explanation
         frame = ex.model_text if ex.source == "model" and is_slotted(ex.model_text) else ""
-        sentences = self.writer.sentences(decision, frame) if self.speaks else {}
-        return RecipeOutcome(decision, placements, sentences)
+        return self.writer.sentences(decision, frame)
