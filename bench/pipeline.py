@@ -1,6 +1,14 @@
 """Pipeline bench: run the node headless on the simulated line, print one JSON object.
 
     python bench/pipeline.py --parts 2000 --rate 20
+    python bench/pipeline.py --parts 1500 --curve 20,50,100,150 --plot curve.png
+
+``--curve`` runs one line per rate and reports each as a point (``points``),
+the way the node degrades as the rate rises; ``--plot`` draws the curve
+(verdict latency, fail-safe share and budget use against the rate) as a PNG.
+A curve point whose belt would exceed ``line.max_speed_mm_s`` runs a line
+whose maximum is raised to that belt (``max_speed_mm_s`` in the point says so):
+the curve measures the node, not the config's rated belt.
 
 ``--rate`` is parts per second: the belt runs at ``rate × part_pitch_mm``; a
 rate whose belt would run faster than the config's ``line.max_speed_mm_s`` is
@@ -21,6 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -28,16 +37,120 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hil.line import default_template_path, run_line, sim_config
 from hil.plc_modbus import free_port
 from hil.score import config_sha256, machine, model_sha256, run_failure
-from node.config import DEFAULT_CONFIG, load_config
+from node.config import DEFAULT_CONFIG, Config, load_config
 from node.errors import ConfigError
 from node.line.results import PartResult
 from node.service.logs import configure
+
+
+def run_rate(
+    base: Config, rate: float, parts: int, *, no_hmi: bool, sim: dict[str, Any]
+) -> dict[str, Any]:
+    """One line at ``rate`` parts/s for ``parts`` parts (a belt of ``rate × part_pitch_mm``,
+    driven directly); the scored report with the run's identity."""
+    belt = rate * base.line.part_pitch_mm
+    # an overspeed belt is driven directly: no valid config describes one
+    cfg = sim_config(base, sim={**sim, "speed_mm_s": min(belt, base.line.max_speed_mm_s)})
+    template = default_template_path(cfg.node.state_dir, cfg)
+    # the HMI server (when the config has it) listens on a free port, no client connected
+    hmi = {"enabled": False} if no_hmi else {"endpoint": f"opc.tcp://127.0.0.1:{free_port()}/"}
+    cfg = sim_config(
+        cfg,
+        inspection={"classical": {**cfg.inspection.classical.model_dump(), "template": template}},
+        hmi=hmi,
+    )
+    t0 = time.monotonic()
+    with Progress(
+        TextColumn(f"{rate:g} parts/s"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task("parts", total=parts)
+
+        def tick(_: PartResult) -> None:
+            bar.advance(task)
+
+        report, _, _ = asyncio.run(run_line(cfg, parts, on_result=tick, belt_mm_s=belt))
+    return {
+        "bench": "pipeline",
+        "rate": rate,
+        "belt_mm_s": belt,
+        "max_speed_mm_s": cfg.line.max_speed_mm_s,
+        "wall_s": round(time.monotonic() - t0, 1),
+        "backend": cfg.inspection.backend,
+        "hmi": cfg.hmi.enabled,
+        "machine": machine(),
+        "config_sha256": config_sha256(cfg),
+        "model_sha256": model_sha256(cfg),
+        **report,
+    }
+
+
+def curve_point(report: dict[str, Any]) -> dict[str, Any]:
+    """What the curve keeps of one rate's report."""
+    parts = max(1, report["parts"])
+    failsafe = report["failsafe_rejects"]
+    return {
+        "rate": report["rate"],
+        "parts_per_s": report["parts_per_s"],
+        "max_speed_mm_s": report["max_speed_mm_s"],
+        "latency_ms": report["latency_ms"],
+        "sentence_ms": report["sentence_ms"],
+        "budget_used": report["budget_used"],
+        "failsafe_share": round(failsafe / parts, 4),
+        "failsafe_reasons": report["failsafe_reasons"],
+        "budget_misses": report["budget_misses"],
+        "missed_rejects": report["missed_rejects"],
+        "escapes": report["escapes"],
+        "false_rejects": report["false_rejects"],
+        "scheduler_lateness_ms": report["scheduler_lateness_ms"],
+    }
+
+
+def plot_curve(points: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Verdict latency (p50, p99, max), the fail-safe share and budget use p99 by rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [p["rate"] for p in points]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, style in (("p50", "o-"), ("p99", "s-"), ("max", "^:")):
+        ax1.plot(rates, [p["latency_ms"][key] for p in points], style, label=f"verdict {key}")
+    ax1.plot(rates, [p["sentence_ms"]["p99"] for p in points], "d--", label="sentence p99")
+    ax1.axhline(20.0, color="grey", lw=0.8, ls="--", label="20 ms target (p99)")
+    ax1.set_xlabel("parts per second")
+    ax1.set_ylabel("trigger → verdict (ms)")
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    ax2.plot(rates, [100 * p["failsafe_share"] for p in points], "o-", label="fail-safe rejects %")
+    ax2.plot(
+        rates, [100 * p["budget_used"]["p99"] for p in points], "s-", label="budget used p99 %"
+    )
+    ax2.axhline(15.0, color="grey", lw=0.8, ls="--", label="15 % budget target")
+    ax2.set_xlabel("parts per second")
+    ax2.set_ylabel("%")
+    ax2.legend(fontsize=8)
+    ax2.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", type=int, default=2000)
     p.add_argument("--rate", type=float, default=20.0, help="parts per second")
+    p.add_argument(
+        "--curve", help="comma-separated rates (parts/s): one line each, reported as a curve"
+    )
+    p.add_argument("--plot", type=Path, help="with --curve: draw it to this PNG")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("--defect-rate", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -49,68 +162,66 @@ def main() -> None:
         help="run a belt faster than line.max_speed_mm_s (a fault scenario, on purpose)",
     )
     args = p.parse_args()
-    if args.parts < 1 or args.rate <= 0:
-        p.error("--parts must be ≥ 1 and --rate > 0")
+    rates = [args.rate]
+    if args.curve is not None:
+        try:
+            rates = [float(r) for r in args.curve.split(",")]
+        except ValueError:
+            p.error(f"--curve {args.curve!r}: expected comma-separated numbers, e.g. 20,50,100")
+    if args.plot is not None and args.curve is None:
+        p.error("--plot draws a curve: give --curve too")
+    if args.parts < 1 or min(rates) <= 0:
+        p.error("--parts must be ≥ 1 and every rate > 0")
     configure(json=True, level="error", file=sys.stderr)
     try:
         base = load_config(args.config)
     except ConfigError as exc:
         p.error(f"{args.config}: {'; '.join(exc.problems)}")
-    belt = args.rate * base.line.part_pitch_mm
-    if belt > base.line.max_speed_mm_s and not args.allow_overspeed:
-        p.error(
-            f"--rate {args.rate:g}: the belt would run at {belt:g} mm/s, over "
-            f"line.max_speed_mm_s = {base.line.max_speed_mm_s:g} in {args.config} "
-            "(--allow-overspeed runs it on purpose)"
-        )
-    # an overspeed belt is driven directly: no valid config describes one
-    sim = {"speed_mm_s": min(belt, base.line.max_speed_mm_s)}
+    sim: dict[str, Any] = {}
     if args.defect_rate is not None:
         sim["defect_rate"] = args.defect_rate
     if args.seed is not None:
         sim["seed"] = args.seed
-    cfg = sim_config(base, sim=sim)
-    template = default_template_path(cfg.node.state_dir, cfg)
-    # the HMI server (when the config has it) listens on a free port, no client connected
-    hmi = {"enabled": False} if args.no_hmi else {"endpoint": f"opc.tcp://127.0.0.1:{free_port()}/"}
-    cfg = sim_config(
-        cfg,
-        inspection={"classical": {**cfg.inspection.classical.model_dump(), "template": template}},
-        hmi=hmi,
-    )
-    t0 = time.monotonic()
-    with Progress(
-        TextColumn("parts"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not sys.stderr.isatty(),
-    ) as bar:
-        task = bar.add_task("parts", total=args.parts)
-
-        def tick(_: PartResult) -> None:
-            bar.advance(task)
-
-        report, _, _ = asyncio.run(run_line(cfg, args.parts, on_result=tick, belt_mm_s=belt))
-    report = {
-        "bench": "pipeline",
-        "rate": args.rate,
-        "belt_mm_s": belt,
-        "wall_s": round(time.monotonic() - t0, 1),
-        "backend": cfg.inspection.backend,
-        "hmi": cfg.hmi.enabled,
-        "machine": machine(),
-        "config_sha256": config_sha256(cfg),
-        "model_sha256": model_sha256(cfg),
-        **report,
-    }
+    if args.curve is None:
+        belt = args.rate * base.line.part_pitch_mm
+        if belt > base.line.max_speed_mm_s and not args.allow_overspeed:
+            p.error(
+                f"--rate {args.rate:g}: the belt would run at {belt:g} mm/s, over "
+                f"line.max_speed_mm_s = {base.line.max_speed_mm_s:g} in {args.config} "
+                "(--allow-overspeed runs it on purpose)"
+            )
+        report = run_rate(base, args.rate, args.parts, no_hmi=args.no_hmi, sim=sim)
+        failure = run_failure(report)
+    else:
+        points, failure = [], None
+        for rate in rates:
+            belt = rate * base.line.part_pitch_mm
+            line = base
+            if belt > base.line.max_speed_mm_s:  # the curve measures the node, not the rating
+                line = sim_config(base, line={"max_speed_mm_s": belt})
+            one = run_rate(line, rate, args.parts, no_hmi=args.no_hmi, sim=sim)
+            points.append(curve_point(one))
+            failure = failure or run_failure(one)
+        report = {
+            "bench": "pipeline-curve",
+            "parts_per_rate": args.parts,
+            "backend": base.inspection.backend,
+            "hmi": not args.no_hmi and base.hmi.enabled,
+            "machine": machine(),
+            "model_sha256": model_sha256(base),
+            "points": points,
+        }
+        if args.plot is not None:
+            plot_curve(
+                points,
+                args.plot,
+                f"bench/pipeline.py --curve, {args.parts} parts a rate, "
+                f"{report['backend']}, {report['machine']['cores']} cores",
+            )
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-    failure = run_failure(report)
     if failure is not None:
         print(f"pipeline bench: {failure}", file=sys.stderr)
         sys.exit(1)

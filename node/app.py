@@ -166,6 +166,7 @@ class Node:
         self._draining = False
         self._tracking_lost = False
         self._edges_refused = 0
+        self._trigger_lead_counts = round(cfg.camera.trigger_lead_mm * cfg.line.counts_per_mm)
         self._drained = asyncio.Event()
         self._audit: AuditStore | None = None
         self._audit_stopped = False
@@ -223,6 +224,11 @@ class Node:
             self.sinks.append(self.recorder)
             if cfg.hmi.enabled:
                 await self._open_hmi(stack)
+            # Records are built off the loop, in order; closed first, so every result
+            # published reaches the store and the HMI before they close.
+            self.recorder.executor = stack.enter_context(
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
+            )
             encoder = await stack.enter_async_context(parts.encoder)
             camera = await stack.enter_async_context(parts.camera)
             output = await stack.enter_async_context(parts.reject)
@@ -481,7 +487,11 @@ class Node:
             self._decide(
                 st, Judge.fail_safe(part.part_id, Reason.FAILSAFE_TRACKING, "made while lost")
             )
-        self.scheduler.schedule(part.trigger_count, lambda: self._at_camera(st), label="trigger")
+        self.scheduler.schedule(
+            part.trigger_count - self._trigger_lead_counts,
+            lambda: self._at_camera(st),
+            label="trigger",
+        )
         self.scheduler.schedule(part.decide_count, lambda: self._at_decision(st), label="decide")
 
     def _at_camera(self, st: InFlightPart) -> None:

@@ -103,6 +103,10 @@ class CameraSection(_Section):
     timeout_ms: PositiveFloat = 200.0
     queue_size: Annotated[int, Field(ge=1, le=1024)] = 16
     trigger_tolerance_mm: PositiveFloat = 5.0
+    trigger_lead_mm: NonNegFloat = 0.0
+    """The trigger is aimed this far before the part reaches the camera position, so the
+    delays of a busy machine photograph it nearer the centre; less than
+    ``trigger_tolerance_mm``, which still bounds how far off the centre a frame may be."""
     sim: SimCameraSection = SimCameraSection()
     aravis: AravisSettings | None = None
     harvesters: HarvestersSettings | None = None
@@ -353,6 +357,16 @@ def cross_field_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     if length is not None and pitch is not None and length > pitch:
         problems.append(
             ("line.part_length_mm", f"longer than line.part_pitch_mm ({pitch:g}): parts overlap")
+        )
+    tolerance = _num(data, "camera.trigger_tolerance_mm", CameraSection, "trigger_tolerance_mm")
+    trigger_lead = _num(data, "camera.trigger_lead_mm", CameraSection, "trigger_lead_mm")
+    if tolerance is not None and trigger_lead is not None and trigger_lead >= tolerance:
+        problems.append(
+            (
+                "camera.trigger_lead_mm",
+                f"must be less than camera.trigger_tolerance_mm ({tolerance:g} mm): a trigger "
+                "sent on time would already be refused as off the camera",
+            )
         )
     cam_driver = _get(data, "camera.driver", "sim")
     if cam_driver in ("aravis", "harvesters") and _get(data, f"camera.{cam_driver}", None) is None:

@@ -3,8 +3,11 @@
 Every part result becomes one :class:`node.audit.record.AuditRecord` (with the
 model's identity and the recipe in force), queued to the audit store — whose
 writer thread does the disk work — and handed to the HMI server, whose own
-task does the OPC UA writes. ``publish`` runs on the event loop and only
-builds and queues.
+task does the OPC UA writes. ``publish`` runs on the event loop; with an
+``executor`` (the node gives it a worker thread of its own) it only takes the
+running statistics there and leaves building the record (its JSON, the image
+copy, the thumbnail) and queuing it to that worker, in order, so the loop is
+back to the line's timing at once.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -108,8 +112,29 @@ class Recorder:
         self._sinks.append(sink)
         self._thumb_px = max(self._thumb_px, thumbnail_px)
 
+    executor: Executor | None = None
+    """Where records are built and handed on (None: in ``publish`` itself)."""
+    failures = 0
+    """Results whose record could not be built or handed on (each logged)."""
+
     def publish(self, result: PartResult) -> None:
-        """Build the record, queue it to the store and hand it to every record sink."""
+        """Build the record, queue it to the store and hand it to every record sink (on
+        ``executor`` when there is one; the statistics are taken now, on the caller's
+        thread, where they are kept)."""
+        stats = self._stats() if self._stats is not None else {}
+        if self.executor is None:
+            self._publish(result, stats)
+        else:
+            self.executor.submit(self._publish_logged, result, stats)
+
+    def _publish_logged(self, result: PartResult, stats: Mapping[str, object]) -> None:
+        try:
+            self._publish(result, stats)
+        except Exception:  # a worker's exception would otherwise vanish unseen
+            self.failures += 1
+            log.exception("record_publish_failed", part_id=result.part_id)
+
+    def _publish(self, result: PartResult, stats: Mapping[str, object]) -> None:
         record = record_from_result(
             result,
             run_id=self.run_id,
@@ -125,7 +150,6 @@ class Recorder:
             thumb = None
             if self._thumb_px and result.image is not None:
                 thumb = thumbnail_png(result.image, self._thumb_px)
-            stats = self._stats() if self._stats is not None else {}
             for sink in self._sinks:
                 sink.publish(record, thumb, stats)
 

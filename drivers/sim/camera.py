@@ -75,6 +75,9 @@ class SimCamera:
         self.rendered: dict[int, int | None] = {}
         """part_id → the world index of the part in its frame (None: no part, or dropped);
         on an endless belt (no ``max_parts``) only the newest ``keep_parts`` entries."""
+        self.offsets_mm: dict[int, float] = {}
+        """part_id → how far the part's centre was past the camera's at exposure (mm;
+        negative: before it), for parts photographed; as bounded as ``rendered``."""
 
     async def __aenter__(self) -> SimCamera:
         self._loop = asyncio.get_running_loop()
@@ -118,6 +121,7 @@ class SimCamera:
                     near, key=lambda p: abs(self._world.part_position_mm(p, t_ns) - s.position_mm)
                 )
                 dx_mm = self._world.part_position_mm(part, t_ns) - s.position_mm
+                self.offsets_mm[part_id] = dx_mm
                 pixels = self._render(
                     part.payload, s.width_px / 2 + dx_mm / s.mm_per_px, s.height_px / 2
                 )
@@ -149,6 +153,7 @@ class SimCamera:
         if self._world.max_parts is None and len(rendered) >= 2 * keep:
             for old in list(itertools.islice(rendered, len(rendered) - keep)):
                 del rendered[old]
+                self.offsets_mm.pop(old, None)
 
     def _hand_off(self, frame: Frame) -> None:
         try:

@@ -22,24 +22,40 @@ from node.audit.record import AuditRecord
 from node.line.judge import failsafe_texts
 from node.line.results import PartResult
 
+_RECORDED_FIELDS: dict[type, tuple[str, ...]] = {}
+"""Per dataclass type, the fields a record keeps (those in its repr)."""
+
+
+def _recorded_fields(cls: type) -> tuple[str, ...]:
+    names = _RECORDED_FIELDS.get(cls)
+    if names is None:
+        # Fields kept out of repr (a region's pixel mask) are bulk, not record.
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.repr)
+        _RECORDED_FIELDS[cls] = names
+    return names
+
 
 def _jsonable(obj: object) -> Any:
     """``obj`` as plain JSON values: numpy scalars unwrapped, NaN/inf as null, tuples as lists."""
+    kind = type(obj)
+    if kind is str or kind is int or kind is bool or obj is None:
+        return obj
+    if kind is float:
+        return obj if math.isfinite(obj) else None  # type: ignore[arg-type]
     if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return _jsonable(obj.item())
     if isinstance(obj, enum.Enum):
         return _jsonable(obj.value)
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set | frozenset):
         return [_jsonable(v) for v in obj]
-    if isinstance(obj, str | int | bool) or obj is None:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, str | int | bool):
         return obj
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        # Fields kept out of repr (a region's pixel mask) are bulk, not record.
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.repr}
+        return {name: _jsonable(getattr(obj, name)) for name in _recorded_fields(kind)}
     return str(obj)
 
 

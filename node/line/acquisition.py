@@ -1,8 +1,9 @@
 """The camera stage: trigger each part as it reaches the camera, and match its frame.
 
-A part at the camera is queued for a software trigger; the trigger is refused
-(fail-safe ``trigger_late``) once the belt has carried the part further past the
-camera than ``camera.trigger_tolerance_mm``, since the frame would show the wrong
+A part at the camera is queued for a software trigger (aimed
+``camera.trigger_lead_mm`` ahead of it); the trigger is refused (fail-safe
+``trigger_late``) once the belt has carried the part further past the camera
+than ``camera.trigger_tolerance_mm``, since the frame would show the wrong
 place. Frames come back in their own stream and are matched to their part by
 ``part_id``: a complete frame goes on to inspection, a bad one is a fail-safe
 reject with its reason, and no frame within ``camera.timeout_ms`` is
@@ -97,11 +98,16 @@ class Acquisition:
             st = await self._triggers.get()
             # A trigger sent after the part has moved on would photograph the wrong place
             # (or the next part): such a part is rejected, never judged on that frame.
+            # Aimed ahead by camera.trigger_lead_mm, it may also be sent before the camera
+            # position: the frame is off the centre either way, within the tolerance.
             late = self._tracker.estimate_position(time.monotonic_ns()) - st.part.trigger_count
-            if late > self._tolerance_counts:
+            if abs(late) > self._tolerance_counts:
                 late_mm = late / self._counts_per_mm
+                where = "past" if late > 0 else "before"
                 verdict = Judge.fail_safe(
-                    st.part_id, Reason.FAILSAFE_TRIGGER_LATE, f"{late_mm:.1f} mm past the camera"
+                    st.part_id,
+                    Reason.FAILSAFE_TRIGGER_LATE,
+                    f"{abs(late_mm):.1f} mm {where} the camera",
                 )
                 self._decide(st, verdict)
                 continue

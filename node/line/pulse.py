@@ -92,9 +92,10 @@ class PulseTimer:
             earliest = self._next()
             self._armed[command.part_id] = (deadline_ns, command)
             heapq.heappush(self._heap, (deadline_ns, command.part_id))
-            # The thread sleeps until the earliest pulse it knew: wake it only when this one
-            # is due sooner (moved later, it is found stale then and the wait is renewed).
-            if earliest is None or deadline_ns < earliest[0]:
+            # The thread sleeps until _SPIN_NS before the earliest pulse it knew, then spins
+            # to the deadline it finds then: wake it only when this one is due before that
+            # wake-up (a pulse moved later is found stale then and the wait renewed).
+            if earliest is None or deadline_ns < earliest[0] - _SPIN_NS // 2:
                 self._cond.notify()
 
     def disarm(self, part_id: int) -> bool:

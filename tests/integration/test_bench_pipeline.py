@@ -59,3 +59,29 @@ def test_a_clean_run_judges_every_part_and_passes() -> None:
     report = json.loads(run.stdout)
     assert report["parts_passed"] == 30 and report["unjudged_parts"] == 0
     assert report["parts_tracked"] >= 30
+
+
+@pytest.mark.slow
+def test_the_curve_reports_each_rate_and_draws_it(tmp_path: Path) -> None:
+    """--curve 20,120 runs one line per rate: a point each, the one whose belt is over the
+    config's rated maximum run on a line rated for it (and saying so), every part judged;
+    --plot writes the PNG."""
+    png = tmp_path / "curve.png"
+    run = _bench("--parts", "20", "--curve", "20,120", "--plot", str(png))
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["bench"] == "pipeline-curve" and report["parts_per_rate"] == 20
+    slow, fast = report["points"]
+    assert (slow["rate"], fast["rate"]) == (20.0, 120.0)
+    assert slow["max_speed_mm_s"] == 3000.0 and fast["max_speed_mm_s"] == 120 * 32.0
+    for point in (slow, fast):
+        assert point["latency_ms"]["p99"] > 0 and 0.0 <= point["failsafe_share"] <= 1.0
+        assert point["missed_rejects"] == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_a_plot_without_a_curve_is_a_usage_error() -> None:
+    """--plot alone names what is missing (exit 2, no traceback)."""
+    run = _bench("--parts", "10", "--plot", "x.png")
+    assert run.returncode == 2
+    assert "--plot draws a curve: give --curve too" in run.stderr and "Traceback" not in run.stderr

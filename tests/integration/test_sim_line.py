@@ -179,3 +179,20 @@ async def test_stalled_loop_rejects_late_triggers_never_the_wrong_frame(
     assert report["missed_rejects"] == 0
     assert report["false_rejects"] == 0
     assert report["escapes"] == 0
+
+
+async def test_the_trigger_lead_aims_each_frame_ahead_of_the_camera(taught_config: Config) -> None:
+    """With camera.trigger_lead_mm = 4 each part is photographed about 4 mm before the
+    camera's centre (plus what the loop's delay lets the belt carry it: under 1 mm at
+    640 mm/s), without it about on the centre; every frame shows its own part."""
+    medians = {}
+    for lead in (0.0, 4.0):
+        cam = {**taught_config.camera.model_dump(), "trigger_lead_mm": lead}
+        cfg = sim_config(taught_config, camera=cam, sim={"defect_rate": 0.2, "seed": 12})
+        report, _, sim = await run_line(cfg, 30)
+        assert report["wrong_part_hits"] == 0 and report["missed_rejects"] == 0, report
+        offsets = list(sim.camera.offsets_mm.values())
+        assert len(offsets) >= 25
+        medians[lead] = sorted(offsets)[len(offsets) // 2]
+    assert -0.5 <= medians[0.0] <= 1.0, medians
+    assert -4.5 <= medians[4.0] <= -3.0, medians

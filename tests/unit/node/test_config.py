@@ -95,6 +95,22 @@ def test_cross_field_errors_are_reported_beside_other_errors_of_their_section() 
     assert keys == ["line.jitter_mm", "line.part_length_mm", "line.reject_position_mm"]
 
 
+def test_a_trigger_lead_must_stay_inside_the_trigger_tolerance() -> None:
+    """A trigger aimed as far ahead as the tolerance allows off the centre would be refused
+    even when sent on time: camera.trigger_lead_mm is refused under its own key."""
+    data = load_config(DEFAULT_CONFIG).model_dump(mode="python")
+    data["camera"]["trigger_tolerance_mm"] = 8.0
+    data["camera"]["trigger_lead_mm"] = 8.0
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "x.toml")
+    assert info.value.problems == [
+        "x.toml: camera.trigger_lead_mm: must be less than camera.trigger_tolerance_mm (8 mm): "
+        "a trigger sent on time would already be refused as off the camera"
+    ]
+    data["camera"]["trigger_lead_mm"] = 4.0
+    assert parse_config(data, "x.toml").camera.trigger_lead_mm == 4.0
+
+
 def test_a_sim_belt_over_the_max_speed_is_refused() -> None:
     """A simulated belt faster than line.max_speed_mm_s would be refused sample by sample:
     check-config says so under sim.speed_mm_s (and for a profile step)."""

@@ -66,6 +66,23 @@ def test_rearm_moves_the_pulse() -> None:
     assert rec.fired[0][1] >= now + 50_000_000
 
 
+def test_a_pulse_moved_sooner_wakes_the_timer_and_fires_on_its_new_deadline() -> None:
+    """The timer sleeps towards the earliest pulse it knows; a pulse re-armed 40 ms sooner
+    (or a new one due sooner) fires at its own deadline, not at the one it slept for."""
+    rec = Recorder()
+    now = time.monotonic_ns()
+    with PulseTimer(rec.fire, rec.on_fired) as timer:
+        timer.arm(cmd(8), now + 80_000_000)
+        time.sleep(0.01)  # the timer is asleep until 2 ms before 80 ms
+        timer.arm(cmd(8), now + 40_000_000)
+        timer.arm(cmd(9), now + 30_000_000)
+        time.sleep(0.12)
+    assert [pid for pid, _ in rec.fired] == [9, 8]
+    fired = dict(rec.fired)
+    assert 0 <= fired[9] - (now + 30_000_000) < 5_000_000
+    assert 0 <= fired[8] - (now + 40_000_000) < 5_000_000
+
+
 def test_disarmed_pulse_never_fires() -> None:
     """A disarmed pulse (belt stopped) does not fire; disarm reports it was armed."""
     rec = Recorder()
