@@ -41,7 +41,7 @@ from node.config import Config
 from node.errors import StartupError
 from node.line.acquisition import Acquisition
 from node.line.actuation import Actuation, ActuationFactory
-from node.line.inspector import Inspection, InspectionQueue, Inspector, lower_priority
+from node.line.inspector import Inspection, InspectionQueue, Inspector
 from node.line.judge import Judge, Reason, Verdict
 from node.line.parts import InFlightPart, PartBook
 from node.line.repeat_notices import RepeatNotices
@@ -51,6 +51,7 @@ from node.line.tracker import TrackedPart, Tracker, TrackerConfig
 from node.operation import Operation
 from node.plc import NodePlc
 from node.recorder import Recorder, model_identity
+from node.service.priority import lower_priority
 from node.service.sdnotify import SystemdNotifier
 from node.service.supervise import supervise
 from node.service.watchdog import ProgressWatchdog

@@ -8,7 +8,7 @@ The verdict does not wait for prose (the design's rule 3): with a backend that
 stages its work (``models.backend.StagedBackend``) a batch's findings go to the
 judge as soon as the detect graph has run, their facts rendered plainly, and
 the model's sentences are written afterwards on a worker of their own (run at a
-lower OS priority than the line's threads, so detection is served first), one
+lower OS priority than the line's threads, ``node.service.priority``), one
 part at a time, each handed on as a second ``Inspection`` (``sentence=True``).
 A part whose result is already published when its turn comes is skipped: its
 sentence would be read by nobody, and a slow decoder cannot build a backlog.
@@ -17,8 +17,6 @@ sentence would be read by nobody, and a slow decoder cannot build a backlog.
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -35,20 +33,6 @@ from node.line.roi import crop_part
 from node.service.watchdog import ProgressWatchdog
 
 log = structlog.get_logger(__name__)
-
-SENTENCE_NICE = 5
-"""How much lower than the node the sentence worker runs (``nice``): a sentence may wait,
-a frame may not."""
-
-
-def lower_priority() -> None:
-    """Run the calling thread ``SENTENCE_NICE`` steps nicer than the process (Linux; where the
-    OS refuses, it keeps the process's priority and says so once in the log)."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + SENTENCE_NICE)
-    except (AttributeError, OSError) as exc:
-        log.warning("sentence_priority_unchanged", error=str(exc))
 
 
 @dataclass(frozen=True, slots=True)
