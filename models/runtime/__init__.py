@@ -47,6 +47,7 @@ def open_runtime(
     mm_per_px: float | None = None,
     min_region_area_mm2: float | None = None,
     fallback: bool = False,
+    device: str = "cuda",
 ) -> Backend:
     """Open ``package`` (a verified ``ModelPackage`` or a package folder) on the runtime ``name``.
 
@@ -57,7 +58,9 @@ def open_runtime(
     ``min_region_area_mm2`` (mm²) default to the package's. ``fallback``: when a
     GPU runtime's parity gate refuses every precision, open ONNX Runtime on the
     CPU (``threads`` threads) instead of raising; logged as ``runtime_fallback``
-    and kept in the returned backend's ``describe()``.
+    and kept in the returned backend's ``describe()``. ``device`` is the cuda
+    runtime's torch device (``"cuda"``, ``"cuda:1"``; ``"cpu"`` runs its code
+    eagerly on the CPU, for tests and the benchmark's smoke run).
 
     Raises ``BackendError`` when the backend cannot be opened: a
     ``PackageError`` for a bad package, a ``TensorRTError`` when TensorRT,
@@ -78,7 +81,7 @@ def open_runtime(
         "min_region_area_mm2": min_region_area_mm2,
     }
     try:
-        return _open(name, package, threads, max_batch, engine_cache, **opts)
+        return _open(name, package, threads, max_batch, engine_cache, device, **opts)
     except ParityRefusedError as exc:
         if not fallback:
             raise
@@ -98,6 +101,7 @@ def _open(
     threads: int,
     max_batch: int,
     engine_cache: str | Path | None,
+    device: str,
     *,
     explain: bool,
     mm_per_px: float | None,
@@ -131,6 +135,7 @@ def _open(
             return CudaBackend(
                 package,
                 threads,
+                device=device,
                 explain=explain,
                 mm_per_px=mm_per_px,
                 min_region_area_mm2=min_region_area_mm2,
