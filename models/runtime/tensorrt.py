@@ -274,8 +274,9 @@ class TensorRTBackend:
         fallbacks: list[Fallback] = []
         precisions = ("fp16", "fp32")
         for i, precision in enumerate(precisions):
-            self._close_engines()
-            self._engines = self._load_engines(precision)
+            if images or precision == "fp32":  # fp16 with nothing to prove it on: not built
+                self._close_engines()
+                self._engines = self._load_engines(precision)
             label = f"{name} {precision}"
             report = run_gate(label, self.detect, reference.detect, images)
             reports.append(report)
