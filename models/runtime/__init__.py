@@ -52,7 +52,8 @@ def open_runtime(
     """Open ``package`` (a verified ``ModelPackage`` or a package folder) on the runtime ``name``.
 
     ``threads`` is the CPU thread count (ONNX Runtime, torch); ``max_batch``
-    the TensorRT engines' largest batch and ``engine_cache`` the folder of their
+    the TensorRT engines' largest batch (cuda: the CUDA graphs captured at load
+    cover batches up to it) and ``engine_cache`` the folder of their
     plans (default: ``<package>/.engines``); ``explain=False`` skips the
     explanation decoder; ``mm_per_px`` (mm per pixel) and
     ``min_region_area_mm2`` (mm²) default to the package's. ``fallback``: when a
@@ -136,6 +137,7 @@ def _open(
                 package,
                 threads,
                 device=device,
+                capture_up_to=max_batch,
                 explain=explain,
                 mm_per_px=mm_per_px,
                 min_region_area_mm2=min_region_area_mm2,

@@ -3,11 +3,15 @@
 Detect: the network is rebuilt from the manifest and ``weights.pt`` as the
 torch reference does (``models.runtime.torch.load_net``: ``weights_only``, no
 pickled code) and wrapped as the exported detect graph (``DetectGraph``,
-folded like the ONNX graph). For each batch size the node actually uses, the
-first call captures the graph (a few warm-up runs on a side stream, then
-``torch.cuda.graph``) with its own static device input and outputs and pinned
-host buffers; every later call of that size is one host-to-device copy, one
-replay, the copies back and one stream synchronise. A kernel launch costs
+folded like the ONNX graph). Batches run in sizes rounded up to a power of
+two (1, 2, 4, 8, ...; the padding rows are computed and dropped), so at most
+seven graphs exist for the node's largest batch of 64. For each such size
+the node actually uses, the first call captures the graph (a few warm-up runs
+on a side stream, then ``torch.cuda.graph``) with its own static device input
+and outputs and pinned host buffers; every later call of that size is one
+host-to-device copy, one replay, the copies back and one stream synchronise.
+``capture_up_to`` (``open_runtime`` passes ``max_batch``) captures the sizes up
+to it at load, so no capture (tens of milliseconds) lands in a part's cycle. A kernel launch costs
 about as much as this small network's kernels, so replaying the whole graph
 as one launch is what makes it fast (an H200 measured eager fp32 p50 1.8 ms,
 replay p50 0.42 ms at batch 1, copies included; ``torch.compile`` 0.83 ms).
@@ -74,6 +78,11 @@ WARMUP_RUNS = 3
 initialisation happens outside the captured graph."""
 
 
+def graph_batch(n: int) -> int:
+    """The captured batch size that runs a batch of ``n``: the next power of two."""
+    return 1 << (n - 1).bit_length()
+
+
 class CudaError(BackendError, RuntimeError):
     """No usable GPU: torch without CUDA, no device, or a CUDA failure."""
 
@@ -115,7 +124,8 @@ class CudaBackend(PipelineBackend):
 
     ``threads`` is the CPU thread count of the decoder (ONNX Runtime) and, on
     ``device="cpu"``, of torch; ``precisions`` are tried in order (default fp16
-    then fp32); ``cuda_graphs=False`` runs eagerly on the GPU too. Other
+    then fp32); ``cuda_graphs=False`` runs eagerly on the GPU too;
+    ``capture_up_to`` captures the graphs for batches up to it at load. Other
     arguments as ``OnnxRuntimeBackend``. Raises ``CudaError`` without a usable
     GPU, ``ParityRefusedError`` when every precision fails the parity gate,
     ``PackageError`` for a bad package or weights.
@@ -129,6 +139,7 @@ class CudaBackend(PipelineBackend):
         device: str = "cuda",
         precisions: Sequence[Precision] = PRECISIONS,
         cuda_graphs: bool = True,
+        capture_up_to: int = 0,
         explain: bool = True,
         mm_per_px: float | None = None,
         min_region_area_mm2: float | None = None,
@@ -175,6 +186,13 @@ class CudaBackend(PipelineBackend):
         )
         self._checked = True
         self._choose(list(precisions), check_images(pkg))
+        if self._graphs_on and capture_up_to > 0:
+            with torch.no_grad(), torch.cuda.device(dev):
+                size = 1
+                while size <= graph_batch(capture_up_to):
+                    if size not in self._captured:
+                        self._capture(size)
+                    size *= 2
         log.info(
             "backend_loaded",
             backend=name,
@@ -239,19 +257,21 @@ class CudaBackend(PipelineBackend):
             out = self._forward(torch.from_numpy(x).to(self._dev))
             a, s, p, m, n = (o.cpu().numpy() for o in out)
             return a, s, p, m, n
+        n = x.shape[0]
         with torch.cuda.device(self._dev):
-            cap = self._captured.get(x.shape[0]) or self._capture(x.shape[0])
-            cap.host_in.numpy()[...] = x
+            size = graph_batch(n)
+            cap = self._captured.get(size) or self._capture(size)
+            cap.host_in.numpy()[:n] = x  # rows past n: an earlier batch's, dropped below
             with torch.cuda.stream(self._stream):
                 cap.device_in.copy_(cap.host_in, non_blocking=True)
                 cap.graph.replay()
                 for host, dev in zip(cap.host_out, cap.device_out, strict=True):
-                    host.copy_(dev, non_blocking=True)
+                    host[:n].copy_(dev[:n], non_blocking=True)
             self._stream.synchronize()
         # Copies: the pinned buffers are overwritten by the next call, and a detection's
         # memory is read later by the decoder on another thread.
-        a, s, p, m, n = (h.numpy().copy() for h in cap.host_out)
-        return a, s, p, m, n
+        a, s, p, m, k = (h.numpy()[:n].copy() for h in cap.host_out)
+        return a, s, p, m, k
 
     def _capture(self, n: int) -> _Captured:
         """Capture the graph for batch ``n`` (on first use of that size)."""
@@ -264,9 +284,10 @@ class CudaBackend(PipelineBackend):
                 self._forward(device_in)
         torch.cuda.current_stream(self._dev).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: another thread's CUDA work (a shadow model) does not break the capture.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             device_out = self._forward(device_in)
-        host_in = torch.empty(device_in.shape, dtype=torch.float32, pin_memory=True)
+        host_in = torch.zeros(device_in.shape, dtype=torch.float32, pin_memory=True)
         host_out = tuple(torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in device_out)
         cap = _Captured(graph, device_in, device_out, host_in, host_out)
         self._captured[n] = cap

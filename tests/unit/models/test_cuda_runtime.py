@@ -11,7 +11,7 @@ import torch
 from hil.line import sim_config
 from models.package import check_images, load_package
 from models.runtime import open_runtime
-from models.runtime.cuda import CudaBackend, CudaError
+from models.runtime.cuda import CudaBackend, CudaError, graph_batch
 from models.runtime.onnxruntime import OnnxRuntimeBackend
 from node.config import DEFAULT_CONFIG, MODEL_BACKENDS, load_config
 from node.errors import ModelError
@@ -53,3 +53,10 @@ def test_the_cuda_runtime_stages_the_sentence_after_the_verdict() -> None:
     [ref] = cpu.explain_later(cpu.detect_first(images))
     assert later.explanation.text == ref.explanation.text != ""
     assert backend.describe()["decoder"] == "onnxruntime cpu"
+
+
+def test_batches_run_in_power_of_two_graphs() -> None:
+    """A batch runs in the captured graph of the next power of two: at most seven graphs
+    cover the node's largest batch (64)."""
+    assert [graph_batch(n) for n in (1, 2, 3, 4, 5, 8, 9, 33, 64)] == [1, 2, 4, 4, 8, 8, 16, 64, 64]
+    assert len({graph_batch(n) for n in range(1, 65)}) == 7
