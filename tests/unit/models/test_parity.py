@@ -33,6 +33,7 @@ from models.runtime.parity import (
     ParityRefusedError,
     mask_iou,
 )
+from models.train.build import add_check_images, synth_check_images
 
 DEMO = Path(__file__).resolve().parents[3] / "models" / "demo"
 
@@ -236,3 +237,32 @@ def test_a_new_package_ships_check_images_from_its_data_set(tiny_package: ModelP
     assert not any(n.endswith("-good.png") for n in names[3:])
     images = check_images(tiny_package)
     assert {img.shape for _, img in images} == {(128, 128)}
+
+
+def test_an_older_package_gains_check_images_and_a_new_digest(
+    tiny_package: ModelPackage, tmp_path: Path
+) -> None:
+    """Check images rendered by the simulator are added to a package written without them:
+    the manifest lists and hashes them, the digest changes and a signature of the old
+    content is dropped; images of another size are refused."""
+    root = tmp_path / "pkg"
+    shutil.copytree(tiny_package.root, root)
+    shutil.rmtree(root / "check")  # as written before packages carried them
+    fields = tiny_package.manifest.model_dump(
+        mode="json", exclude={"format", "format_version", "files", "check"}
+    )
+    old = write_manifest(root, fields)
+    assert old.check == ()
+    (root / "signature.json").write_text("{}")  # a signature of the former content
+    size = tiny_package.manifest.input.size_px
+    images = synth_check_images(
+        "moulded_plastic", 20261208, mm_per_px=0.125, size_px=size, part_size_mm=14.0
+    )
+    assert [label for label, _ in images][:4] == ["good", "good", "good", "scratch"]
+    pkg = add_check_images(root, images)
+    assert pkg.sha256 != tiny_package.sha256 and not (root / "signature.json").exists()
+    assert len(pkg.manifest.check) == 8 and set(pkg.manifest.check) <= set(pkg.manifest.files)
+    got = check_images(load_package(root))
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, images, strict=True))
+    with pytest.raises(ValueError, match="the package takes"):
+        add_check_images(root, [("good", np.zeros((size + 1, size + 1), np.uint8))])
