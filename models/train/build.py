@@ -306,16 +306,50 @@ def reexport_package(package_dir: str | Path) -> ModelPackage:
     return load_package(pkg.root)
 
 
-if __name__ == "__main__":
+def _main(argv: Sequence[str]) -> int:
+    """``python -m models.train.build PACKAGE`` re-exports the graphs;
+    ``... PACKAGE --check-synth FAMILY [--check-seed N] [--part-size-mm MM]`` gives the
+    package check images rendered by the simulator instead (its scale and size from the
+    manifest, the part size from its training record unless given)."""
+    import argparse
     import sys
 
     from models.package import PackageError
 
-    if len(sys.argv) != 2:
-        print("usage: python -m models.train.build PACKAGE  (re-export its graphs)")
-        sys.exit(2)
+    p = argparse.ArgumentParser(prog="python -m models.train.build", description=_main.__doc__)
+    p.add_argument("package", type=Path)
+    p.add_argument("--check-synth", metavar="FAMILY", default=None)
+    p.add_argument("--check-seed", type=int, default=20261208)
+    p.add_argument("--part-size-mm", type=float, default=None)
+    args = p.parse_args(argv)
+    if args.check_synth is None:
+        try:
+            reexport_package(args.package)
+        except (PackageError, OSError, RuntimeError) as exc:
+            print(f"re-export failed, package unchanged: {exc}", file=sys.stderr)
+            return 5
+        return 0
     try:
-        reexport_package(sys.argv[1])
-    except (PackageError, OSError, RuntimeError) as exc:
-        print(f"re-export failed, package unchanged: {exc}", file=sys.stderr)
-        sys.exit(5)
+        pkg = load_package(args.package)
+        part_mm = args.part_size_mm or pkg.manifest.training.get("part_size_mm")
+        if part_mm is None:
+            p.error("--part-size-mm: the package does not record its part size")
+        images = synth_check_images(
+            args.check_synth,
+            args.check_seed,
+            mm_per_px=pkg.manifest.input.mm_per_px,
+            size_px=pkg.manifest.input.size_px,
+            part_size_mm=float(part_mm),
+        )
+        pkg = add_check_images(pkg.root, images)
+    except (PackageError, OSError, ValueError) as exc:
+        print(f"check images not added: {exc}", file=sys.stderr)
+        return 5
+    print(f"{pkg.root}: {len(pkg.manifest.check)} check images; package_sha256 {pkg.sha256}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))
