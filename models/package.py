@@ -7,6 +7,9 @@
     <package>/explain.onnx      one decoder step
     <package>/weights.pt        the DefectNet state dict (float16) for the torch reference
     <package>/signature.json    optional: an ed25519 signature of the digest (``models.signing``)
+    <package>/check/*.png       check images: a few good and defective parts of the package's
+                                input size, run through a GPU runtime and ONNX Runtime at load
+                                (``models.runtime.parity``); listed in ``check`` and ``files``
 
 The manifest records the format version, the input (size, scale in mm per
 pixel, the gray level separating part from belt, normalization), the defect
@@ -35,10 +38,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.backend import BackendError
@@ -52,6 +60,8 @@ FORMAT_VERSION = 2
 (see ``models.graphs``); a version-1 package must be retrained."""
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.pt"
+CHECK_DIR = "check"
+"""The folder of the check images (``Manifest.check``)."""
 SIGNATURE_FILE = "signature.json"
 """Written by ``models.signing.sign_package``; not listed in ``files`` (it signs the digest)."""
 DIGEST_KEY = "package_sha256"
@@ -139,6 +149,10 @@ class Manifest(_Strict):
     size_calibration: SizeCalibration | None = None
     """How the size fact's length combines the size head and the main region, fitted on
     validation data (``models.sizing``); ``None``: the size head's length as it is."""
+    check: tuple[str, ...] = ()
+    """The check images (PNG, uint8 gray, ``input.size_px`` square, under ``check/``), hashed
+    in ``files`` like the graphs; a GPU runtime's parity gate runs them
+    (``models.runtime.parity``). Empty in packages written before they shipped."""
 
     @field_validator("vocabulary")
     @classmethod
@@ -216,7 +230,7 @@ def write_manifest(root: str | Path, fields: dict[str, Any]) -> Manifest:
     ``PackageError`` when the fields do not form a valid manifest.
     """
     base = Path(root)
-    names = sorted({*fields["graphs"].values(), fields["weights"]})
+    names = sorted({*fields["graphs"].values(), fields["weights"], *fields.get("check", ())})
     files = {n: sha256_file(base / n) for n in names}
     rest = {k: v for k, v in fields.items() if k not in ("format", "format_version", DIGEST_KEY)}
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, **rest, "files": files}
@@ -325,7 +339,7 @@ def _verify_content(base: Path, content: dict[str, Any]) -> tuple[Manifest | Non
     except ValidationError as exc:
         return None, [f"{MANIFEST_FILE}: invalid manifest: {_problems(exc)}"]
     problems: list[str] = []
-    needed = {*manifest.graphs.values(), manifest.weights}
+    needed = {*manifest.graphs.values(), manifest.weights, *manifest.check}
     for name in sorted(needed - set(manifest.files)):
         problems.append(f"{name}: used but not listed in files")
     for name, digest in sorted(manifest.files.items()):
@@ -349,6 +363,60 @@ def _verify_content(base: Path, content: dict[str, Any]) -> tuple[Manifest | Non
         if net.input_size_px != manifest.input.size_px:
             problems.append(f"net.input_size_px {net.input_size_px} != input.size_px")
     return manifest, problems
+
+
+def check_images(package: ModelPackage) -> list[tuple[str, npt.NDArray[np.uint8]]]:
+    """The package's check images as ``(name, uint8 (S, S))``, in manifest order; none for a
+    package written before they shipped.
+
+    Their bytes were verified by ``load_package``. Raises ``PackageError`` for one that
+    does not decode or is not a gray image of the package's input size.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    size = package.manifest.input.size_px
+    out = []
+    for name in package.manifest.check:
+        path = package.root / name
+        try:
+            with Image.open(path) as im:
+                mode = im.mode
+                pixels = np.asarray(im, dtype=np.uint8).copy() if mode == "L" else None
+        except (OSError, UnidentifiedImageError) as exc:
+            raise PackageError(f"{path}: check image does not decode: {exc}") from exc
+        if pixels is None or pixels.shape != (size, size):
+            got = f"mode {mode}" if pixels is None else f"shape {pixels.shape}"
+            raise PackageError(
+                f"{path}: a check image must be 8-bit gray {size}x{size} (got {got})"
+            )
+        out.append((name, pixels))
+    return out
+
+
+def write_check_images(
+    root: str | Path, images: Sequence[tuple[str, npt.NDArray[np.uint8]]]
+) -> list[str]:
+    """Write ``images`` (``(label, uint8 (S, S))``) as ``check/NN-label.png`` into the package
+    folder ``root``, replacing any there; their names for ``Manifest.check``.
+
+    The manifest is not touched: pass the names as its ``check`` field to
+    ``write_manifest``, which hashes them. Raises ``ValueError`` for an image that is not
+    2-D uint8, ``OSError`` when they cannot be written.
+    """
+    from PIL import Image
+
+    folder = Path(root) / CHECK_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    names = []
+    for i, (label, pixels) in enumerate(images):
+        if pixels.dtype != np.uint8 or pixels.ndim != 2:
+            raise ValueError(f"check image {label!r}: expected uint8 (S, S), got {pixels.shape}")
+        safe = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_") or "image"
+        name = f"{CHECK_DIR}/{i:02d}-{safe}.png"
+        Image.fromarray(pixels).save(Path(root) / name)
+        names.append(name)
+    return names
 
 
 def _problems(exc: ValidationError) -> str:

@@ -29,8 +29,8 @@ from node.recipe.settings import (
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
 """The embedded default: the simulated line that ``make run`` starts."""
 
-ModelBackendName = Literal["onnxruntime", "tensorrt", "torch"]
-MODEL_BACKENDS: tuple[ModelBackendName, ...] = ("onnxruntime", "tensorrt", "torch")
+ModelBackendName = Literal["onnxruntime", "cuda", "tensorrt", "torch"]
+MODEL_BACKENDS: tuple[ModelBackendName, ...] = ("onnxruntime", "cuda", "tensorrt", "torch")
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -239,11 +239,13 @@ class InspectionSection(_Section):
     """``[inspection]``: region of interest, backend and recipe.
 
     ``backend``: ``classical`` (the golden template, no training framework) or a
-    model runtime (``onnxruntime`` on the CPU, ``tensorrt`` on a GPU, ``torch``
-    as the reference) running ``[inspection.model]``.
+    model runtime (``onnxruntime`` on the CPU, ``cuda`` or ``tensorrt`` on a GPU,
+    ``torch`` as the reference) running ``[inspection.model]``. A GPU runtime
+    runs fp16 or fp32 only where the parity gate passes, else ONNX Runtime
+    (docs/gpu.md).
     """
 
-    backend: Literal["classical", "onnxruntime", "tensorrt", "torch"] = "classical"
+    backend: Literal["classical", "onnxruntime", "cuda", "tensorrt", "torch"] = "classical"
     mm_per_px: PositiveFloat = 0.125
     roi_size_px: Annotated[int, Field(ge=32, le=2048)] = 256
     belt_threshold: Annotated[int, Field(ge=0, le=255)] = 60

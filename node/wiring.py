@@ -180,7 +180,9 @@ def load_model_backend(cfg: Config, *, shadow: bool = False) -> Backend:
 
     The package is verified first (``check_model_package``). Raises ``ModelError``
     naming the config key for a missing, corrupt, edited, unpinned, untrusted or
-    mismatched package and for a runtime that cannot start (e.g. TensorRT without a GPU).
+    mismatched package and for a runtime that cannot start (e.g. TensorRT or cuda without a
+    GPU). A GPU runtime whose parity gate refuses every precision falls back to ONNX Runtime
+    on the CPU (``models.runtime.open_runtime``).
     """
     return _open_model(cfg, shadow=shadow)[0]
 
@@ -218,6 +220,9 @@ def _open_model(cfg: Config, *, shadow: bool) -> tuple[Backend, ModelPackage]:
             explain=m.explain,
             mm_per_px=insp.mm_per_px,
             min_region_area_mm2=insp.recipe.min_region_area_mm2,
+            # A GPU whose every precision fails the parity gate: judge on the CPU
+            # (logged as runtime_fallback; the backend's describe() lists each step).
+            fallback=True,
         )
     except (BackendError, ValueError) as exc:
         raise ModelError(f"inspection.backend = {insp.backend!r}: {exc}") from exc

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +50,7 @@ from models.graphs import NO_LOCATION
 from models.guard import GroundingGuard, grounding_for
 from models.outputs import ANY_FINITE, NON_NEGATIVE, PROBABILITY, check_arrays
 from models.package import ModelPackage, load_package
+from models.runtime.parity import Fallback, ParityReport, describe_state
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
@@ -389,6 +390,14 @@ class PipelineBackend:
     name: str
     package: ModelPackage
     pipeline: Pipeline
+    requested: str | None = None
+    """The runtime the caller asked for, when another runs instead (``describe``)."""
+    device: str = "cpu"
+    precision: str = "fp32"
+    fallbacks: tuple[Fallback, ...] = ()
+    """The steps down taken before this backend ran (``models.runtime.parity``)."""
+    parity: tuple[ParityReport, ...] = ()
+    """The parity gate's reports behind the choice (none for a CPU runtime asked for)."""
 
     @staticmethod
     def open_package(package: ModelPackage | str | Path, threads: int) -> ModelPackage:
@@ -397,6 +406,17 @@ class PipelineBackend:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         return package if isinstance(package, ModelPackage) else load_package(package)
+
+    def describe(self) -> dict[str, Any]:
+        """What runs and why (JSON-ready; ``models.runtime.parity.describe_state``)."""
+        return describe_state(
+            runtime=self.name,
+            requested=self.requested or self.name,
+            device=self.device,
+            precision=self.precision,
+            fallbacks=self.fallbacks,
+            parity=self.parity,
+        )
 
     def detect(self, images: Sequence[Image]) -> list[Detection]:
         """The in-cycle part only (see ``Pipeline.detect``)."""

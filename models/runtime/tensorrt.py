@@ -1,4 +1,4 @@
-"""The TensorRT backend: fp16 engines built from the package's ONNX graphs, run on a CUDA stream.
+"""The TensorRT backend: engines built from the package's ONNX graphs, run on a CUDA stream.
 
 ``tensorrt`` and the CUDA runtime bindings (``cuda-python``) are imported
 only here, when this backend is chosen. Engines are built once per package,
@@ -7,6 +7,14 @@ GPU and TensorRT version and cached as plan files under ``cache_dir``
 and the TensorRT version, so a new driver stack or card rebuilds them and a
 cached plan is never loaded into the wrong runtime. A plan is deserialised by
 TensorRT itself (no pickling).
+
+Precision: fp16 engines first, admitted only by the parity gate
+(``models.runtime.parity``: the package's check images through the detect
+engine and through ONNX Runtime fp32 on the CPU); refused, fp32 engines
+(their own plan files); refused too, ``ParityRefusedError``, and
+``open_runtime(..., fallback=True)`` opens ONNX Runtime on the CPU. A package
+without check images gets fp32 engines, unchecked. Each step is logged and
+kept for ``describe()``.
 
 Each call copies the batch to the GPU, enqueues the engine with
 ``execute_async_v3`` on the backend's own stream, copies the outputs back and
@@ -30,7 +38,14 @@ import structlog
 from models.backend import BackendError, Image, Staged
 from models.explain_text import Language
 from models.findings import Explanation, Findings
-from models.package import ModelPackage, PackageError, load_package
+from models.package import ModelPackage, PackageError, check_images, load_package
+from models.runtime.parity import (
+    Fallback,
+    ParityRefusedError,
+    ParityReport,
+    describe_state,
+    run_gate,
+)
 from models.runtime.pipeline import F32, Detection, Pipeline
 
 log = structlog.get_logger(__name__)
@@ -61,10 +76,12 @@ def _check(result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def engine_cache_key(onnx_sha256: str, gpu_name: str, trt_version: str, max_batch: int) -> str:
-    """The plan file name for a graph on a GPU with a TensorRT version."""
+def engine_cache_key(
+    onnx_sha256: str, gpu_name: str, trt_version: str, max_batch: int, precision: str = "fp16"
+) -> str:
+    """The plan file name for a graph on a GPU with a TensorRT version, in ``precision``."""
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower()
-    return f"{onnx_sha256[:16]}-{gpu}-trt{trt_version}-b{max_batch}-fp16.plan"
+    return f"{onnx_sha256[:16]}-{gpu}-trt{trt_version}-b{max_batch}-{precision}.plan"
 
 
 @dataclass
@@ -142,8 +159,14 @@ class _Engine:
         self.buffers.clear()
 
 
-def build_plan(trt: Any, onnx_path: Path, shapes: dict[str, tuple[tuple[int, ...], ...]]) -> bytes:
-    """Build an fp16 engine from ``onnx_path``; ``shapes`` maps each input to (min, opt, max).
+def build_plan(
+    trt: Any,
+    onnx_path: Path,
+    shapes: dict[str, tuple[tuple[int, ...], ...]],
+    fp16: bool = True,
+) -> bytes:
+    """Build an engine from ``onnx_path`` (fp16 kernels allowed when ``fp16``, else fp32 only);
+    ``shapes`` maps each input to (min, opt, max).
 
     Raises ``TensorRTError`` when the graph does not parse or the build fails.
     """
@@ -156,11 +179,19 @@ def build_plan(trt: Any, onnx_path: Path, shapes: dict[str, tuple[tuple[int, ...
         raise TensorRTError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    # TensorRT 10's weakly typed fp16 mode; TensorRT 11 removed the flag (pin tensorrt<11).
-    fp16 = getattr(trt.BuilderFlag, "FP16", None)
-    if fp16 is None:
-        raise TensorRTError(f"TensorRT {trt.__version__} has no FP16 builder flag; use TensorRT 10")
-    config.set_flag(fp16)
+    if fp16:
+        # TensorRT 10's weakly typed fp16 mode; TensorRT 11 removed the flag (pin tensorrt<11).
+        flag = getattr(trt.BuilderFlag, "FP16", None)
+        if flag is None:
+            raise TensorRTError(
+                f"TensorRT {trt.__version__} has no FP16 builder flag; use TensorRT 10"
+            )
+        config.set_flag(flag)
+    else:
+        # fp32 means fp32: no TF32 rounding of convolutions and matrix products.
+        tf32 = getattr(trt.BuilderFlag, "TF32", None)
+        if tf32 is not None:
+            config.clear_flag(tf32)
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in shapes.items():
         profile.set_shape(name, lo, opt, hi)
@@ -172,13 +203,14 @@ def build_plan(trt: Any, onnx_path: Path, shapes: dict[str, tuple[tuple[int, ...
 
 
 class TensorRTBackend:
-    """A ``Backend`` running the package's graphs as TensorRT fp16 engines on one GPU.
+    """A ``Backend`` running the package's graphs as TensorRT engines on one GPU, fp16 or fp32
+    as the parity gate admits (see the module docstring).
 
     ``max_batch`` bounds the batch (the node's ``inspection.batch_size``);
     ``device`` is the CUDA device index; ``cache_dir`` holds the engine plans.
     Other arguments as ``OnnxRuntimeBackend``. Raises ``TensorRTError`` when
-    TensorRT, CUDA or a GPU is missing or a build fails, ``PackageError`` for a
-    bad package.
+    TensorRT, CUDA or a GPU is missing or a build fails, ``ParityRefusedError``
+    when the gate refuses fp16 and fp32, ``PackageError`` for a bad package.
     """
 
     def __init__(
@@ -219,6 +251,65 @@ class TensorRTBackend:
         self._stream = _check(cudart.cudaStreamCreate(), "stream create")
         cache = Path(cache_dir) if cache_dir is not None else pkg.root / ".engines"
         cache.mkdir(parents=True, exist_ok=True)
+        self._trt, self._cache = trt, cache
+        self.max_batch = max_batch
+        self.requested = name
+        self.device = f"cuda:{device} ({gpu})"
+        self._engines: tuple[_Engine, _Engine] | None = None
+        self.pipeline = Pipeline(
+            pkg,
+            self._detect,
+            self._step,
+            explain=explain,
+            mm_per_px=mm_per_px,
+            min_region_area_mm2=min_region_area_mm2,
+            language=language,
+        )
+        # The gate's reference: ONNX Runtime fp32 on the CPU (detect only).
+        from models.runtime.onnxruntime import OnnxRuntimeBackend
+
+        reference = OnnxRuntimeBackend(pkg, 1, explain=False)
+        images = check_images(pkg)
+        reports: list[ParityReport] = []
+        fallbacks: list[Fallback] = []
+        precisions = ("fp16", "fp32")
+        for i, precision in enumerate(precisions):
+            if images or precision == "fp32":  # fp16 with nothing to prove it on: not built
+                self._close_engines()
+                self._engines = self._load_engines(precision)
+            label = f"{name} {precision}"
+            report = run_gate(label, self.detect, reference.detect, images)
+            reports.append(report)
+            unchecked = report.failed == ("no_images",) and precision == "fp32"
+            if report.passed or unchecked:
+                self.precision, self._checked = precision, report.passed
+                break
+            last = i + 1 == len(precisions)
+            target = "onnxruntime cpu" if last else f"{name} {precisions[i + 1]}"
+            fallbacks.append(Fallback(label, target, report.reason()))
+            log.warning(
+                "precision_refused",
+                backend=name,
+                precision=precision,
+                to=target,
+                reason=report.reason(),
+            )
+        else:
+            self.close()
+            raise ParityRefusedError(name, reports, fallbacks)
+        self.fallbacks, self.parity = tuple(fallbacks), tuple(reports)
+        log.info(
+            "backend_loaded",
+            backend=name,
+            package=str(pkg.root),
+            gpu=gpu,
+            precision=self.precision,
+            parity_checked=self._checked,
+        )
+
+    def _load_engines(self, precision: str) -> tuple[_Engine, _Engine]:
+        """The detect and explain engines in ``precision``: from the cache, else built."""
+        trt, pkg, max_batch = self._trt, self.package, self.max_batch
         net = pkg.net
         s = net.input_size_px
         detect_shapes: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -236,31 +327,49 @@ class TensorRTBackend:
             digest = pkg.manifest.files.get(pkg.manifest.graphs[graph])  # type: ignore[index]
             if digest is None:
                 raise PackageError(f"{onnx_path}: not listed in the manifest")
-            plan_path = cache / engine_cache_key(digest, gpu, trt.__version__, max_batch)
+            key = engine_cache_key(digest, self.gpu_name, trt.__version__, max_batch, precision)
+            plan_path = self._cache / key
             if plan_path.is_file():
                 plan = plan_path.read_bytes()
             else:
-                log.info("tensorrt_engine_building", graph=graph, gpu=gpu, trt=trt.__version__)
-                plan = build_plan(trt, onnx_path, shapes)
+                log.info(
+                    "tensorrt_engine_building",
+                    graph=graph,
+                    gpu=self.gpu_name,
+                    trt=trt.__version__,
+                    precision=precision,
+                )
+                plan = build_plan(trt, onnx_path, shapes, fp16=precision == "fp16")
                 tmp = plan_path.with_suffix(".tmp")
                 tmp.write_bytes(plan)
                 tmp.replace(plan_path)
-            engines.append(_Engine(trt, cudart, plan, max_batch, graph))
-        self._detect_engine, self._explain_engine = engines
-        self.max_batch = max_batch
-        self.pipeline = Pipeline(
-            pkg,
-            self._detect,
-            self._step,
-            explain=explain,
-            mm_per_px=mm_per_px,
-            min_region_area_mm2=min_region_area_mm2,
-            language=language,
+            engines.append(_Engine(trt, self._cudart, plan, max_batch, graph))
+        return engines[0], engines[1]
+
+    def _close_engines(self) -> None:
+        """Free the engines' device buffers (before others are loaded)."""
+        if self._engines is not None:
+            for engine in self._engines:
+                engine.close()
+            self._engines = None
+
+    def describe(self) -> dict[str, Any]:
+        """What runs and why (``models.runtime.parity.describe_state``)."""
+        return describe_state(
+            runtime=self.name,
+            requested=self.requested,
+            device=self.device,
+            precision=self.precision,
+            fallbacks=self.fallbacks,
+            parity=self.parity,
+            parity_checked=self._checked,
+            max_batch=self.max_batch,
+            decoder=f"tensorrt {self.precision}",
         )
-        log.info("backend_loaded", backend=name, package=str(pkg.root), gpu=gpu)
 
     def _detect(self, x: F32) -> tuple[F32, F32, F32, F32, F32]:
-        out = self._detect_engine.run(self._stream, {"image": x})
+        assert self._engines is not None, "engines closed"
+        out = self._engines[0].run(self._stream, {"image": x})
         return (
             out["anomaly_map"],
             out["score"],
@@ -273,7 +382,8 @@ class TensorRTBackend:
         self, memory: F32, tokens: npt.NDArray[np.int32], facts: npt.NDArray[np.int32]
     ) -> F32:
         feeds = {"memory": memory, "tokens": tokens, "facts": facts}
-        out = self._explain_engine.run(self._stream, feeds)
+        assert self._engines is not None, "engines closed"
+        out = self._engines[1].run(self._stream, feeds)
         logits: F32 = out["logits"].astype(np.float32, copy=False)
         return logits
 
@@ -315,6 +425,5 @@ class TensorRTBackend:
 
     def close(self) -> None:
         """Free GPU buffers and the stream."""
-        self._detect_engine.close()
-        self._explain_engine.close()
+        self._close_engines()
         self._cudart.cudaStreamDestroy(self._stream)

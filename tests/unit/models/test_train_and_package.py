@@ -84,7 +84,10 @@ def test_a_surface_trains_its_good_images_in_every_orientation(tiny_dataset: Pat
 def test_export_load_infer_round_trip(tiny_package: ModelPackage, tiny_dataset: Path) -> None:
     """A trained package loads, verifies and inspects images into complete Findings."""
     pkg = load_package(tiny_package.root)
-    assert pkg.manifest.files.keys() == {"detect.onnx", "explain.onnx", "weights.pt"}
+    assert len(pkg.manifest.check) == 8  # the check images (models.runtime.parity)
+    assert pkg.manifest.files.keys() == {"detect.onnx", "explain.onnx", "weights.pt"} | set(
+        pkg.manifest.check
+    )
     backend = OnnxRuntimeBackend(pkg, threads=1)
     images = [load_gray(s.path) for s in read_mvtec(tiny_dataset).select("test")[:3]]
     found = backend.infer(images)
