@@ -124,6 +124,19 @@ class RunSummary:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def model_status(described: dict[str, Any]) -> dict[str, Any]:
+    """A model runtime's ``describe()`` for the live status: each parity report without its
+    per-image rows."""
+    parity = described.get("parity") or {}
+    return {
+        **described,
+        "parity": {
+            step: {k: v for k, v in report.items() if k != "per_image"}
+            for step, report in parity.items()
+        },
+    }
+
+
 class Node:
     """One inspection node: opens the edges and runs the line's stages on them."""
 
@@ -167,6 +180,7 @@ class Node:
         self._draining = False
         self._tracking_lost = False
         self._edges_refused = 0
+        self._describe_model: Callable[[], dict[str, Any]] | None = None
         self._trigger_lead_counts = round(cfg.camera.trigger_lead_mm * cfg.line.counts_per_mm)
         self._drained = asyncio.Event()
         self._audit: AuditStore | None = None
@@ -199,6 +213,7 @@ class Node:
             )
             backend = await asyncio.get_running_loop().run_in_executor(executor, parts.backend)
             self._model_name = backend.name
+            self._describe_model = getattr(backend, "describe", None)
             if parts.shadow is not None:  # beside the active model, never acting
                 shadow = await asyncio.get_running_loop().run_in_executor(executor, parts.shadow)
                 try:
@@ -643,6 +658,8 @@ class Node:
         snap["state_detail"] = self.operation.detail
         snap["parts_unseen"] = self.summary.parts_unseen  # also when Error has an older cause
         snap["repeats"] = self.repeats.active()
+        if self._describe_model is not None:  # what judges: runtime, precision, fallbacks
+            snap["model"] = model_status(self._describe_model())
         snap["last_reject"] = self._last_reject
         if self._components.plc is not None:
             snap["plc"] = self._components.plc.snapshot()

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from models.runtime import RUNTIMES
 from node.errors import ConfigError, ModelError
 
-_RUNTIMES = ("onnxruntime", "tensorrt", "torch")
+_RUNTIMES = RUNTIMES
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

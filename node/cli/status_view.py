@@ -60,6 +60,16 @@ def render_status(name: str, snap: dict[str, Any]) -> Group:
         t,
         Text.from_markup(f"state: {state}[/]   defects: {types}   fail-safe reasons: {reasons}"),
     ]
+    model = snap.get("model")
+    if model:
+        runtime = (
+            f"model: {model['runtime']} {model.get('precision', '')} on {model.get('device', '?')}"
+        )
+        if model.get("fallbacks"):
+            steps = "; ".join(f"{f['from']} → {f['to']}: {f['reason']}" for f in model["fallbacks"])
+            lines.append(Text(f"{runtime}   fell back: {steps}", style="yellow"))
+        else:
+            lines.append(Text(runtime, style="dim"))
     last = snap.get("last_reject")
     if last:
         lines.append(Text(f"last reject, part {last['part_id']} ({last['rule']}): {last['text']}"))

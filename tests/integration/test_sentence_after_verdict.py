@@ -74,6 +74,8 @@ async def test_each_reject_is_judged_before_its_sentence_and_published_with_it(
     assert node.summary.sentences_late == 0 and node.summary.sentence_failures == 0
     assert report["sentence_ms"]["parts"] >= len(judged)
     assert report["missed_rejects"] == 0 and report["budget_misses"] == 0, report
+    model = node.status()["model"]  # the live status names what judged
+    assert (model["runtime"], model["precision"], model["fallbacks"]) == ("onnxruntime", "fp32", [])
 
 
 async def test_a_sentence_too_slow_for_its_part_leaves_the_verdict_and_says_the_facts(

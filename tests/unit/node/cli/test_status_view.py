@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
+from node.app import model_status
 from node.cli.status_view import render_status
 
 
@@ -57,3 +58,30 @@ def test_without_rejects_or_repeats_nothing_extra_is_shown() -> None:
     """A clean start shows neither line."""
     text = _text(_snap(last_reject=None, repeats=[]))
     assert "last reject" not in text and "Repeating" not in text
+
+
+def test_the_model_runtime_and_its_fallbacks_are_shown() -> None:
+    """The runtime that judges is named with its precision and device; a fallback taken at
+    load (a refused parity gate) reads with each step and its reason, and the status keeps
+    the parity figures without their per-image rows."""
+    described = {
+        "runtime": "onnxruntime",
+        "requested": "cuda",
+        "device": "cpu",
+        "precision": "fp32",
+        "fallbacks": [
+            {"from": "cuda fp16", "to": "cuda fp32", "reason": "mask IoU 0.70 < 0.99"},
+            {"from": "cuda fp32", "to": "onnxruntime", "reason": "score error 12.3 % > 1 %"},
+        ],
+        "parity": {"cuda fp16": {"passed": False, "min_mask_iou": 0.7, "per_image": [{}] * 8}},
+    }
+    snap = model_status(described)
+    assert snap["parity"] == {"cuda fp16": {"passed": False, "min_mask_iou": 0.7}}
+    assert "per_image" in described["parity"]["cuda fp16"]  # the backend's own copy is kept
+    text = _text(_snap(model=snap))
+    assert (
+        "model: onnxruntime fp32 on cpu   fell back: cuda fp16 → cuda fp32: mask IoU 0.70" in text
+    )
+    assert "cuda fp32 → onnxruntime: score error 12.3 % > 1 %" in text
+    plain = _text(_snap(model={**snap, "fallbacks": []}))
+    assert "model: onnxruntime fp32 on cpu" in plain and "fell back" not in plain
