@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from drivers.camera.base import Camera
 from drivers.plc.base import RejectOutput
 from drivers.sim.world import SimWorld
 from hil.score import score
@@ -27,6 +28,8 @@ from node.config import Config, parse_config
 from node.line.results import PartResult
 from node.sim.line import SimLine, teach_images_from_sim
 from node.wiring import Components, build_components
+
+T = TypeVar("T")
 
 CLASSICAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim-classical.toml"
 """The simulated line on the classical template detector (the default config uses the model)."""
@@ -90,13 +93,15 @@ async def run_line(
     timeout_s: float | None = None,
     backend_wrapper: Callable[[Backend], Backend] | None = None,
     reject_wrapper: Callable[[RejectOutput], RejectOutput] | None = None,
+    camera_wrapper: Callable[[Camera], Camera] | None = None,
     on_result: Callable[[PartResult], None] | None = None,
     belt_mm_s: float | None = None,
 ) -> tuple[dict[str, Any], Node, SimLine]:
     """Run the node on the sim line for ``parts`` parts and return the score.
 
-    ``backend_wrapper`` and ``reject_wrapper`` let a scenario inject faults (a slow or
-    failing model, a slow reject output); ``belt_mm_s`` drives the simulated belt at that
+    ``backend_wrapper``, ``reject_wrapper`` and ``camera_wrapper`` let a scenario inject
+    faults (a slow or failing model, a slow reject output, a camera triggered only from
+    the loop); ``belt_mm_s`` drives the simulated belt at that
     speed whatever ``[sim]`` says (a belt over ``line.max_speed_mm_s``, which no valid
     config describes).
     """
@@ -106,7 +111,7 @@ async def run_line(
     sim.world.max_parts = parts
     if belt_mm_s is not None:
         sim.world.speed_profile = [(0.0, belt_mm_s)]
-    components = wrap_components(components, backend_wrapper, reject_wrapper)
+    components = wrap_components(components, backend_wrapper, reject_wrapper, camera_wrapper)
     stop = asyncio.Event()
     collector = Collector(None, stop, on_result)
     node = Node(cfg, components, sinks=[collector])
@@ -143,25 +148,28 @@ def wrap_components(
     components: Components,
     backend_wrapper: Callable[[Backend], Backend] | None = None,
     reject_wrapper: Callable[[RejectOutput], RejectOutput] | None = None,
+    camera_wrapper: Callable[[Camera], Camera] | None = None,
 ) -> Components:
-    """``components`` with the backend and/or reject output wrapped (fault injection)."""
-    if backend_wrapper is None and reject_wrapper is None:
+    """``components`` with the backend, reject output and/or camera wrapped (fault
+    injection)."""
+    if backend_wrapper is None and reject_wrapper is None and camera_wrapper is None:
         return components
-    load, reject = components.backend, components.reject
+    load, reject, camera = components.backend, components.reject, components.camera
     return dataclasses.replace(
         components,
-        reject=_wrapped_reject(reject, reject_wrapper) if reject_wrapper else reject,
+        reject=_wrapped(reject, reject_wrapper) if reject_wrapper else reject,
         backend=(lambda: backend_wrapper(load())) if backend_wrapper else load,
+        camera=_wrapped(camera, camera_wrapper) if camera_wrapper else camera,
     )
 
 
 @contextlib.asynccontextmanager
-async def _wrapped_reject(
-    reject: AbstractAsyncContextManager[RejectOutput],
-    wrapper: Callable[[RejectOutput], RejectOutput],
-) -> AsyncIterator[RejectOutput]:
-    async with reject as output:
-        yield wrapper(output)
+async def _wrapped(
+    resource: AbstractAsyncContextManager[T],
+    wrapper: Callable[[T], T],
+) -> AsyncIterator[T]:
+    async with resource as opened:
+        yield wrapper(opened)
 
 
 def default_template_path(state_dir: Path, cfg: Config) -> Path:

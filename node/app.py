@@ -181,7 +181,6 @@ class Node:
         self._tracking_lost = False
         self._edges_refused = 0
         self._describe_model: Callable[[], dict[str, Any]] | None = None
-        self._trigger_lead_counts = round(cfg.camera.trigger_lead_mm * cfg.line.counts_per_mm)
         self._drained = asyncio.Event()
         self._audit: AuditStore | None = None
         self._audit_stopped = False
@@ -248,7 +247,7 @@ class Node:
             encoder = await stack.enter_async_context(parts.encoder)
             camera = await stack.enter_async_context(parts.camera)
             output = await stack.enter_async_context(parts.reject)
-            self._camera = Acquisition(
+            self._camera = acquisition = Acquisition(
                 cfg,
                 camera,
                 self.tracker,
@@ -259,6 +258,7 @@ class Node:
                 camera_down=lambda detail: self.operation.raise_fault("camera", detail),
                 camera_up=lambda: self.operation.clear_fault("camera"),
             )
+            stack.enter_context(acquisition)
             actuation = stack.enter_context(parts.actuation(output, self.tracker, self._acted))
             self._actuation = actuation
             signals = PlcSignals(
@@ -423,6 +423,8 @@ class Node:
                 n, self._edges_refused = refused - self._edges_refused, refused
                 self._parts_unseen(n, "a sensor edge at a count the belt cannot have reached")
             self._actuation.belt_moved()
+            if self._camera is not None:
+                self._camera.belt_moved()
             if self.tracker.last_t_ns == sample.t_ns:  # accepted: the belt is followed
                 self.watchdog.beat("encoder")
                 if self._tracking_lost:
@@ -503,8 +505,9 @@ class Node:
             self._decide(
                 st, Judge.fail_safe(part.part_id, Reason.FAILSAFE_TRACKING, "made while lost")
             )
+        assert self._camera is not None
         self.scheduler.schedule(
-            part.trigger_count - self._trigger_lead_counts,
+            self._camera.call_count(part.trigger_count),
             lambda: self._at_camera(st),
             label="trigger",
         )
@@ -566,6 +569,8 @@ class Node:
         assert self._actuation is not None
         if not st.decide(verdict):
             return
+        if self._camera is not None:  # decided before its trigger went out: none goes out
+            self._camera.forget(st)
         if verdict.fail_safe:
             log.warning(
                 "part_fail_safe",

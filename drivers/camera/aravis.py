@@ -165,6 +165,10 @@ class AravisCamera:
         The frame, or a MISSING frame, arrives on ``frames()`` in trigger order.
         Raises ``CameraDriverError`` if the camera is not open.
         """
+        self.trigger_now(part_id, encoder_count)
+
+    def trigger_now(self, part_id: int, encoder_count: int) -> None:
+        """``trigger`` from any thread: the ledger is locked, the request a queue put."""
         p = self._acq.add(part_id, encoder_count)
         if self._s.trigger == "software":
             self._acq.requests.put(p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -84,4 +84,14 @@ class Camera(Protocol):
     @property
     def dropped(self) -> int:
         """Frames dropped by the bounded hand-off queue since open."""
+        ...
+
+
+@runtime_checkable
+class TimedTriggerCamera(Camera, Protocol):
+    """A camera whose trigger may be sent from any thread: the node then times it on a
+    timing thread of its own, to the fraction of a millisecond, instead of the event loop."""
+
+    def trigger_now(self, part_id: int, encoder_count: int) -> None:
+        """``trigger``, callable from any thread; returns at once, never blocks."""
         ...

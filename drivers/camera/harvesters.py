@@ -153,6 +153,10 @@ class HarvestersCamera:
 
         Raises ``CameraDriverError`` if the camera is not open.
         """
+        self.trigger_now(part_id, encoder_count)
+
+    def trigger_now(self, part_id: int, encoder_count: int) -> None:
+        """``trigger`` from any thread: the ledger is locked, the request a queue put."""
         p = self._acq.add(part_id, encoder_count)
         if not self.free_running:
             self._acq.requests.put(p)

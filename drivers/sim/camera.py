@@ -99,6 +99,10 @@ class SimCamera:
 
     async def trigger(self, part_id: int, encoder_count: int) -> None:
         """Expose now for ``part_id``; the frame arrives on ``frames()``."""
+        self.trigger_now(part_id, encoder_count)
+
+    def trigger_now(self, part_id: int, encoder_count: int) -> None:
+        """``trigger`` from any thread (a queue put)."""
         self._requests.put((part_id, encoder_count, time.monotonic_ns()))
 
     async def frames(self) -> AsyncIterator[Frame]:

@@ -5,7 +5,8 @@ busy for a few more; at 1 m/s every millisecond is a millimetre. So the loop onl
 decides *that* a part is rejected and keeps its pulse *armed* with the latest
 predicted time (re-armed after every encoder sample); this thread sleeps until
 just before that time, spins the last fraction of a millisecond, and calls the
-output's ``fire`` itself.
+output's ``fire`` itself. The camera's timed triggers (``node.line.acquisition``)
+run on a timer of the same kind with their own command.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Generic, Protocol, TypeVar
 
 import structlog
-
-from drivers.plc.base import RejectCommand
 
 log = structlog.get_logger(__name__)
 
@@ -32,33 +32,50 @@ _SWITCH_INTERVAL_S = 0.0005
 _RT_PRIORITY = 10  # SCHED_FIFO priority of the pulse thread (1..99); LimitRTPRIO in the unit
 
 
-class PulseTimer:
-    """Fires armed reject commands at their monotonic deadline, on its own thread.
+class Timed(Protocol):
+    """What a timer fires: a command for one part."""
+
+    @property
+    def part_id(self) -> int:
+        """The part the command is for (one armed command per part)."""
+        ...
+
+
+C = TypeVar("C", bound=Timed)
+
+
+class PulseTimer(Generic[C]):
+    """Fires armed commands (reject pulses) at their monotonic deadline, on its own thread.
 
     ``fire`` is the output's thread-safe pulse call; ``on_fired(command, late_ns,
     took_ns, error)`` is called on the timing thread after each pulse: how late the
     call started, how long it took (the output acted somewhere in between), and
-    ``error`` (None on success). It must be quick and thread-safe.
+    ``error`` (None on success). It must be quick and thread-safe. ``spin_ns`` is how
+    long before a deadline the thread stops sleeping and spins; ``name`` the thread's.
     """
 
     def __init__(
         self,
-        fire: Callable[[RejectCommand], None],
-        on_fired: Callable[[RejectCommand, int, int, BaseException | None], None],
+        fire: Callable[[C], None],
+        on_fired: Callable[[C, int, int, BaseException | None], None],
+        *,
+        spin_ns: int = _SPIN_NS,
+        name: str = "reject-pulse",
     ) -> None:
         self._fire = fire
         self._on_fired = on_fired
+        self._spin_ns = spin_ns
         self._cond = threading.Condition()
-        self._armed: dict[int, tuple[int, RejectCommand]] = {}
+        self._armed: dict[int, tuple[int, C]] = {}
         # Fired but not yet acknowledged by the node (``forget``): re-arming one of these
         # (the loop had not heard of the pulse yet) must not fire it a second time.
         self._fired: set[int] = set()
         self._heap: list[tuple[int, int]] = []  # (deadline_ns, part_id), stale entries skipped
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="reject-pulse", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._saved_switch_s: float | None = None
 
-    def __enter__(self) -> PulseTimer:
+    def __enter__(self) -> PulseTimer[C]:
         self._saved_switch_s = sys.getswitchinterval()
         sys.setswitchinterval(min(self._saved_switch_s, _SWITCH_INTERVAL_S))
         self._thread.start()
@@ -78,7 +95,7 @@ class PulseTimer:
         if self._saved_switch_s is not None:
             sys.setswitchinterval(self._saved_switch_s)
 
-    def arm(self, command: RejectCommand, deadline_ns: int) -> None:
+    def arm(self, command: C, deadline_ns: int) -> None:
         """Arm (or move) the pulse for ``command.part_id`` to ``deadline_ns``.
 
         A pulse that already fired is never armed again (until ``forget``).
@@ -92,10 +109,10 @@ class PulseTimer:
             earliest = self._next()
             self._armed[command.part_id] = (deadline_ns, command)
             heapq.heappush(self._heap, (deadline_ns, command.part_id))
-            # The thread sleeps until _SPIN_NS before the earliest pulse it knew, then spins
+            # The thread sleeps until spin_ns before the earliest pulse it knew, then spins
             # to the deadline it finds then: wake it only when this one is due before that
             # wake-up (a pulse moved later is found stale then and the wait renewed).
-            if earliest is None or deadline_ns < earliest[0] - _SPIN_NS // 2:
+            if earliest is None or deadline_ns < earliest[0] - self._spin_ns // 2:
                 self._cond.notify()
 
     def disarm(self, part_id: int) -> bool:
@@ -113,7 +130,7 @@ class PulseTimer:
         """How many pulses are waiting."""
         return len(self._armed)
 
-    def _next(self) -> tuple[int, RejectCommand] | None:
+    def _next(self) -> tuple[int, C] | None:
         """The earliest live entry, dropping stale heap entries; call with the lock held."""
         while self._heap:
             deadline, part_id = self._heap[0]
@@ -134,7 +151,7 @@ class PulseTimer:
                     if nxt is None:
                         self._cond.wait()
                         continue
-                    wait_ns = nxt[0] - _SPIN_NS - time.monotonic_ns()
+                    wait_ns = nxt[0] - self._spin_ns - time.monotonic_ns()
                     if wait_ns <= 0:
                         break
                     self._cond.wait(wait_ns / 1e9)

@@ -208,6 +208,11 @@ class Tracker:
         return self._speed.speed_cps
 
     @property
+    def extrapolation_limit_ns(self) -> int:
+        """How long past the last sample the position is extrapolated (and trusted)."""
+        return self._cfg.extrapolation_limit_ns
+
+    @property
     def last_t_ns(self) -> int | None:
         """``t_ns`` of the last accepted sample, or None before the first one."""
         return self._last_t_ns

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 from structlog.testing import capture_logs
 
+from drivers.camera.base import Camera, Frame
 from drivers.plc.base import RejectCommand, RejectOutput
 from hil.line import run_line, sim_config
 from models.backend import Backend, Image
@@ -160,25 +161,78 @@ async def test_a_camera_that_delivers_nothing_is_a_fault(taught_config: Config) 
     assert "camera" in node.operation.active_faults
 
 
-async def test_stalled_loop_rejects_late_triggers_never_the_wrong_frame(
-    taught_config: Config,
-) -> None:
-    """A loop stalling 60 ms every 5th part fails late triggers safe; no frame goes astray."""
+class LoopTriggered:
+    """The sim camera without its thread-safe trigger: the node triggers it from the loop."""
+
+    def __init__(self, inner: Camera) -> None:
+        self._inner = inner
+
+    async def trigger(self, part_id: int, encoder_count: int) -> None:
+        await self._inner.trigger(part_id, encoder_count)
+
+    def frames(self) -> AsyncIterator[Frame]:
+        return self._inner.frames()
+
+    @property
+    def dropped(self) -> int:
+        return self._inner.dropped
+
+
+def _stalling(every: int, stall_s: float) -> Callable[[PartResult], None]:
     calls = 0
 
     def stall(_: PartResult) -> None:
         nonlocal calls
         calls += 1
-        if calls % 5 == 0:
-            time.sleep(0.06)  # fault injection: a blocking call on the event loop
+        if calls % every == 0:
+            time.sleep(stall_s)  # fault injection: a blocking call on the event loop
 
+    return stall
+
+
+async def test_a_stalled_loop_cannot_delay_a_timed_trigger(taught_config: Config) -> None:
+    """A loop stalling 60 ms every 5th part: the triggers, armed on the timing thread well
+    ahead, still go out on time — no trigger_late, every frame within the tolerance of the
+    camera's centre and of its own part, every reject on target."""
     cfg = sim_config(taught_config, sim={"defect_rate": 0.3, "seed": 8})
-    report, _, _ = await run_line(cfg, 100, on_result=stall)
+    report, _, sim = await run_line(cfg, 100, on_result=_stalling(5, 0.06))
+    assert "trigger_late" not in report["failsafe_reasons"], report
+    offsets = list(sim.camera.offsets_mm.values())
+    assert len(offsets) >= 95 and max(abs(o) for o in offsets) <= cfg.camera.trigger_tolerance_mm
+    assert report["wrong_part_hits"] == 0
+    assert report["missed_rejects"] == 0
+    assert report["false_rejects"] == 0
+    assert report["escapes"] == 0
+
+
+async def test_stalled_loop_rejects_late_triggers_never_the_wrong_frame(
+    taught_config: Config,
+) -> None:
+    """A camera the node can only trigger from the loop, and a loop stalling 60 ms every 5th
+    part: late triggers are failed safe; no frame goes astray."""
+    cfg = sim_config(taught_config, sim={"defect_rate": 0.3, "seed": 8})
+    report, _, _ = await run_line(
+        cfg, 100, on_result=_stalling(5, 0.06), camera_wrapper=LoopTriggered
+    )
     assert report["failsafe_reasons"].get("trigger_late", 0) > 0, report
     assert report["wrong_part_hits"] == 0
     assert report["missed_rejects"] == 0
     assert report["false_rejects"] == 0
     assert report["escapes"] == 0
+
+
+async def test_a_trigger_armed_too_late_for_its_part_is_refused(taught_config: Config) -> None:
+    """A loop stalling 250 ms every 6th part (longer than a timed trigger is armed ahead):
+    the timing thread fires what it was given too late as trigger_late, never a frame of
+    the wrong place."""
+    cfg = sim_config(taught_config, sim={"defect_rate": 0.3, "seed": 8})
+    report, _, sim = await run_line(cfg, 60, on_result=_stalling(6, 0.25))
+    assert report["failsafe_reasons"].get("trigger_late", 0) > 0, report
+    offsets = list(sim.camera.offsets_mm.values())
+    # the lateness is judged on the tracker's estimate of the belt: half a mm of slack
+    assert max(abs(o) for o in offsets) <= cfg.camera.trigger_tolerance_mm + 0.5
+    assert report["wrong_part_hits"] == 0
+    assert report["missed_rejects"] == 0
 
 
 async def test_the_trigger_lead_aims_each_frame_ahead_of_the_camera(taught_config: Config) -> None:
