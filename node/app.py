@@ -663,6 +663,8 @@ class Node:
         snap["state_detail"] = self.operation.detail
         snap["parts_unseen"] = self.summary.parts_unseen  # also when Error has an older cause
         snap["repeats"] = self.repeats.active()
+        if self.recorder is not None:
+            snap["records_waiting"] = self.recorder.backlog
         if self._describe_model is not None:  # what judges: runtime, precision, fallbacks
             snap["model"] = model_status(self._describe_model())
         snap["last_reject"] = self._last_reject
