@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,6 +250,11 @@ class TensorRTBackend:
         self.gpu_name = gpu
         self._cudart = cudart
         self._stream = _check(cudart.cudaStreamCreate(), "stream create")
+        # The sentences are written on another thread than the detection (the verdict does
+        # not wait for them): a stream of their own, and their thread's device set there.
+        self._explain_stream = _check(cudart.cudaStreamCreate(), "stream create")
+        self._device_index = device
+        self._on_device = threading.local()
         cache = Path(cache_dir) if cache_dir is not None else pkg.root / ".engines"
         cache.mkdir(parents=True, exist_ok=True)
         self._trt, self._cache = trt, cache
@@ -383,7 +389,10 @@ class TensorRTBackend:
     ) -> F32:
         feeds = {"memory": memory, "tokens": tokens, "facts": facts}
         assert self._engines is not None, "engines closed"
-        out = self._engines[1].run(self._stream, feeds)
+        if not getattr(self._on_device, "set", False):  # the CUDA device is per thread
+            _check(self._cudart.cudaSetDevice(self._device_index), "set device")
+            self._on_device.set = True
+        out = self._engines[1].run(self._explain_stream, feeds)
         logits: F32 = out["logits"].astype(np.float32, copy=False)
         return logits
 
@@ -427,3 +436,4 @@ class TensorRTBackend:
         """Free GPU buffers and the stream."""
         self._close_engines()
         self._cudart.cudaStreamDestroy(self._stream)
+        self._cudart.cudaStreamDestroy(self._explain_stream)
