@@ -554,8 +554,11 @@ class Node:
         result is not yet published; a late or failed one is counted and logged."""
         st = self._book.get(ins.part_id)
         if ins.findings is None:
+            # The verdict stands (it came from a checked detection), but a decoder that
+            # fails is a model fault: shown as Error like any other, never a healthy node.
             self.summary.sentence_failures += 1
             log.error("sentence_failed", part_id=ins.part_id, error=ins.error)
+            self.operation.error("model", f"sentence: {ins.error}")
             return
         if st is None or st.verdict is None:
             self.summary.sentences_late += 1

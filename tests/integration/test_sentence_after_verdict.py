@@ -106,9 +106,10 @@ async def test_a_sentence_too_slow_for_its_part_leaves_the_verdict_and_says_the_
 
 
 async def test_a_failing_decoder_costs_the_sentence_not_the_verdict(tmp_path: Path) -> None:
-    """Every sentence fails (non-finite logits): each defective part is still judged and
-    struck from its detection (no model fail-safe), says its facts, and every failed
-    sentence is counted."""
+    """Every sentence fails (non-finite logits): the part it was for keeps the verdict its
+    detection gave (no model fail-safe for it, its facts said), but the node shows the model
+    fault (Error, detail naming the sentence) — never healthy — so the parts after it are
+    rejected fail-safe until a Reset; no defect escapes and every failure is counted."""
     wrappers: list[_Wrapped] = []
 
     def failing(inner: Backend) -> Backend:
@@ -120,7 +121,10 @@ async def test_a_failing_decoder_costs_the_sentence_not_the_verdict(tmp_path: Pa
         _config(tmp_path), 30, backend_wrapper=failing, on_result=results.append
     )
     judged = _judged_rejects(results)
-    assert len(judged) >= 5 and report["missed_rejects"] == 0, report
+    assert judged and report["missed_rejects"] == 0 and report["escapes"] == 0, report
     assert "model_error" not in report["failsafe_reasons"], report
     assert all(r.verdict.findings.explanation.source == "facts" for r in judged)  # type: ignore[union-attr]
-    assert node.summary.sentence_failures == wrappers[0].explained >= len(judged)
+    assert node.summary.sentence_failures == wrappers[0].explained >= 1
+    assert node.operation.fault == "model"
+    assert node.operation.machine.detail.startswith("model: sentence: ModelOutputError")
+    assert not node.status()["healthy"]
