@@ -25,6 +25,7 @@ from node.recipe.settings import (
     ZoneSettings,
     recipe_problems,
 )
+from node.web.settings import WebSettings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
 """The embedded default: the simulated line that ``make run`` starts."""
@@ -294,6 +295,7 @@ class Config(_Section):
     inspection: InspectionSection = InspectionSection()
     audit: AuditSettings = AuditSettings()
     hmi: HmiSettings = HmiSettings(enabled=False)
+    web: WebSettings = WebSettings()
     sim: SimLineSection = SimLineSection()
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import structlog
 
 from models.backend import Backend
+from node.audit.images import keep_image
 from node.audit.record import AuditRecord
 from node.audit.store import AuditStore, record_from_result
 from node.config import Config
@@ -106,6 +107,9 @@ class Recorder:
         self._identity = identity
         self._thresholds: dict[str, Any] = cfg.inspection.recipe.model_dump(mode="json")
         self._thresholds["backend"] = cfg.inspection.backend
+        self._heat_threshold = (
+            cfg.inspection.recipe.pixel_threshold if cfg.inspection.backend == "classical" else 1.0
+        )
         self._store = store
         self._sinks = sinks or []
         self._stats = stats
@@ -159,6 +163,16 @@ class Recorder:
             with self._lock:
                 self._waiting -= 1
 
+    def _keeps_image(self, result: PartResult) -> bool:
+        """Whether the store will keep this part's image (so its anomaly map is worth keeping)."""
+        if self._store is None or result.image is None:
+            return False
+        return keep_image(
+            f"{self.run_id}-{result.part_id}",
+            result.verdict.reject,
+            self._store.settings.sample_passes,
+        )
+
     def _publish(self, result: PartResult, stats: Mapping[str, object]) -> None:
         record = record_from_result(
             result,
@@ -168,6 +182,7 @@ class Recorder:
             model_sha256=self._identity.sha256,
             thresholds=self._thresholds,
             actuator_confirmed=_confirmed(result),
+            heat_threshold=self._heat_threshold if self._keeps_image(result) else None,
         )
         if self._store is not None:
             self._store.record(record, result.image)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from models.explain_text import LANGUAGES, render_all
+from node.audit.heat import encode_heat
 from node.audit.record import AuditRecord
 from node.line.judge import failsafe_texts
 from node.line.results import PartResult
@@ -72,6 +73,7 @@ def record_from_result(
     model_sha256: str,
     thresholds: Mapping[str, object],
     actuator_confirmed: bool | None = None,
+    heat_threshold: float | None = None,
 ) -> AuditRecord:
     """The audit record of one published part result.
 
@@ -119,6 +121,8 @@ def record_from_result(
             "model_text": f.explanation.model_text,
             "mismatches": f.explanation.mismatches,
         }
+        if heat_threshold is not None and f.anomaly_map.ndim == 2 and f.anomaly_map.size:
+            findings["heat"] = encode_heat(f.anomaly_map, heat_threshold)
     if v.recipe is not None:
         findings["judged"] = v.recipe.decision.findings
     if result.repeats:

@@ -23,7 +23,9 @@ from node.audit.schema import (
     AuditError,
     connect,
     ensure_schema,
+    REVIEW_COLUMNS,
     latest_reviews,
+    review_from_row,
     row_to_record,
 )
 from node.audit.settings import Synchronous
@@ -47,16 +49,24 @@ class AuditReader:
 
     ``directory`` is the store's folder. With ``create=False`` a missing store
     is an ``AuditError``; a store with a newer schema is an ``AuditSchemaError``.
+    ``read_only`` readers (``lineside web``) cannot write at all, reviews included.
     """
 
     def __init__(
-        self, directory: Path, synchronous: Synchronous = "full", *, create: bool = False
+        self,
+        directory: Path,
+        synchronous: Synchronous = "full",
+        *,
+        create: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.directory = directory
         self.image_dir = directory / IMAGES_DIR
-        self._conn = connect(directory / DB_NAME, synchronous, create=create)
+        self.read_only = read_only
+        db = directory / DB_NAME
+        self._conn = connect(db, synchronous, create=create and not read_only, read_only=read_only)
         try:
-            self.schema_version = ensure_schema(self._conn, directory / DB_NAME)
+            self.schema_version = ensure_schema(self._conn, db, read_only=read_only)
         except BaseException:
             self._conn.close()
             raise
@@ -174,6 +184,55 @@ class AuditReader:
             seq, rec = page[-1]
             where = "WHERE (r.wall_time_ns, r.seq) > (?, ?) AND r.wall_time_ns <= ?" + reviewed
             params = [rec.wall_time_ns, seq, _hi(until_ns)]
+
+    def last_seq(self) -> int:
+        """The insertion number of the newest record (0 for an empty store)."""
+        with self._lock:
+            if self._closed:
+                raise AuditError(f"{self.directory}: the audit store is closed")
+            (n,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
+        return int(n)
+
+    def after(self, seq: int, limit: int = 100) -> list[tuple[int, AuditRecord]]:
+        """``(seq, record)`` of up to ``limit`` records committed after insertion number
+        ``seq``, oldest first: what a follower has not seen yet."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        return self._select("WHERE r.seq > ?", [seq, limit], "ORDER BY r.seq LIMIT ?")
+
+    def awaiting_review(self, limit: int = 100, offset: int = 0) -> list[AuditRecord]:
+        """Records with a kept image and no review yet, newest first: the rejects and the
+        sampled passes an operator should look at."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        where = (
+            "WHERE r.image_path IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM reviews v WHERE v.result_id = r.result_id)"
+        )
+        tail = "ORDER BY r.seq DESC LIMIT ? OFFSET ?"
+        return [rec for _, rec in self._select(where, [limit, offset], tail)]
+
+    def count_awaiting_review(self) -> int:
+        """How many records :meth:`awaiting_review` would list in all."""
+        with self._lock:
+            if self._closed:
+                raise AuditError(f"{self.directory}: the audit store is closed")
+            (n,) = self._conn.execute(
+                "SELECT COUNT(*) FROM records r WHERE r.image_path IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM reviews v WHERE v.result_id = r.result_id)"
+            ).fetchone()
+        return int(n)
+
+    def reviews(self, result_id: str) -> list[Review]:
+        """Every review of ``result_id``, oldest first (the latest is the one in force)."""
+        with self._lock:
+            if self._closed:
+                raise AuditError(f"{self.directory}: the audit store is closed")
+            rows = self._conn.execute(
+                f"SELECT {REVIEW_COLUMNS} FROM reviews WHERE result_id = ? ORDER BY id",
+                (result_id,),
+            ).fetchall()
+        return [review_from_row(row) for row in rows]
 
     def add_review(
         self, result_id: str, verdict: str, defect_type: str | None, comment: str, user: str

@@ -133,18 +133,23 @@ SELECT_COLUMNS = ", ".join(f"r.{f}" for f in _FIELDS[:-1])
 """The columns :func:`row_to_record` reads, in its order (``r`` is ``records``)."""
 
 
-def connect(db: Path, synchronous: Synchronous, *, create: bool) -> sqlite3.Connection:
+def connect(
+    db: Path, synchronous: Synchronous, *, create: bool, read_only: bool = False
+) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, the given sync level.
 
     Usable from any thread, one at a time: each caller guards its connection.
     Without ``create`` a missing file is an error rather than a new empty store.
-    Raises ``AuditError`` when the file cannot be opened as a database.
+    ``read_only`` opens it for reading only (SQLite refuses every write on it): a WAL
+    reader of a store another process writes. Raises ``AuditError`` when the file cannot
+    be opened as a database.
     """
-    if not create and not db.is_file():
+    if (read_only or not create) and not db.is_file():
         raise AuditError(f"{db}: no audit store there")
+    mode = "ro" if read_only else ("rwc" if create else "rw")
     try:
         conn = sqlite3.connect(
-            f"{db.resolve().as_uri()}?mode={'rwc' if create else 'rw'}",
+            f"{db.resolve().as_uri()}?mode={mode}",
             uri=True,
             timeout=BUSY_TIMEOUT_S,
             isolation_level=None,
@@ -152,6 +157,8 @@ def connect(db: Path, synchronous: Synchronous, *, create: bool) -> sqlite3.Conn
         )
     except sqlite3.Error as exc:
         raise AuditError(f"{db}: cannot open the audit database: {exc}") from exc
+    if read_only:
+        return conn  # the writer chose WAL; a reader cannot change the journal
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
@@ -162,13 +169,16 @@ def connect(db: Path, synchronous: Synchronous, *, create: bool) -> sqlite3.Conn
     return conn
 
 
-def ensure_schema(conn: sqlite3.Connection, db: Path) -> int:
+def ensure_schema(conn: sqlite3.Connection, db: Path, *, read_only: bool = False) -> int:
     """Create the schema in an empty database, or check an existing one's version.
 
     Returns the version. Raises ``AuditSchemaError`` for a newer schema or a
-    database that is not an audit store.
+    database that is not an audit store; with ``read_only`` also for an empty or an
+    older one (a reader upgrades nothing: the node does, when it opens the store).
     """
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables and read_only:
+        raise AuditSchemaError(f"{db}: an empty database, not an audit store yet")
     if not tables:
         # executescript would commit on its own; run the statements in our transaction.
         _stamp(conn, [st for st in _DDL.split(";") if st.strip()])
@@ -182,6 +192,11 @@ def ensure_schema(conn: sqlite3.Connection, db: Path) -> int:
         raise AuditSchemaError(
             f"{db}: audit schema version {version} is newer than this lineside reads "
             f"({SCHEMA_VERSION}); upgrade lineside or point it at another store"
+        )
+    if version < SCHEMA_VERSION and read_only:
+        raise AuditSchemaError(
+            f"{db}: audit schema version {version} is older than this lineside reads "
+            f"({SCHEMA_VERSION}); start the node once to upgrade it"
         )
     if version < SCHEMA_VERSION:
         _upgrade(conn, db, int(version))
