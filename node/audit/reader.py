@@ -19,11 +19,11 @@ from node.audit.record import AuditRecord, Review, VerdictText
 from node.audit.schema import (
     DB_NAME,
     IMAGES_DIR,
+    REVIEW_COLUMNS,
     SELECT_COLUMNS,
     AuditError,
     connect,
     ensure_schema,
-    REVIEW_COLUMNS,
     latest_reviews,
     review_from_row,
     row_to_record,
