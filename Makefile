@@ -7,8 +7,10 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/sim.toml
 # Debian packages the node and its tests need (installed when missing; root or sudo):
 # Aravis and its fake GigE Vision camera, what PyGObject needs to build, and mbpoll
-# (an independent Modbus client the tests read the node-facing registers with).
-DEBS   := aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config gcc mbpoll
+# (an independent Modbus client the tests read the node-facing registers with), and
+# Chromium with its chromedriver (the web view's tests drive a real headless browser).
+DEBS   := aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config gcc mbpoll \
+          chromium chromium-driver
 
 .PHONY: run test hil lint bench teach model sysdeps clean
 

@@ -93,11 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     from node.cli.model import add_parsers as add_model
     from node.cli.shadow import add_parsers as add_shadow
     from node.hmi.users import add_parsers as add_hmi
+    from node.web.cli import add_parsers as add_web
 
     add_model(sub)
     add_shadow(sub)
     add_audit(sub)
     add_hmi(sub)
+    add_web(sub)
     return p
 
 

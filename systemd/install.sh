@@ -11,8 +11,9 @@
 #      the service must not depend on the checkout staying where it is);
 #   3. creates /etc/lineside (root:lineside 0750) and copies lineside.env and
 #      configs/sim.toml (as lineside.toml) there unless they already exist;
-#   4. installs the unit to /etc/systemd/system (replaced on every run: local changes
-#      belong in `systemctl edit lineside`) and runs `systemctl daemon-reload`.
+#   4. installs the units (lineside.service, lineside-web.service) to /etc/systemd/system
+#      (replaced on every run: local changes belong in `systemctl edit lineside`) and runs
+#      `systemctl daemon-reload`.
 # It never enables or starts the service: that is the operator's decision.
 set -euo pipefail
 
@@ -96,7 +97,8 @@ fi
 }
 [[ -d $checkout ]] || die "checkout not found: $checkout"
 checkout=$(cd "$checkout" && pwd -P)
-for f in pyproject.toml systemd/lineside.service systemd/lineside.env configs/sim.toml; do
+for f in pyproject.toml systemd/lineside.service systemd/lineside-web.service systemd/lineside.env \
+    configs/sim.toml; do
     [[ -f $checkout/$f ]] || die "not a lineside checkout, missing $f: $checkout"
 done
 if [[ -n $extras && ! $extras =~ ^[A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*$ ]]; then
@@ -149,14 +151,16 @@ install_if_absent() { # SRC DEST
 install_if_absent "$checkout/systemd/lineside.env" "$ETC_DIR/lineside.env"
 install_if_absent "$checkout/configs/sim.toml" "$ETC_DIR/lineside.toml"
 
-# 4. unit --------------------------------------------------------------------------------
-unit_src=$checkout/systemd/lineside.service
-unit_dst=$UNIT_DIR/lineside.service
-if [[ -f $unit_dst ]] && cmp -s "$unit_src" "$unit_dst"; then
-    note "unit $unit_dst is up to date"
-else
-    run install -m 0644 -o root -g root "$unit_src" "$unit_dst"
-fi
+# 4. units -------------------------------------------------------------------------------
+for unit in lineside.service lineside-web.service; do
+    unit_src=$checkout/systemd/$unit
+    unit_dst=$UNIT_DIR/$unit
+    if [[ -f $unit_dst ]] && cmp -s "$unit_src" "$unit_dst"; then
+        note "unit $unit_dst is up to date"
+    else
+        run install -m 0644 -o root -g root "$unit_src" "$unit_dst"
+    fi
+done
 if [[ -d /run/systemd/system ]] || ((dry_run)); then
     run systemctl daemon-reload
 else
@@ -174,5 +178,6 @@ $headline
   edit   $ETC_DIR/lineside.toml (an example simulated line) and $ETC_DIR/lineside.env
   check  $VENV/bin/lineside --help
   enable systemctl enable --now lineside.service
+         systemctl enable --now lineside-web.service   (the web view, [web] in the config)
   watch  systemctl status lineside; journalctl -u lineside -f
 EOF

@@ -172,7 +172,9 @@ class TrustListValidator:
     """Accepts client certificates found in ``trusted/``; saves refused ones to ``rejected/``.
 
     Checks validity dates, that the ApplicationUri is in the certificate, and trust
-    (directly or through a CA in ``trusted/``). The list is read at start.
+    (directly or through a CA in ``trusted/``). The list is read at start, and again
+    whenever a secured session finds the folder changed (a certificate an engineer
+    moved there, or ``lineside web``'s own, placed at its start), so no restart is needed.
     """
 
     def __init__(self, pki: Pki, *, trust_all: bool = False) -> None:
@@ -181,13 +183,28 @@ class TrustListValidator:
         if not trust_all:
             options |= CertificateValidatorOptions.TRUSTED
         self._trust_all = trust_all
+        self._options = options
         self._store = TrustStore([pki.trusted], [])
         self._validator = CertificateValidator(options, self._store)
         self._empty = True
+        self._loaded: frozenset[tuple[str, int, int]] = frozenset()
+
+    def _listing(self) -> frozenset[tuple[str, int, int]]:
+        """What ``trusted/`` holds now: (name, size, mtime) of each file."""
+        out = set()
+        for entry in os.scandir(self._pki.trusted):
+            if entry.is_file():
+                st = entry.stat()
+                out.add((entry.name, st.st_size, st.st_mtime_ns))
+        return frozenset(out)
 
     async def load(self) -> None:
         """Read the trusted certificates (an empty ``trusted/`` trusts nobody)."""
-        self._empty = not any(p.is_file() for p in self._pki.trusted.iterdir())
+        listing = self._listing()
+        self._loaded = listing
+        self._empty = not listing
+        self._store = TrustStore([self._pki.trusted], [])
+        self._validator = CertificateValidator(self._options, self._store)
         if not self._empty:
             await self._store.load()
 
@@ -195,6 +212,9 @@ class TrustListValidator:
         """Raise ``ServiceError`` (Bad status) unless ``cert`` is acceptable."""
         if not _secured.get():
             return  # SecurityPolicy None: the certificate is not used, trust is moot
+        if self._listing() != self._loaded:
+            await self.load()
+            log.info("hmi_trust_list_reloaded", certificates=len(self._loaded))
         try:
             if self._empty and not self._trust_all:
                 raise ServiceError(StatusCodes.BadCertificateUntrusted)

@@ -18,6 +18,7 @@ from node.errors import ConfigError
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[3] / "systemd"
 UNIT = SYSTEMD_DIR / "lineside.service"
+WEB_UNIT = SYSTEMD_DIR / "lineside-web.service"
 ENV_FILE = SYSTEMD_DIR / "lineside.env"
 INSTALL = SYSTEMD_DIR / "install.sh"
 
@@ -146,6 +147,19 @@ def test_memory_deny_write_execute_is_a_documented_omission(unit: Unit) -> None:
     )
 
 
+def test_web_unit_follows_the_node_and_yields_to_it() -> None:
+    """lineside-web.service is ordered after the node but never starts or stops it, runs the
+    ``web`` command, and takes the smallest CPU share and idle I/O."""
+    web = parse_unit(WEB_UNIT.read_text())
+    assert "lineside.service" in _one(web, "Unit", "After").split()
+    for key in ("Wants", "Requires", "BindsTo", "PartOf", "Requisite"):
+        assert "lineside.service" not in " ".join(web["Unit"].get(key, []))
+    assert " web " in _one(web, "Service", "ExecStart")
+    assert int(_one(web, "Service", "CPUWeight")) <= 20
+    assert _one(web, "Service", "IOSchedulingClass") == "idle"
+    assert _one(web, "Service", "User") == "lineside"
+
+
 def test_env_file_is_plain_assignments() -> None:
     """The environment file holds only KEY=value lines and sets the config path the unit uses."""
     lines = [
@@ -163,14 +177,14 @@ needs_systemd_analyze = pytest.mark.skipif(
 )
 
 
-def _verifiable_copy(directory: Path, extra: str = "") -> Path:
+def _verifiable_copy(directory: Path, extra: str = "", unit: Path = UNIT) -> Path:
     """The unit with ExecStart's binary swapped for one that exists here (verify checks it)."""
-    text = UNIT.read_text().replace(
+    text = unit.read_text().replace(
         "ExecStart=/opt/lineside/.venv/bin/lineside ", f"ExecStart={sys.executable} "
     )
     assert sys.executable in text
     text = re.sub(r"^\[Service\]\n", lambda m: m[0] + extra, text, count=1, flags=re.M)
-    copy = directory / "lineside.service"
+    copy = directory / unit.name
     copy.write_text(text)
     return copy
 
@@ -193,15 +207,16 @@ def _verify_problems(copy: Path) -> tuple[int, list[str]]:
     ours = [
         ln
         for ln in (proc.stdout + proc.stderr).splitlines()
-        if str(copy) in ln or ln.startswith("lineside.service")
+        if str(copy) in ln or ln.startswith(copy.name)
     ]
     return proc.returncode, ours
 
 
 @needs_systemd_analyze
-def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
-    """systemd-analyze verify reports nothing about our unit and exits 0."""
-    rc, problems = _verify_problems(_verifiable_copy(tmp_path))
+@pytest.mark.parametrize("unit_file", [UNIT, WEB_UNIT], ids=lambda p: p.name)
+def test_systemd_analyze_verify_is_clean(tmp_path: Path, unit_file: Path) -> None:
+    """systemd-analyze verify reports nothing about our units and exits 0."""
+    rc, problems = _verify_problems(_verifiable_copy(tmp_path, unit=unit_file))
     assert problems == []
     assert rc == 0
 
@@ -215,16 +230,18 @@ def test_systemd_analyze_verify_check_catches_errors(tmp_path: Path) -> None:
 
 
 @needs_systemd_analyze
-def test_security_exposure_stays_low(tmp_path: Path) -> None:
-    """systemd-analyze security rates the unit's exposure at 2.5 or better ("OK")."""
+@pytest.mark.parametrize("unit_file", [UNIT, WEB_UNIT], ids=lambda p: p.name)
+def test_security_exposure_stays_low(tmp_path: Path, unit_file: Path) -> None:
+    """systemd-analyze security rates each unit's exposure at 2.5 or better ("OK")."""
     assert SYSTEMD_ANALYZE is not None
+    copy = _verifiable_copy(tmp_path, unit=unit_file)
     proc = subprocess.run(
-        [SYSTEMD_ANALYZE, "security", "--offline=yes", str(_verifiable_copy(tmp_path))],
+        [SYSTEMD_ANALYZE, "security", "--offline=yes", str(copy)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    m = re.search(r"Overall exposure level for lineside\.service: (\d+\.\d)", proc.stdout)
+    m = re.search(rf"Overall exposure level for {re.escape(copy.name)}: (\d+\.\d)", proc.stdout)
     if m is None and "offline" in proc.stderr:
         pytest.skip("this systemd-analyze has no offline security analysis (systemd < 250)")
     assert m, proc.stdout + proc.stderr
@@ -242,7 +259,7 @@ def checkout(tmp_path: Path) -> Path:
     (root / "configs").mkdir()
     (root / "pyproject.toml").write_text('[project]\nname = "lineside"\n')
     (root / "configs" / "sim.toml").write_text("[node]\n")
-    for f in (UNIT, ENV_FILE):
+    for f in (UNIT, WEB_UNIT, ENV_FILE):
         shutil.copy(f, root / "systemd" / f.name)
     return root
 
@@ -285,6 +302,12 @@ def test_install_dry_run_prints_actions_and_changes_nothing(checkout: Path) -> N
     ]
     assert pip in actions
     assert ["systemctl", "daemon-reload"] in actions
+    for unit_file in (UNIT, WEB_UNIT):
+        name = unit_file.name
+        unit_copy = [*["install", "-m", "0644", "-o", "root", "-g", "root"]]
+        assert [*unit_copy, str(checkout / "systemd" / name), f"/etc/systemd/system/{name}"] in (
+            actions
+        ) or f"unit /etc/systemd/system/{name} is up to date" in proc.stdout
     env_copy = [
         *["install", "-m", "0640", "-o", "root", "-g", "lineside"],
         str(checkout / "systemd" / "lineside.env"),

@@ -1,0 +1,400 @@
+"""``lineside web`` beside a running sim node, driven by a real headless Chromium.
+
+The node (``lineside run`` on configs/sim.toml, its HMI server on loopback) and the web
+view (``lineside web``) run as the processes they are in production; Selenium drives
+the Debian ``chromium`` through ``chromedriver`` (nothing is downloaded). Every page
+is photographed into the test's folder (``LINESIDE_SCREENSHOTS`` names another).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomlkit
+
+from node.audit.reader import AuditReader
+from node.config import DEFAULT_CONFIG
+from node.hmi.users import hash_password
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+OPERATOR = ("olga", "orange-7")
+ENGINEER = ("emil", "emerald-9")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Line:
+    """The node and the web view, running."""
+
+    state: Path
+    config: Path
+    url: str
+    node: subprocess.Popen[str]
+    web: subprocess.Popen[str]
+    shots: Path
+
+    @property
+    def audit(self) -> Path:
+        return self.state / "audit"
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + "/status", timeout=5) as r:
+            return dict(json.loads(r.read()))
+
+    def start_web(self) -> None:
+        self.web = _spawn(["web", str(self.config)], self.state / "web.log")
+
+    def reader(self) -> AuditReader:
+        return AuditReader(self.audit, read_only=True)
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[str]:
+    with open(log, "a", encoding="utf-8") as out:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "node", "--json-logs", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def _wait(what: str, check: Any, timeout_s: float, line: Line | None = None) -> Any:
+    """``check()``'s first truthy answer; an OSError (nothing listening yet) or a browser
+    error (the page being replaced) counts as not yet."""
+    from selenium.common.exceptions import WebDriverException
+
+    end = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            last = check()
+        except (OSError, WebDriverException) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.2)
+    logs = ""
+    if line is not None:
+        logs = (line.state / "web.log").read_text()[-3000:]
+    raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r}) {logs}")
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
+    """configs/sim.toml with its state in a temp folder, the HMI server on a free loopback
+    port with an operator and an engineer, and the web view on another."""
+    state = tmp_path_factory.mktemp("web-line")
+    doc = tomlkit.parse(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    doc["node"]["state_dir"] = str(state)  # type: ignore[index]
+    hmi = doc["hmi"]
+    hmi["endpoint"] = f"opc.tcp://127.0.0.1:{_free_port()}/lineside/"  # type: ignore[index]
+    hmi["security_policies"] = ["Basic256Sha256_SignAndEncrypt"]  # type: ignore[index]
+    users = tomlkit.aot()
+    for (name, password), role in ((OPERATOR, "operator"), (ENGINEER, "engineer")):
+        users.append(
+            tomlkit.item({"name": name, "role": role, "password_hash": hash_password(password)})
+        )
+    hmi["users"] = users  # type: ignore[index]
+    port = _free_port()
+    doc["web"] = {"host": "127.0.0.1", "port": port, "cards": 12}
+    config = state / "node.toml"
+    config.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    shots = Path(os.environ.get("LINESIDE_SCREENSHOTS") or state / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    node = _spawn(["run", str(config)], state / "node.log")
+    web = _spawn(["web", str(config)], state / "web.log")
+    ln = Line(state, config, f"http://127.0.0.1:{port}", node, web, shots)
+    try:
+        _wait(
+            "the web view following the node with records",
+            lambda: (s := ln.status())["node"]["connected"] and (s["feed"] or {}).get("seq"),
+            90,
+            ln,
+        )
+        yield ln
+    finally:
+        _stop(ln.web)
+        _stop(ln.node, signal.SIGINT)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium from Debian, driven by its own chromedriver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.fail("chromium and chromium-driver are missing: `make test` installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _awaiting(line: Line, n: int) -> list[str]:
+    """The ids of ``n`` results awaiting review (waiting for the line to make them)."""
+
+    def ids() -> list[str]:
+        with line.reader() as reader:
+            found = [r.result_id for r in reader.awaiting_review(n)]
+        return found if len(found) >= n else []
+
+    return list(_wait(f"{n} results awaiting review", ids, 60))
+
+
+def _login(browser: Any, line: Line, user: tuple[str, str], then: str = "/review") -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.delete_all_cookies()
+    browser.get(f"{line.url}/login?next={then}")
+    browser.find_element(By.ID, "user").send_keys(user[0])
+    browser.find_element(By.ID, "password").send_keys(user[1])
+    browser.find_element(By.ID, "login-button").click()
+    _wait("logged in", lambda: user[0] in browser.find_element(By.ID, "who").text, 15)
+
+
+_WATCH = """
+window.__arrivals = [];
+const cards = document.getElementById('cards');
+new MutationObserver((changes) => {
+  const now = Date.now();
+  for (const c of changes) for (const n of c.addedNodes) {
+    if (!(n instanceof HTMLElement) || !n.classList.contains('card')) continue;
+    const entry = {id: n.dataset.result, added: now, loaded: null,
+                   sentence: n.querySelector('.sentence').textContent};
+    const img = n.querySelector('img');
+    if (img) {
+      if (img.complete && img.naturalWidth) entry.loaded = now;
+      else img.addEventListener('load', () => { entry.loaded = Date.now(); });
+    }
+    window.__arrivals.push(entry);
+  }
+}).observe(cards, {childList: true});
+"""
+
+
+def test_a_reject_shows_on_the_live_page_with_image_and_sentence_within_1_s(
+    line: Line, browser: Any
+) -> None:
+    """Rejects published by the node appear as cards (picture loaded, the stored sentence)
+    on the live page within 1 s of their publication time."""
+    browser.get(f"{line.url}/live?only=rejects&lang=en")
+    browser.execute_script(_WATCH)
+    arrivals = _wait(
+        "five new reject cards with their pictures",
+        lambda: (
+            [
+                a
+                for a in browser.execute_script("return window.__arrivals")
+                if a["loaded"] is not None
+            ][-5:]
+            if len(browser.execute_script("return window.__arrivals")) >= 5
+            else None
+        ),
+        60,
+    )
+    with line.reader() as reader:
+        for a in arrivals:
+            rec = reader.get(a["id"])
+            assert rec is not None and rec.verdict == "reject"
+            published_ms = rec.wall_time_ns / 1e6
+            assert a["sentence"].strip() == rec.explanations["en"].strip()
+            assert a["added"] - published_ms < 1000, (a, published_ms)
+            assert a["loaded"] - published_ms < 1000, (a, published_ms)
+
+
+def test_the_german_page_shows_german_sentences(line: Line, browser: Any) -> None:
+    """With ?lang=de the page's words and every card's sentence are German (the audit
+    store's German text for that part)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{line.url}/live?lang=de")
+    assert browser.find_element(By.CSS_SELECTOR, "nav a[href='/review']").text.startswith("Prüfen")
+    cards = browser.execute_script(
+        "return [...document.querySelectorAll('#cards .card')]"
+        ".map(c => [c.dataset.result, c.querySelector('.sentence').textContent.trim()])"
+    )
+    assert cards
+    with line.reader() as reader:
+        for result_id, text in cards:
+            rec = reader.get(result_id)
+            assert rec is not None
+            assert text == rec.explanations["de"].strip()
+            assert text != rec.explanations["en"].strip()
+    browser.save_screenshot(str(line.shots / "live-de.png"))
+    browser.get(f"{line.url}/live?lang=en")  # the language is kept in a cookie
+
+
+def test_a_review_clicked_in_the_browser_lands_in_the_audit_store(line: Line, browser: Any) -> None:
+    """An operator confirms one reject (one click) and overrides another to pass (two
+    clicks); both are in the audit store under their name with the verdicts given."""
+    from selenium.webdriver.common.by import By
+
+    _awaiting(line, 8)
+    _login(browser, line, OPERATOR)
+    items = browser.find_elements(By.CSS_SELECTOR, ".queue .item.reject")
+    assert len(items) >= 2, "the sim line has rejects awaiting review"
+    first, second = (i.get_attribute("id").removeprefix("item-") for i in items[:2])
+    browser.find_element(By.CSS_SELECTOR, f"#item-{first} button.confirm").click()
+    _wait("stored", lambda: "part" in browser.find_element(By.ID, "flash").text, 15)
+    browser.find_element(By.CSS_SELECTOR, f"#item-{second} details.override summary").click()
+    browser.find_element(
+        By.CSS_SELECTOR, f"#item-{second} button.reason[value='false_alarm']"
+    ).click()
+    _wait("stored", lambda: "part" in browser.find_element(By.ID, "flash").text, 15)
+    with line.reader() as reader:
+        a, b = reader.reviews(first), reader.reviews(second)
+    assert [(r.user, r.verdict) for r in a] == [("olga", "reject")]
+    assert [(r.user, r.verdict, r.defect_type) for r in b] == [("olga", "pass", None)]
+    assert "false alarm" in b[0].comment
+    browser.get(f"{line.url}/part/{second}")
+    assert "olga" in browser.find_element(By.ID, "history").text
+
+
+def test_reviews_anonymous_or_with_a_bad_csrf_token_are_refused(line: Line, browser: Any) -> None:
+    """The same review form posted without a login, or logged in with a forged CSRF token,
+    is answered 403 and stores nothing."""
+    from selenium.webdriver.common.by import By
+
+    target = _awaiting(line, 1)[0]
+    post = """
+    const [url, csrf, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
+    const body = new URLSearchParams({csrf: csrf, action: 'confirm', next: '/review'});
+    fetch(url, {method: 'POST', body: body, redirect: 'manual'})
+      .then(r => done(r.status)).catch(e => done(String(e)));
+    """
+    browser.delete_all_cookies()
+    browser.get(f"{line.url}/live")
+    assert browser.execute_async_script(post, f"{line.url}/review/{target}", "x") == 403
+    _login(browser, line, OPERATOR, then="/live")
+    forged = browser.execute_async_script(post, f"{line.url}/review/{target}", "forged")
+    assert forged == 403
+    # the page's own form with its token tampered, submitted by clicking
+    browser.get(f"{line.url}/part/{target}")
+    browser.execute_script("document.querySelector('form.review input[name=csrf]').value='x'")
+    browser.find_element(By.CSS_SELECTOR, "form.review button.confirm").click()
+    assert "CSRF" in browser.find_element(By.ID, "error").text
+    with line.reader() as reader:
+        assert reader.reviews(target) == []
+
+
+def test_every_page_renders_and_is_photographed(line: Line, browser: Any) -> None:
+    """Every page renders for an engineer (its main element present, no error) and is
+    photographed: live, review queue, one part, trends (the plot loaded), model & recipe,
+    and the login page."""
+    from selenium.webdriver.common.by import By
+
+    _login(browser, line, ENGINEER, then="/live")
+    _wait("cards", lambda: browser.find_elements(By.CSS_SELECTOR, "#cards .card img"), 30)
+    time.sleep(1.0)  # let the pictures load
+    browser.save_screenshot(str(line.shots / "live.png"))
+    _awaiting(line, 1)
+    browser.get(f"{line.url}/review")
+    items = browser.find_elements(By.CSS_SELECTOR, ".queue .item")
+    assert items
+    browser.save_screenshot(str(line.shots / "review.png"))
+    browser.get(f"{line.url}/part/{items[0].get_attribute('id')[5:]}")
+    assert browser.find_element(By.ID, "sentence").text
+    browser.save_screenshot(str(line.shots / "part.png"))
+    browser.get(f"{line.url}/trends")
+    _wait(
+        "the trend plot",
+        lambda: browser.execute_script(
+            "const i = document.getElementById('trends-plot'); return i.complete && i.naturalWidth"
+        ),
+        30,
+    )
+    browser.save_screenshot(str(line.shots / "trends.png"))
+    browser.get(f"{line.url}/model")
+    assert "moulded-plastic" in browser.find_element(By.TAG_NAME, "main").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#rules tr")
+    browser.save_screenshot(str(line.shots / "model.png"))
+    browser.delete_all_cookies()
+    browser.get(f"{line.url}/login")
+    browser.save_screenshot(str(line.shots / "login.png"))
+    for name in ("live", "review", "part", "trends", "model", "login"):
+        assert (line.shots / f"{name}.png").stat().st_size > 10_000
+
+
+def test_killing_the_web_view_mid_run_costs_the_line_nothing_and_loses_no_review(
+    line: Line, browser: Any
+) -> None:
+    """A review made just before ``kill -9`` of the web process is in the store after it;
+    the node keeps judging with no fail-safe while the web is down and restarting; the
+    restarted web follows again and a review through it lands."""
+    from selenium.webdriver.common.by import By
+
+    _awaiting(line, 2)
+    _login(browser, line, OPERATOR)
+    target = browser.find_elements(By.CSS_SELECTOR, ".queue .item")[0].get_attribute("id")[5:]
+    browser.find_element(By.CSS_SELECTOR, f"#item-{target} button.confirm").click()
+    _wait("stored", lambda: "part" in browser.find_element(By.ID, "flash").text, 15)
+    before = line.status()["node"]["values"]
+    killed_ns = time.time_ns()
+    os.killpg(line.web.pid, signal.SIGKILL)
+    line.web.wait(10)
+    time.sleep(3.0)
+    line.start_web()
+    after = _wait(
+        "the restarted web following the node",
+        lambda: (s := line.status())["node"]["connected"] and s["node"]["values"],
+        60,
+        line,
+    )
+    back_ns = time.time_ns()
+    assert after["Counters.Inspected"] > before["Counters.Inspected"]
+    with line.reader() as reader:
+        window = reader.query(since_ns=killed_ns, until_ns=back_ns, limit=100_000)
+    assert len(window) > 40, "the node judged on while the web was down"
+    assert [r.reason for r in window if r.fail_safe] == []
+    with line.reader() as reader:
+        assert [r.user for r in reader.reviews(target)] == ["olga"]
+    _login(browser, line, OPERATOR)
+    again = browser.find_elements(By.CSS_SELECTOR, ".queue .item")[0].get_attribute("id")[5:]
+    browser.find_element(By.CSS_SELECTOR, f"#item-{again} button.confirm").click()
+    _wait("stored", lambda: "part" in browser.find_element(By.ID, "flash").text, 15)
+    with line.reader() as reader:
+        assert [r.user for r in reader.reviews(again)] == ["olga"]
