@@ -39,6 +39,7 @@ from node.audit.record import AuditRecord
 from node.audit.schema import AuditError
 from node.config import Config
 from node.web.auth import (
+    COMMANDS,
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     ActionRefused,
@@ -152,6 +153,7 @@ class WebApp:
             Route("/part/{result_id:str}/picture.png", self.picture),
             Route("/review", self.review_page),
             Route("/review/{result_id:str}", self.review_post, methods=["POST"]),
+            Route("/command", self.command_post, methods=["POST"]),
             Route("/trends", self.trends_page),
             Route("/trends.png", self.trends_png),
             Route("/trends.csv", self.trends_csv),
@@ -291,6 +293,8 @@ class WebApp:
         if login is not None:
             login.flash = None
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        given_flash = context.pop("flash", None)
+        given_kind = context.pop("flash_kind", "")
         ctx = {
             "lang": lang,
             "languages": LANGUAGES,
@@ -302,8 +306,8 @@ class WebApp:
             "login": login,
             "awaiting": await self._awaiting_count(),
             "here": here,
-            "flash": flash[0] if flash else context.pop("flash", None),
-            "flash_kind": flash[1] if flash else context.pop("flash_kind", ""),
+            "flash": flash[0] if flash else given_flash,
+            "flash_kind": flash[1] if flash else given_kind,
         } | context
         response = self.templates.TemplateResponse(request, template, ctx, status_code=status_code)
         if request.query_params.get("lang") in LANGUAGES:
@@ -541,6 +545,28 @@ class WebApp:
         else:
             login.flash = (f"{w['saved']}: {w['part']} {rec.part_id}", "ok")
             self._awaiting = (0, 0.0)
+        return RedirectResponse(_safe_next(form.get("next")), 303)
+
+    async def command_post(self, request: Request) -> Response:
+        """Halt, Reset, modes: a 40100 method on the node as the logged-in person."""
+        form = await request.form()
+        login = self._login(request)
+        if login is None:
+            return await self._refuse(request, 403, "log in to command the node")
+        if not same(str(form.get("csrf", "")), login.csrf):
+            return await self._refuse(request, 403, "the form is stale or forged (CSRF)")
+        name = str(form.get("command", ""))
+        if name not in COMMANDS:
+            return await self._refuse(request, 400, f"no command {name!r}")
+        assert self.logins is not None
+        w = words(self._language(request))
+        cause = str(form.get("cause", "") or "").strip() or f"from the web view by {login.name}"
+        try:
+            await self.logins.command(login, name, cause)
+        except ActionRefused as exc:
+            login.flash = (f"{w['refused']}: {w['cmd_' + name]}: {exc}", "error")
+        else:
+            login.flash = (f"{w['cmd_' + name]}: {w['done']}", "ok")
         return RedirectResponse(_safe_next(form.get("next")), 303)
 
     # -- trends -----------------------------------------------------------------------------------

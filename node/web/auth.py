@@ -42,6 +42,17 @@ from node.web.settings import WebSettings
 
 log = structlog.get_logger(__name__)
 
+MV_NAMESPACE = "http://opcfoundation.org/UA/MachineVision"
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "halt": ("VisionStateMachine", "Halt"),
+    "reset": ("VisionStateMachine", "Reset"),
+    "automatic": ("VisionStateMachine", "SelectModeAutomatic"),
+    "start": ("VisionStateMachine", "AutomaticModeStateMachine", "StartContinuous"),
+    "stop": ("VisionStateMachine", "AutomaticModeStateMachine", "Stop"),
+}
+"""The node's OPC 40100 state-machine methods the web offers, by the form's name: the
+path below the VisionSystem and the method. The node decides who may call which (an
+operator Halt and Reset; the engineer every one)."""
 SESSION_COOKIE = "lineside_session"
 LOGIN_CSRF_COOKIE = "lineside_login_csrf"
 
@@ -284,6 +295,42 @@ class Logins:
             login.lost = True
             raise ActionRefused("the node cannot be reached; log in again", "") from exc
         log.info("web_review", user=login.name, result_id=result_id, verdict=verdict)
+
+    async def command(self, login: Login, name: str, cause: str) -> None:
+        """One of :data:`COMMANDS` on the node as ``login`` (``cause`` is the text a Halt,
+        Reset or Stop carries). Raises ``ActionRefused``, also when the node has no OPC
+        40100 model (``hmi.nodeset``) to call it on."""
+        if name not in COMMANDS:
+            raise ActionRefused(f"no command {name!r}")
+        try:
+            await _call_command(login.client, name, cause)
+        except UaStatusCodeError as exc:
+            status = _status(exc)
+            log.warning("web_command_refused", user=login.name, command=name, status=status)
+            raise ActionRefused(_words(status), status) from exc
+        except ValueError as exc:  # a namespace or browse name the node does not have
+            raise ActionRefused("the node serves no OPC 40100 state machine (hmi.nodeset)") from exc
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            login.lost = True
+            raise ActionRefused("the node cannot be reached; log in again") from exc
+        log.info("web_command", user=login.name, command=name, cause=cause)
+
+
+async def _call_command(client: Client, name: str, cause: str) -> None:
+    """Call the 40100 method ``COMMANDS[name]`` with the inputs the node's handler takes."""
+    ns = await client.get_namespace_index(MV_NAMESPACE)
+    own = await client.get_namespace_index(NAMESPACE)  # the instance is named in the node's
+    *path, method = COMMANDS[name]
+    obj = await client.nodes.objects.get_child(f"{own}:VisionSystem")
+    for part in path:
+        obj = await obj.get_child(f"{ns}:{part}")
+    if name in ("halt", "reset", "stop"):
+        args = [ua.Variant(0, ua.VariantType.Int32), ua.Variant(cause, ua.VariantType.String)]
+    elif name == "start":
+        args = [ua.Variant() for _ in range(5)]  # no MeasId, PartId, recipe, product, params
+    else:
+        args = []
+    await obj.call_method(f"{ns}:{method}", *args)
 
 
 def _status(exc: UaStatusCodeError) -> str:

@@ -79,6 +79,12 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "model_version": ("model", "Modell", "モデル"),
     "recipe": ("recipe", "Rezept", "レシピ"),
     "disagreements": ("disagreements", "Abweichungen", "不一致"),
+    "cmd_halt": ("Halt", "Anhalten", "停止 (Halt)"),
+    "cmd_reset": ("Reset", "Zurücksetzen", "リセット"),
+    "cmd_automatic": ("Automatic mode", "Automatikbetrieb", "自動モード"),
+    "cmd_start": ("Start inspecting", "Prüfen starten", "検査開始"),
+    "cmd_stop": ("Stop inspecting", "Prüfen beenden", "検査終了"),
+    "done": ("done", "erledigt", "完了"),
 }
 
 

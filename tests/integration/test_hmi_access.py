@@ -204,6 +204,46 @@ async def _login(url: str, user: tuple[str, str]) -> bool:
         return False
 
 
+async def test_a_certificate_trusted_while_running_is_accepted_without_a_restart(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """A client certificate unknown at start is refused on a signed channel; once it is
+    copied into trusted/ (as ``lineside web`` does with its own) the next session is
+    accepted, with no restart or reload call."""
+    key = cert_gen.generate_private_key()
+    uri = "urn:test:late-panel"
+    cert = cert_gen.generate_self_signed_app_certificate(
+        key, "late", {}, [x509.UniformResourceIdentifier(uri)], [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
+    cp, kp = tmp_path / "late.der", tmp_path / "late.pem"
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    kp.write_bytes(cert_gen.dump_private_key_as_pem(key))
+
+    async def signed() -> bool:
+        c = Client(rig.hmi.endpoint_url, timeout=5)
+        c.application_uri = uri
+        c.set_user(OPERATOR[0])
+        c.set_password(OPERATOR[1])
+        await c.set_security(
+            security_policies.SecurityPolicyBasic256Sha256,
+            str(cp),
+            str(kp),
+            mode=ua.MessageSecurityMode.Sign,
+        )
+        try:
+            async with c:
+                return True
+        except (ua.UaError, OSError, TimeoutError):
+            return False
+
+    assert not await signed()
+    (rig.hmi.pki.trusted / "late.der").write_bytes(cp.read_bytes())
+    try:
+        assert await signed()
+    finally:
+        (rig.hmi.pki.trusted / "late.der").unlink()
+
+
 async def test_wrong_passwords_back_off(rig: Rig) -> None:
     """After 3 wrong passwords the right one, tried at once, is refused (logged as throttled)
     without touching another user; once the 1 s back-off has passed it is accepted."""

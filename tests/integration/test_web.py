@@ -398,3 +398,47 @@ def test_killing_the_web_view_mid_run_costs_the_line_nothing_and_loses_no_review
     _wait("stored", lambda: "part" in browser.find_element(By.ID, "flash").text, 15)
     with line.reader() as reader:
         assert [r.user for r in reader.reviews(again)] == ["olga"]
+
+
+def _node_state(line: Line) -> str:
+    return str(line.status()["node"]["values"].get("Health.State"))
+
+
+def test_commands_reach_the_node_as_the_user_and_their_role_decides(
+    line: Line, browser: Any
+) -> None:
+    """An operator sees Halt and Reset only, and a Stop they forge is refused by the node
+    (state unchanged); the engineer stops and starts inspecting by clicking, and the node's
+    log names them for each call."""
+    from selenium.webdriver.common.by import By
+
+    _login(browser, line, OPERATOR, then="/live")
+    assert browser.find_elements(By.ID, "cmd-halt")
+    assert not browser.find_elements(By.ID, "cmd-stop")
+    state = _node_state(line)
+    browser.execute_script(
+        "const f = document.getElementById('commands');"
+        "const b = document.createElement('button'); b.name = 'command'; b.value = 'stop';"
+        "b.id = 'forged'; f.appendChild(b);"
+    )
+    browser.find_element(By.ID, "forged").click()
+    assert "role" in _wait("refused", lambda: browser.find_element(By.ID, "flash").text, 15)
+    time.sleep(1.0)
+    assert _node_state(line) == state
+    _login(browser, line, ENGINEER, then="/live")
+    if _node_state(line) == "Error":  # a fault of the busy machine (e.g. a late pulse)
+        browser.find_element(By.ID, "cmd-reset").click()
+    _wait("inspecting", lambda: _node_state(line) == "ContinuousExecution", 15)
+    browser.find_element(By.ID, "cmd-stop").click()
+    _wait("stopped", lambda: _node_state(line) == "Ready", 15)
+    browser.find_element(By.ID, "cmd-start").click()
+    _wait("inspecting again", lambda: _node_state(line) == "ContinuousExecution", 15)
+    calls = [
+        json.loads(ln)
+        for ln in (line.state / "node.log").read_text().splitlines()
+        if '"hmi_call' in ln
+    ]
+    named = {(c["event"], c.get("method"), c.get("user")) for c in calls}
+    assert ("hmi_call", "stop", "emil") in named
+    assert ("hmi_call", "start_continuous", "emil") in named
+    assert ("hmi_call_denied", "stop", "olga") in named
