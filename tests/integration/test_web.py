@@ -34,6 +34,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 OPERATOR = ("olga", "orange-7")
 ENGINEER = ("emil", "emerald-9")
+GUESSED = ("otto", "onyx-3")
+"""An operator whose password is guessed at (so the others' logins are not held back)."""
 
 
 def _free_port() -> int:
@@ -121,7 +123,11 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
     hmi["endpoint"] = f"opc.tcp://127.0.0.1:{_free_port()}/lineside/"  # type: ignore[index]
     hmi["security_policies"] = ["Basic256Sha256_SignAndEncrypt"]  # type: ignore[index]
     users = tomlkit.aot()
-    for (name, password), role in ((OPERATOR, "operator"), (ENGINEER, "engineer")):
+    for (name, password), role in (
+        (OPERATOR, "operator"),
+        (ENGINEER, "engineer"),
+        (GUESSED, "operator"),
+    ):
         users.append(
             tomlkit.item({"name": name, "role": role, "password_hash": hash_password(password)})
         )
@@ -398,6 +404,67 @@ def test_killing_the_web_view_mid_run_costs_the_line_nothing_and_loses_no_review
     _wait("stored", lambda: "part" in browser.find_element(By.ID, "flash").text, 15)
     with line.reader() as reader:
         assert [r.user for r in reader.reviews(again)] == ["olga"]
+
+
+def test_wrong_passwords_back_off_through_the_web_too(line: Line, browser: Any) -> None:
+    """Three wrong passwords for one name, then the right one at once: refused with the
+    wait to come (the node's and the web's back-off); other names are not held back."""
+    from selenium.webdriver.common.by import By
+
+    def attempt(user: tuple[str, str]) -> str:
+        browser.delete_all_cookies()
+        browser.get(f"{line.url}/login")
+        browser.find_element(By.ID, "user").send_keys(user[0])
+        browser.find_element(By.ID, "password").send_keys(user[1])
+        browser.find_element(By.ID, "login-button").click()
+
+        def answered() -> tuple[str] | None:
+            """(the flash's text,), or ("",) once logged in; None while the page loads."""
+            flash = browser.find_elements(By.ID, "flash")
+            if flash:
+                return (str(flash[0].text),)
+            return ("",) if user[0] in browser.find_element(By.ID, "who").text else None
+
+        return str(_wait("the login's answer", answered, 15)[0])
+
+    for _ in range(3):
+        assert "wrong name or password" in attempt((GUESSED[0], "guess"))
+    assert "try again in" in attempt(GUESSED)
+    assert attempt(OPERATOR) == ""
+    assert "olga" in browser.find_element(By.ID, "who").text
+
+
+def test_https_serves_the_nodes_certificate_and_secure_cookies(line: Line) -> None:
+    """With web.https the same view is served over TLS with the node's own certificate
+    (a client that trusts that certificate connects to localhost), and the cookies it sets
+    are Secure."""
+    import ssl
+
+    doc = tomlkit.parse(line.config.read_text(encoding="utf-8"))
+    port = _free_port()
+    doc["web"]["port"] = port  # type: ignore[index]
+    doc["web"]["https"] = True  # type: ignore[index]
+    config = line.state / "https.toml"
+    config.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    web = _spawn(["web", str(config)], line.state / "web-https.log")
+    try:
+        pem = line.state / "web-pki" / "https-cert.pem"
+        ctx = ssl.create_default_context(cafile=None)
+
+        def fetch() -> Any:
+            if not pem.is_file():
+                return None
+            ctx.load_verify_locations(cafile=str(pem))
+            with urllib.request.urlopen(f"https://localhost:{port}/login", context=ctx) as r:
+                return r.status, r.headers.get_all("set-cookie")
+
+        status, cookies = _wait("the view over HTTPS", fetch, 30)
+        assert status == 200
+        assert cookies and all("Secure" in c for c in cookies)
+        with pytest.raises(OSError):  # plain HTTP is not served there
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5)
+    finally:
+        _stop(web)
 
 
 def _node_state(line: Line) -> str:
