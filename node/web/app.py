@@ -640,7 +640,7 @@ class WebApp:
         }
         last = self.feed.recent[-1] if self.feed is not None and self.feed.recent else None
         if last is not None:
-            package["judging now"] = f"{last.model_name} ({last.model_sha256[:12]})"
+            package["judging now"] = f"{last.model_name}, manifest sha256 {last.model_sha256[:12]}"
         metrics = {k: _round(v) for k, v in (manifest.get("metrics") or {}).items()}
         data = manifest.get("data") or {}
         training = {

@@ -44,7 +44,7 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "awaiting": ("awaiting review", "warten auf Prüfung", "レビュー待ち"),
     "reviewed_by": ("reviewed by", "geprüft von", "レビュー者"),
     "nothing_to_review": ("Nothing to review.", "Nichts zu prüfen.", "レビュー対象なし。"),
-    "keys": (
+    "shortcuts": (
         "keys: c confirm · o override · j/k next/previous",
         "Tasten: c bestätigen · o korrigieren · j/k nächstes/voriges",
         "キー: c 確認 · o 訂正 · j/k 次/前",

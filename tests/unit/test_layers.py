@@ -39,6 +39,11 @@ LINE_MAY_IMPORT = (
 """``node/line`` is the part's path: it may lean on the node's core (the recipe the judge
 applies is core), never on the HMI, audit trail, command line or simulation built around it."""
 
+WEB_IMPORTED_BY = ("node.web", "node.config", "node.__main__")
+"""``node/web`` is another process beside the node: only its own modules, the config (its
+``[web]`` settings) and the command line (its ``web`` command) may import it, so the node's
+process never loads, let alone runs, web code."""
+
 
 @dataclass(frozen=True)
 class Import:
@@ -112,6 +117,8 @@ def layer_violations(root: Path) -> list[str]:
             if inside and not _within(imp.target, LINE_MAY_IMPORT):
                 where = stage.replace(".", "/")
                 problems.append(f"{imp.module}:{imp.line} imports {imp.target} ({where})")
+        if _within(imp.target, ("node.web",)) and not _within(imp.module, WEB_IMPORTED_BY):
+            problems.append(f"{imp.module}:{imp.line} imports {imp.target} (node/web)")
         if _top(imp.module) == "hil" and top in ("node", "drivers", "models"):
             private = [n for n in imp.names if n.startswith("_")]
             if private:
@@ -181,7 +188,7 @@ def import_cycles(root: Path) -> list[list[str]]:
 
 def test_the_tree_keeps_its_layers() -> None:
     """drivers/models import nothing of ours, node no hil, node/line and node/recipe only
-    the node's core."""
+    the node's core, and nothing of the node's process the web view's code."""
     assert layer_violations(REPO) == []
 
 
@@ -203,6 +210,7 @@ def test_no_module_imports_itself_round_a_circle() -> None:
         ("node/extra.py", "def f() -> None:\n    from hil.line import run_line\n", "layers"),
         ("node/line/extra.py", "from node.hmi.server import HmiServer\n", "node/line"),
         ("node/recipe/extra.py", "from node.audit.store import AuditStore\n", "node/recipe"),
+        ("node/hmi/extra.py", "def f() -> None:\n    import node.web.feed\n", "node/web"),
         ("hil/extra.py", "from drivers.sim.world import _Segment\n", "public API"),
     ],
 )
