@@ -296,6 +296,19 @@ def test_a_review_clicked_in_the_browser_lands_in_the_audit_store(line: Line, br
     assert [(r.user, r.verdict) for r in a] == [("olga", "reject")]
     assert [(r.user, r.verdict, r.defect_type) for r in b] == [("olga", "pass", None)]
     assert "false alarm" in b[0].comment
+    # the reviews feed the retraining set: the overridden part is a good image there now
+    out = line.state / "dataset"
+    done = subprocess.run(
+        [sys.executable, "-m", "node", "audit", "dataset", "--store", str(line.audit)]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    names = {p.stem: p.parent.name for p in out.rglob("*.png")}
+    stems = [n for n in names if second in n or n in second]
+    assert stems and all(names[n] == "good" for n in stems), names
     browser.get(f"{line.url}/part/{second}")
     assert "olga" in browser.find_element(By.ID, "history").text
 
