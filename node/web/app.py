@@ -58,6 +58,7 @@ log = structlog.get_logger(__name__)
 
 HERE = Path(__file__).resolve().parent
 _STORE_RETRY_S = 2.0
+_EXPIRE_EVERY_S = 30.0
 _REVIEW_PAGE = 30
 _PASS_REASONS = {
     "false_alarm": ("no defect: false alarm", "kein Fehler: Fehlalarm", "欠陥なし: 誤検出"),
@@ -180,6 +181,7 @@ class WebApp:
         tasks = [
             asyncio.create_task(self.follower.run(), name="web-follower"),
             asyncio.create_task(self._follow_store(), name="web-feed"),
+            asyncio.create_task(self._expire_logins(), name="web-logins"),
         ]
         log.info("web_started", node=self.endpoint, audit=str(cfg.audit_directory))
         try:
@@ -214,6 +216,14 @@ class WebApp:
         await feed.prime()
         self.feed = feed
         await feed.run()
+
+    async def _expire_logins(self) -> None:
+        """Close the node sessions of logins gone idle, so they do not hold the node's
+        session slots until someone else logs in."""
+        assert self.logins is not None
+        while True:
+            await asyncio.sleep(_EXPIRE_EVERY_S)
+            await self.logins.expire()
 
     def _node_changed(self, paths: set[str]) -> None:
         if self.feed is not None:
