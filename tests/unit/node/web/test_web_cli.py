@@ -30,9 +30,9 @@ def _config(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     ("old", "new", "key"),
     [
-        ("[hmi]\n", "[web]\nport = 70000\n\n[hmi]\n", "web.port"),
-        ("[hmi]\n", "[web]\nlanguage = 'fr'\n\n[hmi]\n", "web.language"),
-        ("[hmi]\n", "[web]\ncolour = 'red'\n\n[hmi]\n", "web.colour"),
+        ("port = 8080", "port = 70000", "web.port"),
+        ("port = 8080", "port = 8080\nlanguage = 'fr'", "web.language"),
+        ("port = 8080", "port = 8080\ncolour = 'red'", "web.colour"),
         ("enabled = true\nendpoint", "enabled = false\nendpoint", "hmi.enabled"),
     ],
 )
@@ -50,7 +50,7 @@ def test_https_before_the_node_made_its_certificate_says_so(
 ) -> None:
     """web.https needs the node's certificate: without it, one line saying to start the node
     first, and a non-zero exit instead of a server without TLS."""
-    cfg = _config(tmp_path, "[hmi]\n", "[web]\nhttps = true\n\n[hmi]\n")
+    cfg = _config(tmp_path, "port = 8080", "port = 8080\nhttps = true")
     code, err = _run(["web", str(cfg)], capsys)
     assert code != 0
     assert "web.https" in err and "start the node" in err and "Traceback" not in err
