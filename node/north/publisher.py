@@ -120,9 +120,11 @@ class NorthPublisher:
         self._acked: set[int] = set()
         self._live_from = 0  # results up to this one were committed before the births
         self._pending_bd_seq = 0
+        self._backoff = _FIRST_BACKOFF_S
         self._reader: AuditReader | None = None
         self._last: tuple[int, AuditRecord] | None = None
         self._counters = M.Counters()
+        self._counted = 0  # last record in the counters (one sent again is not counted again)
         self._saved_at = 0.0
         self._dirty = False
         self._saved_seq = 0
@@ -157,7 +159,10 @@ class NorthPublisher:
         }
 
     def __enter__(self) -> NorthPublisher:
-        self._thread = threading.Thread(target=self._run, name="north", daemon=True)
+        """Open the audit store for reading and start the thread. Raises ``AuditError`` when
+        the store cannot be opened."""
+        reader = AuditReader(self._audit_dir, read_only=True)
+        self._thread = threading.Thread(target=self._run, args=(reader,), name="north", daemon=True)
         self._thread.start()
         return self
 
@@ -173,41 +178,40 @@ class NorthPublisher:
             self._thread.join(timeout=_FLUSH_S + 3.0)
 
     # -- the thread ---------------------------------------------------------------------
-    def _run(self) -> None:
+    def _run(self, reader: AuditReader) -> None:
         lower_priority()
-        backoff = _FIRST_BACKOFF_S
-        with AuditReader(self._audit_dir, read_only=True) as reader:
+        with reader:
             self._reader = reader
             self._start_cursor(reader)
             while not self._stop.is_set():
                 try:
                     self._watch_backlog(reader)
-                    if self._client is None:
-                        if self._connect():
-                            backoff = _FIRST_BACKOFF_S
-                        else:
-                            self._stop.wait(backoff)
-                            backoff = min(backoff * 2, self.settings.reconnect_max_s)
-                            continue
+                    if self._client is None and not self._connect():
+                        self._back_off()
+                        continue
                     client = self._client
                     assert client is not None
                     client.loop(timeout=self.settings.poll_ms / 1000)
                     if self._gone:
                         self._drop_client()
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, self.settings.reconnect_max_s)
+                        self._back_off()
                         continue
                     self._pump(reader)
                 except Exception as exc:  # the thread's supervisor: log, start a new session
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.exception("north_failed", error=self.last_error)
                     self._drop_client()
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.settings.reconnect_max_s)
+                    self._back_off()
                 self._save(force=False)
             with contextlib.suppress(Exception):  # best effort: the will covers the rest
                 self._goodbye(reader)
             self._save(force=True)
+
+    def _back_off(self) -> None:
+        """Wait before the next connection attempt: 0.25 s, doubling to
+        ``north.reconnect_max_s`` until a session is established."""
+        self._stop.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, self.settings.reconnect_max_s)
 
     def _start_cursor(self, reader: AuditReader) -> None:
         last = reader.last_seq()
@@ -219,7 +223,7 @@ class NorthPublisher:
             cursor.seq = 0  # a new store: everything in it is new
         self._cursor = cursor
         self._counters.skipped = cursor.skipped
-        self._sent = cursor.seq
+        self._sent = self._counted = cursor.seq
         if cursor.seq > 0:
             found = reader.after(cursor.seq - 1, 1)
             self._last = found[0] if found and found[0][0] == cursor.seq else None
@@ -277,11 +281,14 @@ class NorthPublisher:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         if reason.is_failure:
-            self.last_error = f"broker refused the connection: {reason}"
-            log.error("north_refused", reason=str(reason))
+            error = f"broker refused the connection: {reason}"
+            if error != self.last_error:
+                log.error("north_refused", reason=str(reason))
+            self.last_error = error
             self._gone = True
             return
         self._established = True
+        self._backoff = _FIRST_BACKOFF_S
         self._cursor.bd_seq = self._pending_bd_seq
         self._dirty = True
         self.sessions += 1
@@ -298,7 +305,7 @@ class NorthPublisher:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
-        if not self._stop.is_set():
+        if self._established and not self._stop.is_set():
             self.last_error = f"disconnected: {reason}"
         self._gone = True
 
@@ -390,7 +397,9 @@ class NorthPublisher:
         if room <= 0 or self._sent >= last:
             return
         for seq, record in reader.after(self._sent, room):
-            self._counters.count(record)
+            if seq > self._counted:
+                self._counters.count(record)
+                self._counted = seq
             t = _now_ms()
             metrics = M.result_metrics(seq, record, historical=seq <= self._live_from)
             mid = self._publish(client, MessageType.DDATA, metrics + self._counters.metrics(t))
@@ -414,6 +423,7 @@ class NorthPublisher:
             return
         skip = last - limit - self._cursor.seq
         self._cursor.seq = self._sent = last - limit
+        self._counted = max(self._counted, self._sent)
         self._counters.skipped += skip
         self._cursor.skipped = self._counters.skipped
         self._dirty = True

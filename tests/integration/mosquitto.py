@@ -8,6 +8,7 @@ misses nothing published while it was reconnecting.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -43,15 +44,19 @@ def _listening(port: int) -> bool:
 class Mosquitto:
     """One broker process on ``port``, started and stopped by the test."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, extra: str = "") -> None:
+        """``extra``: more lines for the listener (TLS files, ``allow_anonymous false``...)."""
         if not Path(MOSQUITTO).exists():
             pytest.skip("mosquitto is not installed (make sysdeps)")
         self.folder = folder
         self.port = port or free_port()
         self.config = folder / "mosquitto.conf"
+        # as root it would drop to the mosquitto user, who cannot write the test's folder
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.config.write_text(
+            f"{user}per_listener_settings true\n"
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{extra or 'allow_anonymous true'}\n"
             "persistence true\n"
             f"persistence_location {folder}/\n"
             "autosave_interval 0\n"
@@ -83,15 +88,24 @@ class Seen:
     t: float
     topic: Topic
     payload: Payload | None
+    dup: bool = False
+    """The broker sent it again (QoS 1: it had no acknowledgement from this host)."""
 
 
 @dataclass
 class SparkplugHost:
-    """A subscriber to ``spBv1.0/#`` with a persistent session, decoding as it goes."""
+    """A subscriber to ``spBv1.0/#`` with a persistent session, decoding as it goes.
+
+    QoS 1 delivers at least once: a message the broker sends again (``dup``: the host's
+    acknowledgement did not reach it, say because it stopped) is dropped when the host has
+    it already, and counted in ``redelivered``.
+    """
 
     port: int
     client_id: str = "test-host"
     seen: list[Seen] = field(default_factory=list)
+    redelivered: int = 0
+    _had: set[tuple[str, bytes]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _subscribed: threading.Event = field(default_factory=threading.Event)
 
@@ -108,9 +122,14 @@ class SparkplugHost:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         t = parse_topic(msg.topic)
-        body = None if t.message_type is MessageType.STATE else decode(bytes(msg.payload))
+        raw = bytes(msg.payload)
+        body = None if t.message_type is MessageType.STATE else decode(raw)
         with self._lock:
-            self.seen.append(Seen(time.monotonic(), t, body))
+            if msg.dup and (msg.topic, raw) in self._had:
+                self.redelivered += 1
+                return
+            self._had.add((msg.topic, raw))
+            self.seen.append(Seen(time.monotonic(), t, body, bool(msg.dup)))
 
     def __enter__(self) -> SparkplugHost:
         self.client.connect("127.0.0.1", self.port, keepalive=5)

@@ -7,6 +7,7 @@ and restarted mid-run; the node SIGKILLed (the broker's NDEATH) and started agai
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -224,6 +225,14 @@ def test_births_then_one_ddata_per_part_in_order(rig: Rig) -> None:
         assert v[M.LATENCY_MS] == rec.latency_ms and v[M.FAIL_SAFE] == rec.fail_safe
         assert v[M.RESULT_MODEL_SHA256] == rec.model_sha256
         assert s.payload.get(M.VERDICT).is_historical is False  # type: ignore[union-attr]
+
+    def north_status() -> dict[str, Any] | None:
+        lines = [ln for ln in rig.log().splitlines() if '"node_status"' in ln]
+        return json.loads(lines[-1])["north"] if lines else None
+
+    status = _wait("the node's status", north_status, 5, rig)
+    assert status["connected"] is True and status["skipped"] == 0
+    assert status["edge_node_id"] == EDGE and status["sessions"] == 1
 
     topics = set(rig.sub_out.read_text().split("\n"))
     assert {
