@@ -95,7 +95,10 @@ class NorthSettings(BaseModel):
             return value
         if self.password_file is not None:
             try:
-                return self.password_file.read_text(encoding="utf-8").splitlines()[0]
-            except (OSError, IndexError) as exc:
+                lines = self.password_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
                 raise ValueError(f"north.password_file: {self.password_file}: {exc}") from exc
+            if not lines or not lines[0]:
+                raise ValueError(f"north.password_file: {self.password_file} is empty")
+            return lines[0]
         return None
