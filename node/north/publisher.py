@@ -1,9 +1,10 @@
 """The Sparkplug B edge node: every committed result, north to an MQTT broker, in order.
 
-It runs on a thread of its own and follows the audit store (committed records, in
-insertion order) from a cursor it keeps on disk, so the line never waits on the network:
-while the broker is away results stay in the store, and when it returns they are
-forwarded in order (flagged historical), and a restart resumes where the last run left.
+It runs on a thread of its own (mostly waiting on its socket) and follows the audit store
+(committed records, in insertion order) from a cursor it keeps on disk, so the line never
+waits on the network: while the broker is away results stay in the store, and when it
+returns they are forwarded in order (flagged historical), and a restart resumes where the
+last run left.
 The cursor moves only past results the broker acknowledged (``north.qos`` = 1). More than
 ``north.max_backlog`` results waiting: the oldest are skipped — counted in
 ``Counters/North Skipped`` and the node's status, and logged as ``north_backlog_skipped``.
@@ -48,7 +49,6 @@ from node.north.sparkplug import (
     next_bd_seq,
     topic,
 )
-from node.service.priority import lower_priority
 
 if TYPE_CHECKING:
     from node.config import Config
@@ -117,7 +117,7 @@ class NorthPublisher:
         self._cursor = Cursor()
         self._sent = 0  # last record handed to the client
         self._inflight: deque[tuple[int, int]] = deque()  # (mid, record seq), in send order
-        self._acked: set[int] = set()
+        self._acked: set[int] = set()  # message ids of results in flight the broker has
         self._live_from = 0  # results up to this one were committed before the births
         self._pending_bd_seq = 0
         self._backoff = _FIRST_BACKOFF_S
@@ -173,13 +173,13 @@ class NorthPublisher:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
-        self._state_changed.set()
         if self._thread is not None:
             self._thread.join(timeout=_FLUSH_S + 3.0)
 
     # -- the thread ---------------------------------------------------------------------
     def _run(self, reader: AuditReader) -> None:
-        lower_priority()
+        # The thread keeps the process's priority: it runs Python (holding the GIL), and a
+        # thread the OS keeps waiting while it holds the GIL would hold up the line's loop.
         with reader:
             self._reader = reader
             self._start_cursor(reader)
@@ -312,8 +312,9 @@ class NorthPublisher:
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
-        self._acked.add(mid)
-        self._advance()
+        if any(m == mid for m, _ in self._inflight):  # births and states are not followed
+            self._acked.add(mid)
+            self._advance()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
@@ -335,13 +336,14 @@ class NorthPublisher:
     def _death(self, bd_seq: int) -> bytes:
         return encode(Payload((M.metric(BD_SEQ, bd_seq, _now_ms()),), None, _now_ms()))
 
-    def _publish(self, client: mqtt.Client, kind: MessageType, metrics: list[Metric]) -> int:
-        """Publish one message with the next seq; returns its message id."""
+    def _publish(
+        self, client: mqtt.Client, kind: MessageType, metrics: list[Metric]
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish one message with the next seq."""
         device = kind in (MessageType.DBIRTH, MessageType.DDATA)
         seq = self._seq.reset() if kind is MessageType.NBIRTH else self._seq.next()
         body = encode(Payload(tuple(metrics), seq, _now_ms()))
-        info = client.publish(self._topic(kind, device=device), body, qos=self.settings.qos)
-        return int(info.mid)
+        return client.publish(self._topic(kind, device=device), body, qos=self.settings.qos)
 
     def _birth(self, client: mqtt.Client) -> None:
         """NBIRTH (seq 0) and DBIRTH with every metric; results after it are live."""
@@ -402,8 +404,10 @@ class NorthPublisher:
                 self._counted = seq
             t = _now_ms()
             metrics = M.result_metrics(seq, record, historical=seq <= self._live_from)
-            mid = self._publish(client, MessageType.DDATA, metrics + self._counters.metrics(t))
-            self._inflight.append((mid, seq))
+            info = self._publish(client, MessageType.DDATA, metrics + self._counters.metrics(t))
+            self._inflight.append((info.mid, seq))
+            if info.is_published():  # QoS 0 is done once written, maybe within publish()
+                self._acked.add(info.mid)
             self._sent = seq
             self._last = (seq, record)
         self._advance()

@@ -225,3 +225,34 @@ def test_tls_and_a_password_from_the_environment(
         sub.kill()
         sub.communicate(timeout=5)
         broker.stop()
+
+
+def test_at_qos_0_results_go_out_in_order_as_the_specification_asks(
+    tmp_path: Path, store: AuditStore
+) -> None:
+    """north.qos = 0: results written to the socket count as forwarded; all arrive in
+    order and the cursor ends at the last one."""
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    settings = NorthSettings(enabled=True, port=broker.port, qos=0, poll_ms=10)
+    cursor_file = tmp_path / "cursor.json"
+    publisher = NorthPublisher(
+        settings,
+        audit_dir=store.directory,
+        state_file=cursor_file,
+        node_name="station-1",
+        identity=IDENTITY,
+    )
+    try:
+        with SparkplugHost(broker.port) as host:
+            with publisher:
+                _wait("the births", lambda: _of(host.messages(), MessageType.DBIRTH))
+                _add(store, 1, 40)
+                _wait("40 results", lambda: len(_of(host.messages(), MessageType.DDATA)) >= 40)
+                _wait("the cursor", lambda: publisher.snapshot()["cursor"] == 40)
+            data = [d.payload for d in _of(host.messages(), MessageType.DDATA) if d.payload]
+            assert [d.values()[M.RECORD_SEQ] for d in data] == list(range(1, 41))
+            assert [d.seq for d in data] == list(range(2, 42))
+    finally:
+        broker.stop()
+    assert json.loads(cursor_file.read_text())["seq"] == 40
