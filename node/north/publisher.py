@@ -63,6 +63,9 @@ end): a crash re-sends at most what was acknowledged since."""
 _FLUSH_S = 2.0
 """A clean stop forwards what is committed for up to this long before its NDEATH."""
 _FIRST_BACKOFF_S = 0.25
+_BATCH = 16
+"""Results encoded and handed to the client per turn: a backlog drains in short turns, each
+followed by a wait on the socket, so the thread never holds the GIL for long."""
 
 
 def _now_ms() -> int:
@@ -120,6 +123,7 @@ class NorthPublisher:
         self._acked: set[int] = set()  # message ids of results in flight the broker has
         self._live_from = 0  # results up to this one were committed before the births
         self._pending_bd_seq = 0
+        self._more = False  # results are waiting beyond the last batch
         self._backoff = _FIRST_BACKOFF_S
         self._reader: AuditReader | None = None
         self._last: tuple[int, AuditRecord] | None = None
@@ -191,7 +195,8 @@ class NorthPublisher:
                         continue
                     client = self._client
                     assert client is not None
-                    client.loop(timeout=self.settings.poll_ms / 1000)
+                    # with more waiting, only a glance at the socket before the next batch
+                    client.loop(timeout=0.002 if self._more else self.settings.poll_ms / 1000)
                     if self._gone:
                         self._drop_client()
                         self._back_off()
@@ -395,10 +400,13 @@ class NorthPublisher:
                 MessageType.DDATA,
                 [M.metric(M.STATE, state, t), M.metric(M.STATE_DETAIL, detail, t)],
             )
-        room = self.settings.window - len(self._inflight)
+        room = min(self.settings.window - len(self._inflight), _BATCH)
+        self._more = False
         if room <= 0 or self._sent >= last:
             return
-        for seq, record in reader.after(self._sent, room):
+        batch = reader.after(self._sent, room)
+        self._more = len(batch) == room and batch[-1][0] < last
+        for seq, record in batch:
             if seq > self._counted:
                 self._counters.count(record)
                 self._counted = seq
