@@ -256,3 +256,43 @@ def test_at_qos_0_results_go_out_in_order_as_the_specification_asks(
     finally:
         broker.stop()
     assert json.loads(cursor_file.read_text())["seq"] == 40
+
+
+@pytest.mark.parametrize("cursor", ['{"seq": 999, "bd_seq": 7, "skipped": 0}', "{not json"])
+def test_a_cursor_that_does_not_fit_the_store_is_not_trusted(
+    tmp_path: Path, store: AuditStore, cursor: str
+) -> None:
+    """A cursor past the store's newest record (the store was replaced) sends the whole new
+    store; an unreadable one is logged and treated as a first start. A command that is no
+    Sparkplug payload is logged and changes nothing."""
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    _add(store, 1, 5)
+    cursor_file = tmp_path / "cursor.json"
+    cursor_file.write_text(cursor)
+    publisher = NorthPublisher(
+        NorthSettings(enabled=True, port=broker.port, poll_ms=10),
+        audit_dir=store.directory,
+        state_file=cursor_file,
+        node_name="station-1",
+        identity=IDENTITY,
+    )
+    try:
+        with capture_logs() as logs, SparkplugHost(broker.port) as host, publisher:
+            _wait("the births", lambda: _of(host.messages(), MessageType.DBIRTH))
+            host.publish("spBv1.0/lineside/NCMD/station-1", b"\xff\xff not protobuf")
+            _add(store, 6, 2)
+            _wait("the new results", lambda: publisher.snapshot()["cursor"] == 7)
+            data = [d.payload for d in _of(host.messages(), MessageType.DDATA) if d.payload]
+            assert publisher.snapshot()["connected"] is True
+    finally:
+        broker.stop()
+    seqs = [d.values()[M.RECORD_SEQ] for d in data]
+    events = {e["event"] for e in logs}
+    assert "north_command_unreadable" in events
+    if cursor.startswith("{not"):
+        assert seqs == [6, 7] and "north_cursor_unreadable" in events
+        assert json.loads(cursor_file.read_text())["bd_seq"] == 0
+    else:
+        assert seqs == [1, 2, 3, 4, 5, 6, 7] and "north_cursor_ahead_of_store" in events
+        assert json.loads(cursor_file.read_text())["bd_seq"] == 8  # the next session's
