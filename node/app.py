@@ -686,9 +686,10 @@ class Node:
         if self.hmi is not None:
             snap["hmi"] = self.hmi.snapshot()
         if self.north is not None:
-            snap["north"] = north = self.north.snapshot()
-            if north["skipped"]:
-                alarms["north"] = f"{north['skipped']} results never sent north (backlog full)"
+            snap["north"] = self.north.snapshot()
+            alarm = self.north.alarm()
+            if alarm is not None:
+                alarms["north"] = alarm
         if self._shadow is not None:
             snap["shadow"] = self._shadow.snapshot()
         if self._audit is not None:

@@ -124,6 +124,7 @@ class NorthPublisher:
         self._live_from = 0  # results up to this one were committed before the births
         self._pending_bd_seq = 0
         self._more = False  # results are waiting beyond the last batch
+        self._skipped_here = 0
         self._backoff = _FIRST_BACKOFF_S
         self._reader: AuditReader | None = None
         self._last: tuple[int, AuditRecord] | None = None
@@ -161,6 +162,14 @@ class NorthPublisher:
             "skipped": self._counters.skipped,
             "last_error": self.last_error,
         }
+
+    def alarm(self) -> str | None:
+        """What an operator must see: results skipped since the start because the backlog
+        overflowed, else None. (``Counters/North Skipped`` counts them across restarts.)"""
+        skipped = self._skipped_here
+        if not skipped:
+            return None
+        return f"{skipped} results never sent north: more than north.max_backlog waited"
 
     def __enter__(self) -> NorthPublisher:
         """Open the audit store for reading and start the thread. Raises ``AuditError`` when
@@ -437,6 +446,7 @@ class NorthPublisher:
         self._cursor.seq = self._sent = last - limit
         self._counted = max(self._counted, self._sent)
         self._counters.skipped += skip
+        self._skipped_here += skip
         self._cursor.skipped = self._counters.skipped
         self._dirty = True
         log.error(

@@ -87,7 +87,11 @@ def test_a_backlog_past_its_limit_is_skipped_counted_and_the_rest_forwarded(
         with publisher:
             publisher.set_state("ContinuousExecution", "started")
             _add(store, 6, 30)
+            assert publisher.alarm() is None
             _wait("the skip", lambda: publisher.snapshot()["skipped"] == 20)
+            assert publisher.alarm() == (
+                "20 results never sent north: more than north.max_backlog waited"
+            )
             broker.start()
             host.__enter__()
             _wait("ten results", lambda: len(_of(host.messages(), MessageType.DDATA)) >= 10)
