@@ -9,9 +9,10 @@ CONFIG ?= configs/sim.toml
 # Aravis and its fake GigE Vision camera, what PyGObject needs to build, and mbpoll
 # (an independent Modbus client the tests read the node-facing registers with), and
 # Chromium with its chromedriver (the web view's tests drive a real headless browser), and
-# a Japanese font (the web view's pages and trend plots in Japanese).
+# a Japanese font (the web view's pages and trend plots in Japanese), and the Mosquitto MQTT
+# broker with its clients (the Sparkplug B publisher's tests run a real broker).
 DEBS   := aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config gcc mbpoll \
-          chromium chromium-driver fonts-ipafont-gothic
+          chromium chromium-driver fonts-ipafont-gothic mosquitto mosquitto-clients
 
 .PHONY: run test hil lint bench teach model sysdeps clean
 

@@ -50,7 +50,7 @@ from node.line.scheduler import CountScheduler
 from node.line.tracker import TrackedPart, Tracker, TrackerConfig
 from node.operation import Operation
 from node.plc import NodePlc
-from node.recorder import Recorder, model_identity
+from node.recorder import ModelIdentity, Recorder, model_identity
 from node.service.priority import lower_priority
 from node.service.sdnotify import SystemdNotifier
 from node.service.supervise import supervise
@@ -61,6 +61,7 @@ from node.state import VisionState
 
 if TYPE_CHECKING:
     from node.hmi.process import HmiProcess
+    from node.north.publisher import NorthPublisher
 
 log = structlog.get_logger(__name__)
 
@@ -174,6 +175,7 @@ class Node:
         self.ready = asyncio.Event()
         self.recorder: Recorder | None = None
         self.hmi: HmiProcess | None = None
+        self.north: NorthPublisher | None = None
         self._components = components
         self._on_status = on_status
         self._book = PartBook()
@@ -233,10 +235,11 @@ class Node:
             )
             if cfg.audit.enabled:
                 self._audit = stack.enter_context(self._open_audit())
-            self.recorder = Recorder(
-                cfg, model_identity(backend, cfg), store=self._audit, stats=self._published_stats
-            )
+            identity = model_identity(backend, cfg)
+            self.recorder = Recorder(cfg, identity, store=self._audit, stats=self._published_stats)
             self.sinks.append(self.recorder)
+            if cfg.north.enabled:  # follows the store: closed after the recorder's last write
+                self._open_north(stack, identity)
             if cfg.hmi.enabled:
                 await self._open_hmi(stack)
             # Records are built off the loop, in order; closed first, so every result
@@ -411,6 +414,13 @@ class Node:
         self.operation.listen(hmi.set_state)
         settings = self.cfg.hmi
         self.recorder.add_sink(hmi, settings.thumbnail_px if settings.publish_thumbnails else 0)
+
+    def _open_north(self, stack: AsyncExitStack, identity: ModelIdentity) -> None:
+        """Start the Sparkplug B edge node on its thread, following the audit store."""
+        from node.north.publisher import open_north
+
+        self.north = north = stack.enter_context(open_north(self.cfg, identity))
+        self.operation.listen(north.set_state)
 
     # -- a part's path ----------------------------------------------------------
     async def _encoder_loop(self, encoder: EncoderSource) -> None:
@@ -675,6 +685,11 @@ class Node:
             snap["plc"] = self._components.plc.snapshot()
         if self.hmi is not None:
             snap["hmi"] = self.hmi.snapshot()
+        if self.north is not None:
+            snap["north"] = self.north.snapshot()
+            alarm = self.north.alarm()
+            if alarm is not None:
+                alarms["north"] = alarm
         if self._shadow is not None:
             snap["shadow"] = self._shadow.snapshot()
         if self._audit is not None:

@@ -18,6 +18,7 @@ from drivers.plc.settings import ModbusSettings, OpcUaSettings, RejectMode
 from node.audit.settings import AuditSettings
 from node.errors import ConfigError
 from node.hmi.settings import HmiSettings
+from node.north.settings import NorthSettings
 from node.recipe.settings import (
     CauseSettings,
     RepeatsSettings,
@@ -296,6 +297,7 @@ class Config(_Section):
     audit: AuditSettings = AuditSettings()
     hmi: HmiSettings = HmiSettings(enabled=False)
     web: WebSettings = WebSettings()
+    north: NorthSettings = NorthSettings()
     sim: SimLineSection = SimLineSection()
 
     @model_validator(mode="after")
@@ -403,6 +405,13 @@ def cross_field_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
         )
     if _get(data, "hmi.enabled", False) is True and _get(data, "audit.enabled", True) is False:
         problems.append(("hmi.enabled", "the HMI serves results from the audit store: enable it"))
+    if _get(data, "north.enabled", False) is True and _get(data, "audit.enabled", True) is False:
+        problems.append(
+            (
+                "north.enabled",
+                "the Sparkplug B publisher forwards the audit store's records: enable it",
+            )
+        )
     roi = _num(data, "inspection.roi_size_px", InspectionSection, "roi_size_px")
     width = _num(data, "camera.sim.width_px", SimCameraSection, "width_px")
     height = _num(data, "camera.sim.height_px", SimCameraSection, "height_px")

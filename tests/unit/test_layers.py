@@ -4,6 +4,7 @@
 ours outside themselves, production code never imports ``hil``, ``tests`` or
 ``bench``, the stages of a part (``node/line``) and the recipe they apply
 (``node/recipe``) import only the node's core,
+only the node's lifecycle, config and CLI import the north-bound publisher,
 ``hil`` uses public names only, and no module imports itself round a circle.
 """
 
@@ -43,6 +44,18 @@ WEB_IMPORTED_BY = ("node.web", "node.config", "node.__main__")
 """``node/web`` is another process beside the node: only its own modules, the config (its
 ``[web]`` settings) and the command line (its ``web`` command) may import it, so the node's
 process never loads, let alone runs, web code."""
+
+NORTH_IMPORTED_BY = (
+    "node.north",
+    "node.config",
+    "node.app",
+    "node.wiring",
+    "node.__main__",
+    "node.cli",
+)
+"""``node/north`` (the Sparkplug B edge node) hangs off the node's lifecycle: only its own
+modules, the config (``[north]``), the node that opens it and the command line import it —
+never the line's stages, the recorder or the HMI it must stay out of the way of."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,8 @@ def layer_violations(root: Path) -> list[str]:
                 problems.append(f"{imp.module}:{imp.line} imports {imp.target} ({where})")
         if _within(imp.target, ("node.web",)) and not _within(imp.module, WEB_IMPORTED_BY):
             problems.append(f"{imp.module}:{imp.line} imports {imp.target} (node/web)")
+        if _within(imp.target, ("node.north",)) and not _within(imp.module, NORTH_IMPORTED_BY):
+            problems.append(f"{imp.module}:{imp.line} imports {imp.target} (node/north)")
         if _top(imp.module) == "hil" and top in ("node", "drivers", "models"):
             private = [n for n in imp.names if n.startswith("_")]
             if private:
@@ -211,6 +226,7 @@ def test_no_module_imports_itself_round_a_circle() -> None:
         ("node/line/extra.py", "from node.hmi.server import HmiServer\n", "node/line"),
         ("node/recipe/extra.py", "from node.audit.store import AuditStore\n", "node/recipe"),
         ("node/hmi/extra.py", "def f() -> None:\n    import node.web.feed\n", "node/web"),
+        ("node/recorder.py", "from node.north.sparkplug import encode\n", "node/north"),
         ("hil/extra.py", "from drivers.sim.world import _Segment\n", "public API"),
     ],
 )

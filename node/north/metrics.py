@@ -1,0 +1,218 @@
+"""What a lineside edge node publishes: its metrics, their names and types.
+
+The node (NBIRTH) carries ``bdSeq``, ``Node Control/Rebirth`` and who it is; the device —
+the inspection station, ``north.device_id`` — carries every part's result (DDATA, one per
+part), the running counters, the node's state and the model and recipe that judge. Names
+use ``/`` as folders, as Sparkplug hosts show them. docs/north.md has the table;
+:data:`DEVICE_METRICS` is its source of truth (a test checks the two agree).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from node.audit.record import AuditRecord
+from node.north.sparkplug import BD_SEQ, REBIRTH, DataType, Metric, Value
+
+LANGUAGES = ("en", "de", "ja")
+
+PART_ID = "Result/Part ID"
+RESULT_ID = "Result/Result ID"
+RECORD_SEQ = "Result/Record Seq"
+TIME = "Result/Time"
+VERDICT = "Result/Verdict"
+REASON = "Result/Reason"
+FAIL_SAFE = "Result/Fail Safe"
+DEFECT_TYPE = "Result/Defect Type"
+SENTENCE = "Result/Sentence/"
+"""Followed by a language code: ``Result/Sentence/en``, ``/de``, ``/ja``."""
+RULE = "Result/Rule"
+SCORE = "Result/Score"
+LATENCY_MS = "Result/Latency ms"
+BUDGET_MS = "Result/Budget ms"
+BUDGET_USED = "Result/Budget Used"
+BUDGET_MISS = "Result/Budget Miss"
+ACTION = "Result/Action"
+RESULT_MODEL_SHA256 = "Result/Model SHA256"
+INSPECTED = "Counters/Inspected"
+REJECTED = "Counters/Rejected"
+FAIL_SAFES = "Counters/Fail Safe"
+BUDGET_MISSES = "Counters/Budget Misses"
+SKIPPED = "Counters/North Skipped"
+STATE = "Node/State"
+STATE_DETAIL = "Node/State Detail"
+MODEL_NAME = "Model/Name"
+MODEL_VERSION = "Model/Version"
+MODEL_SHA256 = "Model/SHA256"
+RECIPE_NAME = "Recipe/Name"
+RECIPE_SHA256 = "Recipe/SHA256"
+NODE_NAME = "Properties/Node Name"
+SOFTWARE = "Properties/Software"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """One published metric: its name, datatype, and what it says."""
+
+    name: str
+    datatype: DataType
+    meaning: str
+
+
+RESULT_METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(PART_ID, DataType.UINT64, "the part's id in its run of the node"),
+    MetricInfo(RESULT_ID, DataType.STRING, "unique across restarts: <run id>-<part id>"),
+    MetricInfo(RECORD_SEQ, DataType.UINT64, "the result's place in the audit store (gap-free)"),
+    MetricInfo(TIME, DataType.DATETIME, "when the result was published (UTC)"),
+    MetricInfo(VERDICT, DataType.STRING, "pass or reject"),
+    MetricInfo(REASON, DataType.STRING, "why: the judge's reason, or the fail-safe's"),
+    MetricInfo(FAIL_SAFE, DataType.BOOLEAN, "rejected because it could not be judged"),
+    MetricInfo(DEFECT_TYPE, DataType.STRING, "scratch, crack, ...; null for none"),
+    *(
+        MetricInfo(SENTENCE + lang, DataType.STRING, f"the explanation in {lang}")
+        for lang in LANGUAGES
+    ),
+    MetricInfo(RULE, DataType.STRING, "the recipe rule the verdict cites"),
+    MetricInfo(SCORE, DataType.DOUBLE, "the model's anomaly score; null without one"),
+    MetricInfo(LATENCY_MS, DataType.DOUBLE, "camera trigger to verdict, ms"),
+    MetricInfo(BUDGET_MS, DataType.DOUBLE, "the part's cycle budget, ms"),
+    MetricInfo(BUDGET_USED, DataType.DOUBLE, "latency / budget (1.0: all of it)"),
+    MetricInfo(BUDGET_MISS, DataType.BOOLEAN, "no verdict by the deadline"),
+    MetricInfo(ACTION, DataType.STRING, "passed, rejected or not_fired"),
+    MetricInfo(RESULT_MODEL_SHA256, DataType.STRING, "the model that judged this part"),
+)
+"""The metrics of one part's result (each DDATA carries them all, and the counters)."""
+
+COUNTER_METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(INSPECTED, DataType.UINT64, "results forwarded since the edge node started"),
+    MetricInfo(REJECTED, DataType.UINT64, "of those, rejects"),
+    MetricInfo(FAIL_SAFES, DataType.UINT64, "of those, fail-safe rejects"),
+    MetricInfo(BUDGET_MISSES, DataType.UINT64, "of those, parts with no verdict by the deadline"),
+    MetricInfo(SKIPPED, DataType.UINT64, "results never forwarded: the backlog overflowed"),
+)
+
+STATUS_METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(STATE, DataType.STRING, "the OPC 40100 state: Continuous, Error, ..."),
+    MetricInfo(STATE_DETAIL, DataType.STRING, "why the node is in its state"),
+    MetricInfo(MODEL_NAME, DataType.STRING, "the runtime and model package judging"),
+    MetricInfo(MODEL_VERSION, DataType.STRING, "the package's creation time"),
+    MetricInfo(MODEL_SHA256, DataType.STRING, "SHA-256 of the package's manifest"),
+    MetricInfo(RECIPE_NAME, DataType.STRING, "inspection.recipe.name"),
+    MetricInfo(RECIPE_SHA256, DataType.STRING, "SHA-256 of the recipe in force"),
+)
+
+DEVICE_METRICS = RESULT_METRICS + COUNTER_METRICS + STATUS_METRICS
+"""Every device metric, as DBIRTH announces them."""
+
+NODE_METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(BD_SEQ, DataType.INT64, "this MQTT session's birth/death number (0..255)"),
+    MetricInfo(REBIRTH, DataType.BOOLEAN, "write true in an NCMD: the node births again"),
+    MetricInfo(NODE_NAME, DataType.STRING, "node.name"),
+    MetricInfo(SOFTWARE, DataType.STRING, "lineside and its version"),
+)
+
+_TYPES = {m.name: m.datatype for m in (*DEVICE_METRICS, *NODE_METRICS)}
+
+
+def metric(name: str, value: Value, timestamp_ms: int, *, historical: bool = False) -> Metric:
+    """The metric ``name`` (one of this module's) with its datatype."""
+    return Metric(name, _TYPES[name], value, timestamp_ms, is_historical=historical)
+
+
+@dataclass
+class Counters:
+    """Running counts of the results an edge node forwarded (and skipped)."""
+
+    inspected: int = 0
+    rejected: int = 0
+    fail_safe: int = 0
+    budget_misses: int = 0
+    skipped: int = 0
+
+    def count(self, record: AuditRecord) -> None:
+        """Add one forwarded result."""
+        self.inspected += 1
+        self.rejected += record.verdict == "reject"
+        self.fail_safe += record.fail_safe
+        self.budget_misses += record.budget_miss
+
+    def metrics(self, timestamp_ms: int) -> list[Metric]:
+        """The counters as metrics."""
+        values = (self.inspected, self.rejected, self.fail_safe, self.budget_misses, self.skipped)
+        return [
+            metric(m.name, v, timestamp_ms) for m, v in zip(COUNTER_METRICS, values, strict=True)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What judges: the model and the recipe, as the births announce them."""
+
+    model_name: str
+    model_version: str
+    model_sha256: str
+    recipe_name: str
+    recipe_sha256: str
+
+
+def recipe_sha256(recipe_json: str) -> str:
+    """The hash of a recipe's canonical JSON."""
+    return hashlib.sha256(recipe_json.encode("utf-8")).hexdigest()
+
+
+def result_metrics(seq: int, record: AuditRecord, *, historical: bool = False) -> list[Metric]:
+    """One result's metrics; ``seq`` is its audit store insertion number. ``historical``:
+    sent late (it waited for the broker), so hosts do not take it as the live value."""
+    t = record.wall_time_ns // 1_000_000
+    used = (
+        record.latency_ms / record.budget_ms
+        if record.latency_ms is not None and record.budget_ms
+        else None
+    )
+    values: list[tuple[str, Value]] = [
+        (PART_ID, record.part_id),
+        (RESULT_ID, record.result_id),
+        (RECORD_SEQ, seq),
+        (TIME, t),
+        (VERDICT, record.verdict),
+        (REASON, record.reason),
+        (FAIL_SAFE, record.fail_safe),
+        (DEFECT_TYPE, record.defect_type),
+        *(
+            (
+                SENTENCE + lang,
+                record.explanations.get(lang) or (record.explanation if lang == "en" else None),
+            )
+            for lang in LANGUAGES
+        ),
+        (RULE, record.rule),
+        (SCORE, record.score),
+        (LATENCY_MS, record.latency_ms),
+        (BUDGET_MS, record.budget_ms),
+        (BUDGET_USED, None if used is None else round(used, 4)),
+        (BUDGET_MISS, record.budget_miss),
+        (ACTION, record.action),
+        (RESULT_MODEL_SHA256, record.model_sha256),
+    ]
+    return [metric(name, v, t, historical=historical) for name, v in values]
+
+
+def null_result_metrics(timestamp_ms: int) -> list[Metric]:
+    """The result metrics with no value: a birth before the first result."""
+    return [metric(m.name, None, timestamp_ms) for m in RESULT_METRICS]
+
+
+def status_metrics(state: str, detail: str, identity: Identity, timestamp_ms: int) -> list[Metric]:
+    """The node's state and what judges."""
+    values: Iterable[tuple[str, Value]] = (
+        (STATE, state),
+        (STATE_DETAIL, detail),
+        (MODEL_NAME, identity.model_name),
+        (MODEL_VERSION, identity.model_version),
+        (MODEL_SHA256, identity.model_sha256),
+        (RECIPE_NAME, identity.recipe_name),
+        (RECIPE_SHA256, identity.recipe_sha256),
+    )
+    return [metric(name, v, timestamp_ms) for name, v in values]
