@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     from node.cli.model import add_parsers as add_model
     from node.cli.shadow import add_parsers as add_shadow
     from node.hmi.users import add_parsers as add_hmi
+    from node.fleet.cli import add_parsers as add_fleet
     from node.web.cli import add_parsers as add_web
 
     add_model(sub)
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     add_audit(sub)
     add_hmi(sub)
     add_web(sub)
+    add_fleet(sub)
     return p
 
 

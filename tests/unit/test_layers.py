@@ -52,6 +52,7 @@ NORTH_IMPORTED_BY = (
     "node.wiring",
     "node.__main__",
     "node.cli",
+    "node.fleet",
 )
 """``node/north`` (the Sparkplug B edge node) hangs off the node's lifecycle: only its own
 modules, the config (``[north]``), the node that opens it and the command line import it —

@@ -1,0 +1,231 @@
+"""The primary host application: one MQTT session that hears every lineside node.
+
+It announces itself as Sparkplug B 3.0 asks of a primary host (``spBv1.0/STATE/<host id>``,
+retained, ``{"online": true, "timestamp": ms}``, its will the same with ``false``), so the
+edge nodes know a host is there; subscribes to every group's node and device messages;
+decodes each payload and hands it to :class:`node.fleet.state.Fleet`; and asks a node for
+a rebirth (NCMD ``Node Control/Rebirth``) when its picture of it cannot be trusted (a
+sequence gap, data before a birth), at most every ``rebirth_every_s`` per node.
+
+paho's network loop runs on its own thread; every callback only decodes and queues, and
+:meth:`FleetHost.drain` applies the queue on the caller's thread, so the fleet's state is
+only ever touched from one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+
+from node.fleet.state import Fleet, Kind, Message, NodeView
+from node.north.sparkplug import (
+    BD_SEQ,
+    NAMESPACE,
+    REBIRTH,
+    DataType,
+    MessageType,
+    Metric,
+    Payload,
+    decode,
+    encode,
+    parse_topic,
+    topic,
+)
+
+log = structlog.get_logger(__name__)
+
+_KINDS = {k.value: k for k in Kind}
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """Where the broker is and how to log in to it."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+def parse_broker(text: str) -> tuple[str, int]:
+    """``host[:port]`` → (host, port). Raises ``ValueError`` for a bad port."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, 1883
+    number = int(port)
+    if not 0 < number < 65536 or not host:
+        raise ValueError(f"not host:port: {text!r}")
+    return host, number
+
+
+def state_payload(online: bool) -> bytes:
+    """The Sparkplug 3.0 host STATE message body (JSON, not protobuf)."""
+    return json.dumps({"online": online, "timestamp": int(time.time() * 1000)}).encode()
+
+
+def to_message(topic_text: str, data: bytes) -> Message | None:
+    """A decoded Sparkplug message for the fleet, or None for one it does not track (STATE,
+    commands). Raises ``ValueError`` for a topic or payload that is not Sparkplug B."""
+    t = parse_topic(topic_text)
+    kind = _KINDS.get(t.message_type.value)
+    if kind is None:
+        return None
+    payload: Payload = decode(data)
+    values = payload.values()
+    bd = values.get(BD_SEQ)
+    return Message(
+        group=t.group_id,
+        edge_node=t.edge_node_id,
+        kind=kind,
+        device=t.device_id or "",
+        seq=payload.seq,
+        bd_seq=int(bd) if isinstance(bd, int) else None,
+        metrics={k: v for k, v in values.items() if k != BD_SEQ},
+        timestamp_ms=payload.timestamp_ms or int(time.time() * 1000),
+    )
+
+
+class FleetHost:
+    """Connects, follows and keeps :attr:`fleet` (call :meth:`drain` to bring it up to date)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        host_id: str = "lineside-fleet",
+        groups: tuple[str, ...] = ("+",),
+        rebirth_every_s: float = 5.0,
+        on_message: Callable[[Message, NodeView], None] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.host_id = host_id
+        self.fleet = Fleet()
+        self.connected = False
+        self.bad_messages = 0
+        self.rebirths_asked = 0
+        self._groups = groups
+        self._rebirth_every_s = rebirth_every_s
+        self._asked: dict[tuple[str, str], float] = {}
+        self._inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._on_message = on_message
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"{host_id}-{time.time_ns():x}"
+        )
+        self._client.on_connect = self._connected
+        self._client.on_disconnect = self._disconnected
+        self._client.on_message = self._received
+
+    @property
+    def state_topic(self) -> str:
+        """Where this host says whether it is online."""
+        return f"{NAMESPACE}/STATE/{self.host_id}"
+
+    def start(self) -> None:
+        """Start the network thread; it connects, and reconnects after a loss, by itself
+        (1 to 10 s apart), so a broker that is not up yet is simply waited for."""
+        b, c = self.broker, self._client
+        c.will_set(self.state_topic, state_payload(False), qos=1, retain=True)
+        if b.username is not None:
+            c.username_pw_set(b.username, b.password)
+        if b.tls:
+            c.tls_set(
+                ca_certs=str(b.ca_file) if b.ca_file else None,
+                certfile=str(b.cert_file) if b.cert_file else None,
+                keyfile=str(b.key_file) if b.key_file else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        c.reconnect_delay_set(1, 10)
+        c.connect_async(b.host, b.port, keepalive=10)
+        c.loop_start()
+
+    def stop(self) -> None:
+        """Say offline (retained), disconnect and stop the network thread."""
+        c = self._client
+        if self.connected:
+            info = c.publish(self.state_topic, state_payload(False), qos=1, retain=True)
+            info.wait_for_publish(2.0)
+        c.disconnect()
+        c.loop_stop()
+
+    def drain(self, timeout_s: float = 0.0) -> int:
+        """Apply every message received so far (waiting up to ``timeout_s`` for the first);
+        returns how many were applied."""
+        n = 0
+        try:
+            item = self._inbox.get(timeout=timeout_s) if timeout_s > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return 0
+        while True:
+            self._apply(*item)
+            n += 1
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return n
+
+    def _apply(self, topic_text: str, data: bytes) -> None:
+        try:
+            msg = to_message(topic_text, data)
+        except ValueError as exc:
+            self.bad_messages += 1
+            log.warning("fleet_bad_message", topic=topic_text, error=str(exc))
+            return
+        if msg is None:
+            return
+        view = self.fleet.apply(msg)
+        if self._on_message is not None:
+            self._on_message(msg, view)
+        if view.wants_rebirth:
+            self._ask_rebirth(view)
+
+    def _ask_rebirth(self, view: NodeView) -> None:
+        now = time.monotonic()
+        if now - self._asked.get(view.key, -1e9) < self._rebirth_every_s:
+            return
+        self._asked[view.key] = now
+        body = encode(
+            Payload(
+                metrics=(Metric(REBIRTH, DataType.BOOLEAN, True),),
+                timestamp_ms=int(time.time() * 1000),
+            )
+        )
+        self._client.publish(topic(view.group, MessageType.NCMD, view.edge_node), body, qos=0)
+        self.rebirths_asked += 1
+        log.info("fleet_rebirth_asked", group=view.group, edge_node=view.edge_node)
+
+    # paho callbacks (its network thread)
+    def _connected(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("fleet_broker_refused", reason=str(reason))
+            return
+        self.connected = True
+        for group in self._groups:
+            client.subscribe(f"{NAMESPACE}/{group}/+/+", qos=1)
+            client.subscribe(f"{NAMESPACE}/{group}/+/+/+", qos=1)
+        client.publish(self.state_topic, state_payload(True), qos=1, retain=True)
+        log.info("fleet_connected", broker=f"{self.broker.host}:{self.broker.port}")
+
+    def _disconnected(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self.connected = False
+        log.warning("fleet_disconnected", reason=str(reason))
+
+    def _received(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._inbox.put((message.topic, bytes(message.payload)))

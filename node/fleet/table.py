@@ -1,0 +1,111 @@
+"""The fleet as one table: a row per node, in the terminal (rich) and as JSON."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from node.fleet.state import Fleet, NodeView
+from node.north.metrics import (
+    FAIL_SAFES,
+    INSPECTED,
+    MODEL_SHA256,
+    REJECTED,
+    STATE,
+    STATE_DETAIL,
+)
+
+RATE_WINDOW_MS = 10_000
+"""Parts/s is counted over the newest results of this many milliseconds."""
+
+
+def _device_value(n: NodeView, name: str) -> Any:
+    for metrics in n.devices.values():
+        if name in metrics:
+            return metrics[name]
+    return n.metrics.get(name)
+
+
+def row(n: NodeView, now_ms: int | None = None) -> dict[str, Any]:
+    """One node's figures (JSON-ready)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    inspected = _device_value(n, INSPECTED)
+    rejected = _device_value(n, REJECTED)
+    recent = [t for t, _ in n.recent if t >= now_ms - RATE_WINDOW_MS]
+    span_ms = (max(recent) - min(recent)) if len(recent) > 1 else 0
+    used = [u for _, u in n.recent if u is not None]
+    return {
+        "group": n.group,
+        "node": n.edge_node,
+        "online": n.online,
+        "state": _device_value(n, STATE),
+        "state_detail": _device_value(n, STATE_DETAIL),
+        "parts_per_s": round((len(recent) - 1) * 1000 / span_ms, 2) if span_ms else 0.0,
+        "reject_pct": round(100 * rejected / inspected, 2)
+        if isinstance(inspected, int) and isinstance(rejected, int) and inspected
+        else None,
+        "inspected": inspected,
+        "fail_safes": _device_value(n, FAIL_SAFES),
+        "budget_used_p99": round(float(np.percentile(used, 99)), 4) if used else None,
+        "model_sha256": _device_value(n, MODEL_SHA256),
+        "last_seen_s": round((now_ms - n.last_seen_ms) / 1000, 1) if n.last_seen_ms else None,
+        "results": n.results,
+        "missing": n.missing,
+        "duplicates": n.duplicates,
+        "seq_gaps": n.gaps,
+        "births": n.births,
+        "deaths": n.deaths,
+        "bd_seq": n.bd_seq,
+    }
+
+
+def snapshot(fleet: Fleet, now_ms: int | None = None) -> list[dict[str, Any]]:
+    """Every node's row, by group and name."""
+    return [row(fleet.nodes[k], now_ms) for k in sorted(fleet.nodes)]
+
+
+def render(rows: list[dict[str, Any]], title: str = "lineside fleet") -> Table:
+    """The rows as a rich table for the terminal."""
+    t = Table(title=title, expand=False)
+    for name, justify in (
+        ("node", "left"),
+        ("", "left"),
+        ("state", "left"),
+        ("parts/s", "right"),
+        ("reject %", "right"),
+        ("fail-safe", "right"),
+        ("budget p99", "right"),
+        ("model", "left"),
+        ("last seen", "right"),
+        ("results", "right"),
+        ("missing", "right"),
+        ("seq gaps", "right"),
+    ):
+        t.add_column(name, justify=justify)  # type: ignore[arg-type]
+
+    def num(v: Any, fmt: str) -> str:
+        return "—" if v is None else format(v, fmt)
+
+    for r in rows:
+        online = "[green]online[/]" if r["online"] else "[red]offline[/]"
+        state = str(r["state"] or "—")
+        if state == "Error":
+            state = f"[red]{state}[/] {r['state_detail'] or ''}".strip()
+        t.add_row(
+            f"{r['group']}/{r['node']}",
+            online,
+            state,
+            num(r["parts_per_s"], ".1f"),
+            num(r["reject_pct"], ".1f"),
+            num(r["fail_safes"], "d"),
+            "—" if r["budget_used_p99"] is None else f"{100 * r['budget_used_p99']:.0f} %",
+            str(r["model_sha256"] or "—")[:12],
+            num(r["last_seen_s"], ".1f") + " s",
+            str(r["results"]),
+            f"[red]{r['missing']}[/]" if r["missing"] else "0",
+            f"[yellow]{r['seq_gaps']}[/]" if r["seq_gaps"] else "0",
+        )
+    return t
