@@ -92,8 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     from node.audit.cli import add_parsers as add_audit
     from node.cli.model import add_parsers as add_model
     from node.cli.shadow import add_parsers as add_shadow
-    from node.hmi.users import add_parsers as add_hmi
     from node.fleet.cli import add_parsers as add_fleet
+    from node.hmi.users import add_parsers as add_hmi
     from node.web.cli import add_parsers as add_web
 
     add_model(sub)

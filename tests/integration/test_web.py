@@ -299,8 +299,10 @@ def test_a_review_clicked_in_the_browser_lands_in_the_audit_store(line: Line, br
     # the reviews feed the retraining set: the overridden part is a good image there now
     out = line.state / "dataset"
     done = subprocess.run(
-        [sys.executable, "-m", "node", "audit", "dataset", "--store", str(line.audit)]
-        + ["--out", str(out)],
+        [
+            *(sys.executable, "-m", "node", "audit", "dataset"),
+            *("--store", str(line.audit), "--out", str(out)),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
