@@ -49,7 +49,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from webload import WebLoad, WebLoadError
+from webload import WebLoad, WebLoadError, machine_busy_s
 
 from hil.line import default_template_path, run_line, sim_config
 from hil.plc_modbus import free_port
@@ -88,7 +88,7 @@ def run_rate(
         hmi=hmi,
     )
     t0 = time.monotonic()
-    cpu0 = _process_cpu_s()
+    cpu0, busy0 = _process_cpu_s(), machine_busy_s()
     load = WebLoad(cfg, web) if web else None
     with (
         contextlib.ExitStack() as stack,
@@ -117,9 +117,11 @@ def run_rate(
         report, _, _ = asyncio.run(
             run_line(cfg, parts, on_result=tick, belt_mm_s=belt, before_belt=attach)
         )
-        cpu = _process_cpu_s() - cpu0
+        web_s = 0.0
         if load is not None:
             report["web"] = load.figures()
+            web_s = report["web"]["cpu_s"]["web_total"] + report["web"]["cpu_s"]["browsers_total"]
+        node_s, busy_s = _process_cpu_s() - cpu0, machine_busy_s() - busy0
     return {
         "bench": "pipeline",
         "rate": rate,
@@ -131,7 +133,13 @@ def run_rate(
         "machine": machine(),
         "config_sha256": config_sha256(cfg),
         "model_sha256": model_sha256(cfg),
-        "process_cpu_s": round(cpu, 1),
+        # the node (this process) and everything else on the machine, over the whole run
+        "cpu_s": {
+            "node": round(node_s, 1),
+            "web_and_browsers": round(web_s, 1),
+            "others": round(max(0.0, busy_s - node_s - web_s), 1),
+            "machine_busy": round(busy_s, 1),
+        },
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         **report,
     }
@@ -175,7 +183,8 @@ def compare_web(
         "failsafe_rejects": failsafe,
         "extra_failsafes": median_fs["with"] - median_fs["without"],
         "budget_misses": {k: [one["budget_misses"] for one in v] for k, v in runs.items()},
-        "process_cpu_s": {k: [one["process_cpu_s"] for one in v] for k, v in runs.items()},
+        "node_cpu_s": {k: [one["cpu_s"]["node"] for one in v] for k, v in runs.items()},
+        "others_cpu_s": {k: [one["cpu_s"]["others"] for one in v] for k, v in runs.items()},
         "web_cpu_s": [one["web"]["cpu_s"]["web"] for one in runs["with"]],
         "browsers_cpu_s": [one["web"]["cpu_s"]["browsers"] for one in runs["with"]],
         "cards": [[c["results"] for c in one["web"]["cards"]] for one in runs["with"]],

@@ -86,6 +86,16 @@ def cpu_seconds(pids: list[int]) -> float:
     return sum(ticks[p] for p in tree) / _CLK_TCK
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine have been busy since boot (``/proc/stat``:
+    everything but idle and iowait): the difference over a run, less what the bench's own
+    processes took, is what other processes took meanwhile."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / _CLK_TCK
+
+
 def _killpg(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
     """Stop a process started in a session of its own, with everything it started."""
     try:
