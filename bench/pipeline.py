@@ -68,10 +68,12 @@ def run_rate(
     no_hmi: bool,
     sim: dict[str, Any],
     web: int = 0,
+    browsers_nice: int = 0,
 ) -> dict[str, Any]:
     """One line at ``rate`` parts/s for ``parts`` parts (a belt of ``rate × part_pitch_mm``,
     driven directly); the scored report with the run's identity. ``web``: that many
-    browsers on ``lineside web`` beside it (0: no web view). Raises ``WebLoadError``."""
+    browsers on ``lineside web`` beside it (0: no web view), ``browsers_nice`` below normal
+    CPU priority. Raises ``WebLoadError``."""
     belt = rate * base.line.part_pitch_mm
     # an overspeed belt is driven directly: no valid config describes one
     cfg = sim_config(base, sim={**sim, "speed_mm_s": min(belt, base.line.max_speed_mm_s)})
@@ -89,7 +91,7 @@ def run_rate(
     )
     t0 = time.monotonic()
     cpu0, busy0 = _process_cpu_s(), machine_busy_s()
-    load = WebLoad(cfg, web) if web else None
+    load = WebLoad(cfg, web, browsers_nice) if web else None
     with (
         contextlib.ExitStack() as stack,
         Progress(
@@ -152,7 +154,13 @@ def _process_cpu_s() -> float:
 
 
 def compare_web(
-    base: Config, rate: float, parts: int, browsers: int, rounds: int, sim: dict[str, Any]
+    base: Config,
+    rate: float,
+    parts: int,
+    browsers: int,
+    rounds: int,
+    sim: dict[str, Any],
+    browsers_nice: int = 0,
 ) -> dict[str, Any]:
     """The same line without and with ``browsers`` on the web view, ``rounds`` times each,
     in alternating order (A B B A ...) so a drift of the machine's load does not land on
@@ -163,7 +171,10 @@ def compare_web(
         pair = (0, browsers) if r % 2 == 0 else (browsers, 0)
         for n in pair:
             side = "with" if n else "without"
-            runs[side].append(run_rate(base, rate, parts, no_hmi=False, sim=sim, web=n))
+            one = run_rate(
+                base, rate, parts, no_hmi=False, sim=sim, web=n, browsers_nice=browsers_nice
+            )
+            runs[side].append(one)
             order.append(side)
     p99 = {k: [one["latency_ms"]["p99"] for one in v] for k, v in runs.items()}
     failsafe = {k: [one["failsafe_rejects"] for one in v] for k, v in runs.items()}
@@ -173,6 +184,7 @@ def compare_web(
         "rate": rate,
         "parts": parts,
         "browsers": browsers,
+        "browsers_nice": browsers_nice,
         "rounds": rounds,
         "order": order,
         "p99_ms": p99,
@@ -290,6 +302,13 @@ def main() -> None:
         help="run the line without and with --web N, --rounds times each, and compare",
     )
     p.add_argument("--rounds", type=int, default=2, help="with --compare-web (default 2)")
+    p.add_argument(
+        "--browsers-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the --web browsers N below normal CPU priority (0-19, default 0)",
+    )
     args = p.parse_args()
     rates = [args.rate]
     if args.curve is not None:
@@ -302,6 +321,8 @@ def main() -> None:
     if args.parts < 1 or min(rates) <= 0:
         p.error("--parts must be ≥ 1 and every rate > 0")
     browsers = args.web if args.compare_web is None else args.compare_web
+    if not 0 <= args.browsers_nice <= 19:
+        p.error(f"--browsers-nice {args.browsers_nice}: expected 0 to 19")
     if browsers < 0 or args.rounds < 1:
         p.error("--web and --compare-web take a number of browsers ≥ 0; --rounds ≥ 1")
     if args.compare_web is not None and (args.curve is not None or args.web):
@@ -351,13 +372,23 @@ def _run(
 ) -> tuple[dict[str, Any], str | None]:
     """The runs the command line asks for: the report and why it failed (None: it did not)."""
     if args.compare_web is not None:
-        report = compare_web(base, args.rate, args.parts, browsers, args.rounds, sim)
+        report = compare_web(
+            base, args.rate, args.parts, browsers, args.rounds, sim, args.browsers_nice
+        )
         failure = None
         for one in report["without"] + report["with"]:
             failure = failure or run_failure(one)
         return report, failure
     if args.curve is None:
-        report = run_rate(base, args.rate, args.parts, no_hmi=args.no_hmi, sim=sim, web=browsers)
+        report = run_rate(
+            base,
+            args.rate,
+            args.parts,
+            no_hmi=args.no_hmi,
+            sim=sim,
+            web=browsers,
+            browsers_nice=args.browsers_nice,
+        )
         return report, run_failure(report)
     points, failure = [], None
     for rate in rates:
@@ -365,7 +396,15 @@ def _run(
         line = base
         if belt > base.line.max_speed_mm_s:  # the curve measures the node, not the rating
             line = sim_config(base, line={"max_speed_mm_s": belt})
-        one = run_rate(line, rate, args.parts, no_hmi=args.no_hmi, sim=sim, web=browsers)
+        one = run_rate(
+            line,
+            rate,
+            args.parts,
+            no_hmi=args.no_hmi,
+            sim=sim,
+            web=browsers,
+            browsers_nice=args.browsers_nice,
+        )
         points.append(curve_point(one))
         failure = failure or run_failure(one)
     report = {
