@@ -279,6 +279,7 @@ class WebLoad:
     def figures(self) -> dict[str, Any]:
         """What the load did: cards each browser received, the web feed's figures (records
         read from the store, updates dropped for slow pages), and CPU seconds."""
+        self._settle()
         run_s = time.monotonic() - self._attached_at
         cpu = self._cpu()
         cards = []
@@ -320,6 +321,17 @@ class WebLoad:
                 "browsers_total": round(cpu[1], 2),
             },
         }
+
+    def _settle(self, timeout_s: float = 5.0) -> None:
+        """Let the web (at its low priority) finish handing on the last results: until its
+        feed has read nothing new for three looks in a row."""
+        end = time.monotonic() + timeout_s
+        last, same = -1, 0
+        while same < 3 and time.monotonic() < end:
+            seen = self.status()["feed"]["seen"]
+            same = same + 1 if seen == last else 0
+            last = seen
+            time.sleep(0.25)
 
     # -- stop ---------------------------------------------------------------------
     def close(self) -> None:

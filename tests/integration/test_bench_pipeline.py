@@ -100,8 +100,9 @@ def test_web_attaches_browsers_that_receive_the_results_as_cards() -> None:
     assert report["hmi"] is True and report["parts_passed"] == 200
     web = report["web"]
     assert web["browsers"] == 1 and len(web["cards"]) == 1
-    # attached before the first part: the page saw (almost) every result as a card
-    assert web["cards"][0]["results"] >= report["parts"] - 10
+    # attached before the first part: the page saw most results as cards (a web that falls
+    # behind hands a page only the newest web.cards of a batch)
+    assert web["cards"][0]["results"] > report["parts"] // 2
     assert web["feed"]["seen"] >= report["parts"] - 5
     assert web["feed"]["viewers"] == 1
     cpu = web["cpu_s"]
