@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,9 @@ from node.sim.line import SimLine, teach_images_from_sim
 from node.wiring import Components, build_components
 
 T = TypeVar("T")
+
+_PARKED_NS = 3600 * 10**9
+"""How far ahead a belt waiting for ``before_belt`` is started: it stands still until then."""
 
 CLASSICAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim-classical.toml"
 """The simulated line on the classical template detector (the default config uses the model)."""
@@ -96,6 +99,7 @@ async def run_line(
     camera_wrapper: Callable[[Camera], Camera] | None = None,
     on_result: Callable[[PartResult], None] | None = None,
     belt_mm_s: float | None = None,
+    before_belt: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[dict[str, Any], Node, SimLine]:
     """Run the node on the sim line for ``parts`` parts and return the score.
 
@@ -103,7 +107,10 @@ async def run_line(
     faults (a slow or failing model, a slow reject output, a camera triggered only from
     the loop); ``belt_mm_s`` drives the simulated belt at that
     speed whatever ``[sim]`` says (a belt over ``line.max_speed_mm_s``, which no valid
-    config describes).
+    config describes). ``before_belt`` is awaited once the node is ready (its HMI server
+    listening); the belt stands still until it returns, so what a rig attaches there
+    (clients of the node) starts up before the first part, not during the run. Should it
+    raise, the node is stopped before any part moved and its error is raised.
     """
     ensure_template(cfg)
     components, sim = build_components(cfg)
@@ -118,16 +125,40 @@ async def run_line(
     speed = belt_mm_s or cfg.sim.speed_mm_s
     travel_s = (parts + 2) * cfg.line.part_pitch_mm / speed + cfg.line.reject_position_mm / speed
     limit = timeout_s if timeout_s is not None else travel_s * 1.5 + 10
-    timer = asyncio.get_running_loop().call_later(limit, stop.set)
+    loop = asyncio.get_running_loop()
+    timers = [loop.call_later(limit, stop.set)]
+    failed: list[Exception] = []
+
+    async def start_belt() -> None:
+        if before_belt is None:
+            return
+        await node.ready.wait()
+        timers[0].cancel()  # the node started; the limit counts from the belt's start
+        try:
+            await before_belt()
+        except Exception as exc:  # noqa: BLE001 - raised again once the node stopped
+            failed.append(exc)
+            stop.set()
+            return
+        sim.world.start(time.monotonic_ns())
+        timers.append(loop.call_later(limit, stop.set))
+
+    if before_belt is not None:
+        sim.world.start(time.monotonic_ns() + _PARKED_NS)  # the encoder then leaves it parked
     try:
         async with asyncio.TaskGroup() as tg:
             clear = tg.create_task(until_line_clear(sim.world, cfg, stop), name="line-clear")
+            belt = tg.create_task(start_belt(), name="start-belt")
             try:
                 await node.run(stop)
             finally:
                 clear.cancel()
+                belt.cancel()
     finally:
-        timer.cancel()
+        for timer in timers:
+            timer.cancel()
+    if failed:
+        raise failed[0]
     report = score(
         sim,
         collector.results,

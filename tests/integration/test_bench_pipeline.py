@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BENCH = [sys.executable, str(REPO / "bench" / "pipeline.py"), "--no-hmi", "--seed", "3"]
+BENCH = [sys.executable, str(REPO / "bench" / "pipeline.py"), "--seed", "3"]
 
 
-def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+def _bench(*args: str, hmi: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*BENCH, *args],
+        [*BENCH, *([] if hmi else ["--no-hmi"]), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -85,3 +86,33 @@ def test_a_plot_without_a_curve_is_a_usage_error() -> None:
     run = _bench("--parts", "10", "--plot", "x.png")
     assert run.returncode == 2
     assert "--plot draws a curve: give --curve too" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_web_attaches_browsers_that_receive_the_results_as_cards() -> None:
+    """--web 1: lineside web follows the node and one headless Chromium shows /live while
+    the line runs (attached before the belt started); the page received the cards, the web's
+    feed read every published result from the audit store (but a few at the very end),
+    the CPU the load took is reported, and the web is gone once the bench exits."""
+    run = _bench("--parts", "200", "--rate", "20", "--web", "1", hmi=True)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["hmi"] is True and report["parts_passed"] == 200
+    web = report["web"]
+    assert web["browsers"] == 1 and len(web["cards"]) == 1
+    # attached before the first part: the page saw most results as cards (a web that falls
+    # behind hands a page only the newest web.cards of a batch)
+    assert web["cards"][0]["results"] > report["parts"] // 2
+    assert web["feed"]["seen"] >= report["parts"] - 5
+    assert web["feed"]["viewers"] == 1
+    cpu = web["cpu_s"]
+    assert cpu["web"] > 0 and cpu["browsers"] > 0 and cpu["window_s"] >= 8
+    with pytest.raises(OSError):
+        urllib.request.urlopen(web["url"] + "/status", timeout=2)
+
+
+def test_web_needs_the_hmi_server() -> None:
+    """--web with --no-hmi is a usage error naming both (exit 2, no traceback)."""
+    run = _bench("--parts", "10", "--web", "1")
+    assert run.returncode == 2
+    assert "drop --no-hmi" in run.stderr and "Traceback" not in run.stderr
