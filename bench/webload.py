@@ -29,11 +29,10 @@ from typing import Any
 
 import tomlkit
 
+from hil.browser import BrowserMissing, open_chromium
 from hil.plc_modbus import free_port
 from node.config import Config
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _ROOT = os.geteuid() == 0
 
@@ -154,7 +153,6 @@ class WebLoad:
     drivers: list[Any] = field(default_factory=list, init=False)
     _port: int = field(default=0, init=False)
     _log: Path = field(init=False)
-    _driver: Path = field(init=False)
     _grouped: bool = field(default=False, init=False)
     _attached_at: float = field(default=0.0, init=False)
     _attach_s: float = field(default=0.0, init=False)
@@ -169,7 +167,7 @@ class WebLoad:
         self.url = f"http://127.0.0.1:{self._port}"
         self.config_path = state / "bench-web.toml"
         self._log = state / "bench-web.log"
-        self._driver = state / "bench-chromedriver.sh"
+        self._browsers_dir = state / "bench-browsers"
 
     def __enter__(self) -> WebLoad:
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,13 +180,6 @@ class WebLoad:
             "anonymous_view": True,
         }
         self.config_path.write_text(tomlkit.dumps(data), encoding="utf-8")
-        # chromedriver's children (the browser) inherit its priority and capabilities
-        drop = "setpriv --bounding-set -sys_nice --inh-caps -sys_nice " if _ROOT else ""
-        nice = f"nice -n {int(self.browsers_nice)} "
-        self._driver.write_text(
-            f'#!/bin/sh\nexec {drop}{nice}{CHROMEDRIVER} "$@"\n', encoding="utf-8"
-        )
-        self._driver.chmod(0o755)
         return self
 
     def __exit__(
@@ -229,20 +220,14 @@ class WebLoad:
         self._attached_at = time.monotonic()
 
     def _browser(self) -> Any:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-            raise WebLoadError(f"--web needs {CHROMIUM} and {CHROMEDRIVER} (Debian chromium)")
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-            options.add_argument(arg)
-        service = Service(str(self._driver), popen_kw={"start_new_session": True})
-        driver = webdriver.Chrome(options=options, service=service)
+        try:
+            driver = open_chromium(
+                self._browsers_dir, nice=self.browsers_nice, page_load_timeout_s=self.timeout_s
+            )
+        except BrowserMissing as exc:
+            raise WebLoadError(f"--web needs {exc}") from exc
         if self.browsers_nice:
             autogroup_nice(driver.service.process.pid, self.browsers_nice)
-        driver.set_page_load_timeout(self.timeout_s)
         return driver
 
     def _wait(self, what: str, check: Any) -> None:

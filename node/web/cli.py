@@ -46,12 +46,28 @@ def _https_files(state_dir: Path, web: WebSettings, hmi: HmiSettings) -> tuple[s
     return str(pem), str(node.key)
 
 
+def _lower_priority(nice: int) -> None:
+    """Run ``nice`` below normal. Where the kernel groups CPU time by session (autogroup),
+    a process's own nice counts only against its own session: a web view leading a session
+    of its own (a service, a detached start) lowers that session's share too. Started from
+    a terminal it shares the terminal's session, and only its own nice applies there (the
+    systemd unit's CPUWeight is what keeps it below the node in production)."""
+    os.nice(nice)
+    grouped = False
+    if os.getsid(0) == os.getpid():
+        try:
+            Path("/proc/self/autogroup").write_text(str(nice), encoding="ascii")
+            grouped = True
+        except OSError:
+            pass
+    log.info("web_priority", nice=nice, session_share_lowered=grouped)
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     cfg = load_config(args.config)
-    if cfg.web.nice:
-        # before the heavy imports: starting up must not take the node's CPU either
-        os.nice(cfg.web.nice)
+    if cfg.web.nice:  # before the heavy imports: starting up must not take the node's CPU
+        _lower_priority(cfg.web.nice)
     import uvicorn
 
     from node.web.app import WebApp

@@ -24,14 +24,13 @@ from typing import Any
 import pytest
 import tomlkit
 
+from hil.browser import BrowserMissing, open_chromium
 from node.audit.reader import AuditReader
 from node.config import DEFAULT_CONFIG
 from node.hmi.users import hash_password
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 OPERATOR = ("olga", "orange-7")
 ENGINEER = ("emil", "emerald-9")
 GUESSED = ("otto", "onyx-3")
@@ -155,25 +154,13 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Headless Chromium from Debian, driven by its own chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.fail("chromium and chromium-driver are missing: `make test` installs them")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(30)
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Chromium from Debian, driven by its own chromedriver, without the right to
+    raise its threads over the node's (``hil.browser``)."""
+    try:
+        driver = open_chromium(tmp_path_factory.mktemp("browser"))
+    except BrowserMissing as exc:
+        pytest.fail(f"{exc}: `make test` installs them")
     try:
         yield driver
     finally:
