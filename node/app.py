@@ -417,7 +417,7 @@ class Node:
 
     def _open_north(self, stack: AsyncExitStack, identity: ModelIdentity) -> None:
         """Start the Sparkplug B edge node on its thread, following the audit store."""
-        from node.north.publisher import open_north
+        from node.north.factory import open_north
 
         self.north = north = stack.enter_context(open_north(self.cfg, identity))
         self.operation.listen(north.set_state)

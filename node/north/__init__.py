@@ -2,5 +2,6 @@
 
 ``sparkplug`` is the codec (topics, payloads, sequence numbers) and may be imported by any
 Sparkplug peer, the fleet host included; ``metrics`` names what lineside publishes;
-``publisher`` is the edge node that follows the audit store, off the line's path.
+``publisher`` is the edge node that follows the audit store, off the line's path, and
+``factory`` builds it from the node's config.
 """

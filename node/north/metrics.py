@@ -10,6 +10,7 @@ use ``/`` as folders, as Sparkplug hosts show them. docs/north.md has the table;
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -216,3 +217,21 @@ def status_metrics(state: str, detail: str, identity: Identity, timestamp_ms: in
         (RECIPE_SHA256, identity.recipe_sha256),
     )
     return [metric(name, v, timestamp_ms) for name, v in values]
+
+
+def software() -> str:
+    """``lineside <version>`` (just ``lineside`` where it is not installed as a package)."""
+    try:
+        return f"lineside {importlib.metadata.version('lineside')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "lineside"
+
+
+def node_metrics(bd_seq: int, node_name: str, timestamp_ms: int) -> list[Metric]:
+    """The NBIRTH's metrics: this session's bdSeq, the rebirth control, who the node is."""
+    return [
+        metric(BD_SEQ, bd_seq, timestamp_ms),
+        metric(REBIRTH, False, timestamp_ms),
+        metric(NODE_NAME, node_name, timestamp_ms),
+        metric(SOFTWARE, software(), timestamp_ms),
+    ]

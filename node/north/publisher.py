@@ -19,13 +19,12 @@ NDEATH itself before it disconnects.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import threading
 import time
 from collections import deque
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -33,7 +32,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from node.audit.reader import AuditReader
 from node.audit.record import AuditRecord
-from node.errors import StartupError
 from node.north import metrics as M
 from node.north.cursor import Cursor
 from node.north.settings import NorthSettings
@@ -49,10 +47,6 @@ from node.north.sparkplug import (
     next_bd_seq,
     topic,
 )
-
-if TYPE_CHECKING:
-    from node.config import Config
-    from node.recorder import ModelIdentity
 
 log = structlog.get_logger(__name__)
 
@@ -70,13 +64,6 @@ followed by a wait on the socket, so the thread never holds the GIL for long."""
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _software() -> str:
-    try:
-        return f"lineside {importlib.metadata.version('lineside')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "lineside"
 
 
 class NorthPublisher:
@@ -282,6 +269,11 @@ class NorthPublisher:
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
+                if self._live and not self._gone:
+                    # dropped on an error while connected: a clean disconnect does not
+                    # release the will, so say the death it would have said
+                    death = self._death(self._cursor.bd_seq)
+                    client.publish(self._topic(MessageType.NDEATH), death, qos=0)
                 client.disconnect()
         if self._live:
             log.warning("north_disconnected", bd_seq=self._cursor.bd_seq, error=self.last_error)
@@ -362,13 +354,9 @@ class NorthPublisher:
     def _birth(self, client: mqtt.Client) -> None:
         """NBIRTH (seq 0) and DBIRTH with every metric; results after it are live."""
         t = _now_ms()
-        node = [
-            M.metric(BD_SEQ, self._cursor.bd_seq, t),
-            M.metric(REBIRTH, False, t),
-            M.metric(M.NODE_NAME, self._node_name, t),
-            M.metric(M.SOFTWARE, _software(), t),
-        ]
-        self._publish(client, MessageType.NBIRTH, node)
+        self._publish(
+            client, MessageType.NBIRTH, M.node_metrics(self._cursor.bd_seq, self._node_name, t)
+        )
         if self._last is not None:
             result = M.result_metrics(*self._last)
         else:
@@ -497,39 +485,3 @@ class NorthPublisher:
         self._saved_at = now
         self._saved_seq = self._cursor.seq
         self._dirty = False
-
-
-def open_north(cfg: Config, model: ModelIdentity) -> NorthPublisher:
-    """The node's edge node for ``cfg`` (``[north]``), not yet started.
-
-    Raises ``StartupError`` naming the key when the password or a TLS file cannot be read.
-    """
-    s = cfg.north
-    try:
-        password = s.password()
-    except ValueError as exc:
-        raise StartupError(str(exc)) from exc
-    if s.tls:
-        for key in ("ca_file", "cert_file", "key_file"):
-            path = getattr(s, key)
-            if path is not None and not path.is_file():
-                raise StartupError(f"north.{key}: {path} does not exist")
-    if s.key_file is not None and s.cert_file is None:
-        raise StartupError("north.key_file: set north.cert_file too (the key's certificate)")
-    recipe = cfg.inspection.recipe
-    state_file = s.state_file if s.state_file.is_absolute() else cfg.node.state_dir / s.state_file
-    identity = M.Identity(
-        model.name,
-        model.version,
-        model.sha256,
-        recipe.name,
-        M.recipe_sha256(recipe.model_dump_json()),
-    )
-    return NorthPublisher(
-        s,
-        audit_dir=cfg.audit_directory,
-        state_file=state_file,
-        node_name=cfg.node.name,
-        identity=identity,
-        password=password,
-    )

@@ -300,3 +300,50 @@ def test_a_cursor_that_does_not_fit_the_store_is_not_trusted(
     else:
         assert seqs == [1, 2, 3, 4, 5, 6, 7] and "north_cursor_ahead_of_store" in events
         assert json.loads(cursor_file.read_text())["bd_seq"] == 8  # the next session's
+
+
+def test_an_error_in_the_thread_ends_the_session_with_its_death_and_loses_nothing(
+    tmp_path: Path, store: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error while connected (injected once): the session says its NDEATH, a
+    new one births with the next bdSeq, and the results go on from the cursor, none lost."""
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    publisher = NorthPublisher(
+        NorthSettings(enabled=True, port=broker.port, poll_ms=10, reconnect_max_s=0.2),
+        audit_dir=store.directory,
+        state_file=tmp_path / "cursor.json",
+        node_name="station-1",
+        identity=IDENTITY,
+    )
+    pump = NorthPublisher._pump
+    armed = {"fail": False}
+
+    def failing_pump(self: NorthPublisher, reader: Any) -> None:
+        if armed["fail"]:
+            armed["fail"] = False
+            raise RuntimeError("injected")
+        pump(self, reader)
+
+    monkeypatch.setattr(NorthPublisher, "_pump", failing_pump)
+    try:
+        with capture_logs() as logs, SparkplugHost(broker.port) as host, publisher:
+            _wait("the births", lambda: _of(host.messages(), MessageType.DBIRTH))
+            _add(store, 1, 5)
+            _wait("five results", lambda: len(_of(host.messages(), MessageType.DDATA)) >= 5)
+            armed["fail"] = True
+            _add(store, 6, 5)
+            _wait("the second birth", lambda: len(_of(host.messages(), MessageType.NBIRTH)) == 2)
+            _wait("ten results", lambda: publisher.snapshot()["cursor"] == 10)
+            seen = host.messages()
+    finally:
+        broker.stop()
+    assert any(e["event"] == "north_failed" for e in logs)
+    kinds = [s.topic.message_type for s in seen]
+    death = kinds.index(MessageType.NDEATH)
+    assert kinds[death + 1] is MessageType.NBIRTH
+    births = [s.payload.values()[BD_SEQ] for s in _of(seen, MessageType.NBIRTH) if s.payload]
+    assert births == [0, 1] and seen[death].payload is not None
+    assert seen[death].payload.values()[BD_SEQ] == 0
+    data = [d.payload for d in _of(seen, MessageType.DDATA) if d.payload]
+    assert sorted({d.values()[M.RECORD_SEQ] for d in data}) == list(range(1, 11))

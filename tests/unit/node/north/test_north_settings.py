@@ -8,7 +8,7 @@ import pytest
 
 from node.config import Config, parse_config
 from node.errors import ConfigError, StartupError
-from node.north.publisher import open_north
+from node.north.factory import open_north
 from node.north.settings import NorthSettings
 from node.recorder import ModelIdentity
 
