@@ -481,7 +481,8 @@ class WebApp:
         return rows
 
     async def picture(self, request: Request) -> Response:
-        """The part's image with its heat map and regions (PNG)."""
+        """The part's image with its heat map and regions (PNG; ``?scale=2`` twice the size,
+        ``?heat=0`` without the map)."""
         if not self._may_look(request):
             return PlainTextResponse("log in first", 403)
         rec = await self._record(request)
@@ -489,8 +490,9 @@ class WebApp:
             return rec
         assert self.pictures is not None
         heat = request.query_params.get("heat") != "0"
+        scale = 2 if request.query_params.get("scale") == "2" else 1
         try:
-            png = await asyncio.to_thread(self.pictures.picture, rec, heat=heat)
+            png = await asyncio.to_thread(self.pictures.picture, rec, heat=heat, scale=scale)
         except (OSError, ValueError) as exc:
             log.warning("web_picture_unreadable", result_id=rec.result_id, error=str(exc))
             png = None

@@ -76,7 +76,7 @@ def draw_part(
         draw.rectangle(box, outline=line, width=2)
         draw.text((box[0] + 3, max(0, box[1] - 12)), str(n), fill=line)
     buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=3)
+    im.save(buf, format="PNG", compress_level=1)  # the web process's CPU over a few kB
     return buf.getvalue()
 
 
@@ -86,14 +86,15 @@ class Pictures:
     def __init__(self, image_dir: Path, *, keep: int = 256) -> None:
         self._dir = image_dir
         self._keep = keep
-        self._cache: OrderedDict[tuple[str, bool], bytes] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, bool, int], bytes] = OrderedDict()
 
-    def picture(self, record: AuditRecord, *, heat: bool = True) -> bytes | None:
-        """The PNG for ``record``, or None when its image is not (or no longer) kept.
+    def picture(self, record: AuditRecord, *, heat: bool = True, scale: int = 1) -> bytes | None:
+        """The PNG for ``record`` (``scale`` times the inspected size: 1 for cards, 2 for the
+        part page), or None when its image is not (or no longer) kept.
 
         Raises ``OSError`` or ``ValueError`` when the file is there but unreadable.
         """
-        key = (record.result_id, heat)
+        key = (record.result_id, heat, scale)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -109,7 +110,9 @@ class Pictures:
             findings = json.loads(record.findings_json)
         except ValueError:
             findings = {}
-        png = draw_part(pixels, findings if isinstance(findings, dict) else {}, heat=heat)
+        png = draw_part(
+            pixels, findings if isinstance(findings, dict) else {}, heat=heat, scale=scale
+        )
         self._cache[key] = png
         while len(self._cache) > self._keep:
             self._cache.popitem(last=False)

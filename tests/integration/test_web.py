@@ -302,6 +302,33 @@ def test_a_review_clicked_in_the_browser_lands_in_the_audit_store(line: Line, br
     assert "olga" in browser.find_element(By.ID, "history").text
 
 
+def test_the_review_queue_works_from_the_keyboard(line: Line, browser: Any) -> None:
+    """On the review page ``j`` moves to the next item and ``c`` confirms it; ``o`` then a
+    digit overrides the focused one: two reviews stored, by key presses alone."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    _awaiting(line, 3)
+    _login(browser, line, OPERATOR)
+    ids = [i.get_attribute("id")[5:] for i in browser.find_elements(By.CSS_SELECTOR, ".item")]
+    ActionChains(browser).send_keys("j").send_keys("c").perform()
+    _wait("stored", lambda: "part" in browser.find_element(By.ID, "flash").text, 15)
+    with line.reader() as reader:
+        assert [r.user for r in reader.reviews(ids[1])] == ["olga"]
+    focused = browser.execute_script("return document.activeElement.id").removeprefix("item-")
+    with line.reader() as reader:
+        first = reader.get(focused)
+    assert first is not None
+    ActionChains(browser).send_keys("o").send_keys("1").perform()
+
+    def reviews() -> list[Any]:
+        with line.reader() as reader:
+            return list(reader.reviews(focused))
+
+    (review,) = _wait("the override stored", reviews, 15)
+    assert review.verdict != first.verdict and review.user == "olga"
+
+
 def test_reviews_anonymous_or_with_a_bad_csrf_token_are_refused(line: Line, browser: Any) -> None:
     """The same review form posted without a login, or logged in with a forged CSRF token,
     is answered 403 and stores nothing."""
@@ -324,7 +351,7 @@ def test_reviews_anonymous_or_with_a_bad_csrf_token_are_refused(line: Line, brow
     browser.get(f"{line.url}/part/{target}")
     browser.execute_script("document.querySelector('form.review input[name=csrf]').value='x'")
     browser.find_element(By.CSS_SELECTOR, "form.review button.confirm").click()
-    assert "CSRF" in browser.find_element(By.ID, "error").text
+    assert "CSRF" in _wait("refused", lambda: browser.find_element(By.ID, "error").text, 15)
     with line.reader() as reader:
         assert reader.reviews(target) == []
 
@@ -356,6 +383,12 @@ def test_every_page_renders_and_is_photographed(line: Line, browser: Any) -> Non
         30,
     )
     browser.save_screenshot(str(line.shots / "trends.png"))
+    csv_text = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/trends.csv?hours=1').then(r => r.text()).then(done);"
+    )
+    header, *rows = csv_text.strip().splitlines()
+    assert header.startswith("bucket_start_utc,parts,rejects") and rows
     browser.get(f"{line.url}/model")
     assert "moulded-plastic" in browser.find_element(By.TAG_NAME, "main").text
     assert browser.find_elements(By.CSS_SELECTOR, "#rules tr")
