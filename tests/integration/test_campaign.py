@@ -57,3 +57,25 @@ def test_every_fault_ends_in_a_recorded_fail_safe_never_a_silent_pass(tmp_path: 
         seen = [p for p in r["plc_saw"] if t - 0.01 <= p["t_s"] <= t + 5.0]
         assert any(not p["heartbeat_ok"] for p in seen), (r["scenario"], r["plc_saw"])
     assert "fault campaign" in proc.stdout
+
+
+def test_the_processes_a_campaign_spawns_do_not_import_the_campaign_again(tmp_path: Path) -> None:
+    """``python -m hil.campaign`` runs from the package's ``__main__``, which
+    ``multiprocessing`` does not re-run in a spawned child: the PLC emulator's process
+    imports what it runs, not the campaign's scorer (hil.score, and SciPy with it), which
+    cost each emulator and HMI process about a second of CPU at every scenario's start.
+    ``-X importtime`` is passed on to spawned children, so stderr lists every process's
+    imports."""
+    out = tmp_path / "campaign"
+    args = ["--only", "tampered_package", "--parts", "10", "--transport", "modbus"]
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hil.campaign", *args, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
+    assert imported.count("hil.plc_process") == 2  # the campaign's, and its emulator's own
+    assert imported.count("hil.score") == 1  # the campaign's only
