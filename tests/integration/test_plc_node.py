@@ -282,7 +282,9 @@ async def test_example_config_runs_with_the_launcher(
     name: str, tmp_path: Path, template_path: Path
 ) -> None:
     """``python -m hil.plc_line configs/<name>.toml --parts 40`` exits 0 and every reject it
-    commanded struck its own part (the config unchanged but for a free port and the state)."""
+    commanded struck its own part (the config unchanged but for a free port and the state).
+    The processes it spawns (emulator, HMI server, render worker) do not import the rig's
+    scorer again (``-X importtime``, passed on to them, lists every process's imports)."""
     text = (REPO / "configs" / f"{name}.toml").read_text(encoding="utf-8")
     port = free_port()
     text = text.replace("port = 5020", f"port = {port}").replace(":4841/", f":{port}/")
@@ -292,6 +294,8 @@ async def test_example_config_runs_with_the_launcher(
     cfg_file.write_text(text, encoding="utf-8")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
+        "-X",
+        "importtime",
         "-m",
         "hil.plc_line",
         str(cfg_file),
@@ -303,7 +307,10 @@ async def test_example_config_runs_with_the_launcher(
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()[-2000:]
+    imported = [x.rsplit("|", 1)[-1].strip() for x in err.decode().splitlines() if "|" in x]
+    logged = "\n".join(x for x in err.decode().splitlines() if not x.startswith("import time:"))
+    assert proc.returncode == 0, logged[-2000:]
+    assert imported.count("hil.score") == 1  # the launcher's own, none in its children
     summary = json.loads(out)
     rig = summary["rig"]
     assert rig["parts"] == 40
