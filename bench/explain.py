@@ -60,7 +60,8 @@ from node.line.judge import Judge
 from node.line.repeat_notices import RepeatNotices
 from node.line.roi import crop_part
 from node.recipe.rules import WITHIN_LIMITS
-from node.sim.line import BELT_LEVEL, part_spec_for
+from node.sim.line import part_spec_for
+from node.sim.render import BELT_LEVEL
 
 SIZE_REL, SIZE_ABS_MM = 0.15, 0.5
 _ERR = Console(stderr=True)

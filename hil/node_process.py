@@ -19,17 +19,22 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from node.app import Node
-from node.config import Config, parse_config
-from node.service.logs import configure
-from node.sim.line import build_sim_line
-from node.wiring import build_components
+if TYPE_CHECKING:
+    from node.config import Config
 
 _PARKED_NS = 3600 * 10**9
 
 
 async def main(cfg: Config, parts: int) -> None:
+    # Imported here, not at the top: multiprocessing runs this module again (as
+    # __mp_main__) in each process the node spawns (its HMI server, its render worker),
+    # which need none of the node's own modules.
+    from node.app import Node
+    from node.sim.line import build_sim_line
+    from node.wiring import build_components
+
     sim = build_sim_line(cfg)
     sim.world.max_parts = parts
     sim.world.start(time.monotonic_ns() + _PARKED_NS)
@@ -61,6 +66,9 @@ async def main(cfg: Config, parts: int) -> None:
 
 
 if __name__ == "__main__":
+    from node.config import parse_config
+    from node.service.logs import configure
+
     configure(json=True, level="warning", file=sys.stderr)
     path = Path(sys.argv[1])
     asyncio.run(main(parse_config(json.loads(path.read_text()), str(path)), int(sys.argv[2])))

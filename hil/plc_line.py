@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from hil.plc_rig import run_on_emulator
 from node.config import Config, load_config
 from node.errors import ConfigError, LinesideError, PlcError
 
@@ -97,6 +96,11 @@ async def run(cfg: Config, parts: int | None, *, live: bool) -> dict[str, Any]:
     Raises ``ConfigError`` (config unfit for the emulator) and whatever the node
     raises at startup (``PlcError``, ``ModelError``...).
     """
+    # Imported here, not at the top: multiprocessing runs this module again (as
+    # __mp_main__) in every process the run spawns (the emulator, the HMI server, the
+    # render worker), and the rig's imports (the scorer, SciPy) cost each about a second.
+    from hil.plc_rig import run_on_emulator
+
     port = emulator_port(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -27,6 +27,7 @@ from asyncua.common.callback import Callback, CallbackType, ServerItemCallback
 
 from hil.plc_logic import PlcProgram
 from hil.plc_modbus import free_port
+from node.hmi.uahelp import stop_server
 
 log = structlog.get_logger(__name__)
 
@@ -152,7 +153,7 @@ class OpcUaPlcEmulator:
                 await self._scan
             self._scan = None
         if self._server is not None:
-            await self._server.stop()
+            await stop_server(self._server)
             self._server = None
             log.info("plc_emulator_stopped", transport="opcua", url=self.url)
 

@@ -13,6 +13,7 @@ scoring. Commands go over a pipe, one at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -189,22 +190,51 @@ class EmulatorProcess:
         )
         self._child_conn = child
         self._lock = asyncio.Lock()
+        self._launched = False
+        self._ready = False
         self._seq = 0
 
     async def __aenter__(self) -> EmulatorProcess:
+        self.launch()
+        await self.ready()
+        return self
+
+    def launch(self) -> None:
+        """Start the emulator's process without waiting for it (``ready`` waits): a rig
+        lets the node start meanwhile, as a line's PLC is up long before its node."""
+        if self._launched:
+            return
+        self._launched = True
         self._proc.start()
         self._child_conn.close()
-        tag, _, _ = await self._recv(60.0)
-        if tag != "ready":
-            raise RuntimeError(f"emulator process did not start: {tag}")
-        return self
+
+    async def ready(self) -> None:
+        """Wait until the emulator serves (at most 60 s); at once if it already does.
+
+        Raises:
+            RuntimeError: the process reported something else than ready.
+            TimeoutError: it did not answer.
+        """
+        async with self._lock:
+            if self._ready:
+                return
+            tag, _, _ = await self._recv(60.0)
+            if tag != "ready":
+                raise RuntimeError(f"emulator process did not start: {tag}")
+            self._ready = True
 
     async def __aexit__(self, *exc: object) -> None:
         try:
-            async with self._lock:
-                tag, payload = await self._ask("shutdown", None)
-                if tag == "done":
-                    self.hits, self.stats = payload
+            if self._launched and not self._ready:
+                # shut down as always, also when nobody waited for it (the node refused
+                # to start first); one that never came up is killed below
+                with contextlib.suppress(RuntimeError, TimeoutError, EOFError, OSError):
+                    await self.ready()
+            if self._ready:
+                async with self._lock:
+                    tag, payload = await self._ask("shutdown", None)
+                    if tag == "done":
+                        self.hits, self.stats = payload
         finally:
             await asyncio.to_thread(self._proc.join, 10.0)
             if self._proc.is_alive():

@@ -10,10 +10,13 @@ from, so the rig can still score which part the actuator struck.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import structlog
@@ -33,6 +36,7 @@ from node.wiring import build_components
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
 Transport = Literal["modbus", "opcua"]
 _BELT_START_NS = 200_000_000
 
@@ -165,10 +169,20 @@ async def run_on_emulator(
     sim.world.start(time.monotonic_ns() + 3600 * 10**9)
     emulator = EmulatorProcess(cfg_data, transport, port, program_overrides, max_parts=parts)
     stop = stop or asyncio.Event()
-    async with emulator:
+    async with contextlib.AsyncExitStack() as stack:
+        # The emulator starts while the node does (model, audit store, HMI server): as on
+        # a line, whose PLC is up long before its node, the node's PLC link is opened
+        # once the emulator serves.
+        emulator.launch()
+        stack.push_async_exit(emulator)
         components, _ = build_components(node_cfg, sim)
         components = wrap_components(components, backend_wrapper)
         assert components.plc is not None
+        components = dataclasses.replace(
+            components,
+            encoder=_once_serving(emulator, components.encoder),
+            reject=_once_serving(emulator, components.reject),
+        )
         link = components.plc.link
         collector = Collector(None, stop, on_result)
         node = Node(node_cfg, components, sinks=[collector], on_status=on_status)
@@ -222,6 +236,16 @@ async def run_on_emulator(
     if node_cfg.plc.reject_mode == "plc_tracked":
         report["report_ms"] = node.summary.plc_report_ms
     return report, rig
+
+
+@contextlib.asynccontextmanager
+async def _once_serving(
+    emulator: EmulatorProcess, edge: AbstractAsyncContextManager[T]
+) -> AsyncIterator[T]:
+    """``edge`` opened once ``emulator`` serves."""
+    await emulator.ready()
+    async with edge as opened:
+        yield opened
 
 
 async def _recancel_stuck(stop: asyncio.Event, after_s: float, count: list[int]) -> None:

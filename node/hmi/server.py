@@ -44,6 +44,7 @@ from node.hmi.security import (
     security_policy_types,
 )
 from node.hmi.settings import HmiSettings
+from node.hmi.uahelp import stop_server
 from node.state import InvalidTransition, StateMachine, VisionState
 
 log = structlog.get_logger(__name__)
@@ -231,7 +232,7 @@ class HmiServer:
         if self._server is not None:
             server, self._server = self._server, None
             with contextlib.suppress(Exception):
-                await server.stop()
+                await stop_server(server)
             log.info("hmi_server_stopped", url=self._url)
 
     # -- what the node calls ---------------------------------------------------------------------

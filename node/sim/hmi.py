@@ -175,7 +175,9 @@ def panel_process(url: str, n_clients: int, pipe: Connection, plain: bool = Fals
     ResultReadyEvents at a 10 ms publishing interval (and, with ``plain``, to
     LastResult.PartId and .Verdict at 20 ms); sends ``"ready"`` on ``pipe``, collects
     until it receives anything and then until nothing arrived for 2 s, then sends one
-    ``{PartId: arrival monotonic ns}`` dict per client.
+    ``{PartId: arrival monotonic ns}`` dict per client. Sent a number ``n`` instead, it
+    stops as soon as every client has ``n`` events (or, as before, after 2 s of nothing):
+    a test that knows how many parts it published need not wait out the quiet time.
     """
     import asyncio
     import logging
@@ -218,13 +220,18 @@ def panel_process(url: str, n_clients: int, pipe: Connection, plain: bool = Fals
                     ]
                     await sub2.subscribe_data_change(nodes, queuesize=100)
             pipe.send("ready")
-            await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
-            # late is not lost: collect until nothing came for 2 s (at most 60 s)
-            for _ in range(120):
+            told = await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+            expected = told if isinstance(told, int) else None
+            # late is not lost: collect until every client has what was published, or
+            # until nothing came for 2 s (at most 60 s)
+            deadline = time.monotonic() + 60.0
+            while time.monotonic() < deadline:
+                if expected is not None and all(len(a) >= expected for a in arrivals):
+                    break
                 last = max((max(a.values(), default=0) for a in arrivals), default=0)
                 if time.monotonic_ns() - last > 2_000_000_000:
                     break
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.05)
         finally:
             for c in clients:
                 await c.disconnect()

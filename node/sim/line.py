@@ -14,10 +14,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import multiprocessing
-import os
-import signal
-import threading
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -27,41 +23,11 @@ import numpy.typing as npt
 from drivers.sim.camera import SimCamera, SimCameraSettings
 from drivers.sim.plc import SimRejectOutput
 from drivers.sim.world import SimWorld
-from models.synth import PartSpec, render_part, render_scene, sample_part_spec
+from models.synth import PartSpec, sample_part_spec
 from node.config import Config
+from node.sim.render import render_frame, worker_init
 
-BELT_LEVEL = 30
 _RENDER_TIMEOUT_S = 10.0
-_PARENT_POLL_S = 0.5
-
-
-def _render_frame(
-    spec: PartSpec,
-    mm_per_px: float,
-    hw: tuple[int, int],
-    centre: tuple[float, float],
-    noise_seed: int | None,
-) -> npt.NDArray[np.uint8]:
-    """One camera frame of ``spec`` centred at ``centre`` (runs in the render process)."""
-    image, _ = render_scene(render_part(spec, mm_per_px), hw, centre, BELT_LEVEL, noise_seed)
-    return image
-
-
-def _worker_init() -> None:
-    """In the render worker: ignore Ctrl-C (it reaches the whole process group, but
-    stopping is the node's to do: it drains the parts in flight, which still need frames),
-    and exit when the node is gone. A node killed outright (SIGKILL, OOM) cannot shut its
-    pool down, and the worker, which holds both ends of its own task pipe, would wait for
-    work for ever."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(_PARENT_POLL_S)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class ProcessRenderer:
@@ -79,7 +45,7 @@ class ProcessRenderer:
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
+            initializer=worker_init,
         )
         self.blank()
 
@@ -93,7 +59,7 @@ class ProcessRenderer:
         if self._pool is None:
             raise RuntimeError("ProcessRenderer used before open()")
         seed = int(self._noise.integers(0, 2**31))
-        future = self._pool.submit(_render_frame, spec, self._mm_per_px, self._hw, centre, seed)
+        future = self._pool.submit(render_frame, spec, self._mm_per_px, self._hw, centre, seed)
         return future.result(timeout=_RENDER_TIMEOUT_S)
 
     def __call__(self, payload: object, cx: float, cy: float) -> npt.NDArray[np.uint8]:
@@ -219,5 +185,5 @@ def teach_images_from_sim(cfg: Config, count: int) -> list[npt.NDArray[np.uint8]
         spec = PartSpec(cfg.sim.family, int(rng.integers(0, 2**31)), None, cfg.line.part_length_mm)
         dx = rng.uniform(-1.5, 1.5) / cam.mm_per_px
         centre = (cam.width_px / 2 + dx, cam.height_px / 2)
-        frames.append(_render_frame(spec, cam.mm_per_px, (cam.height_px, cam.width_px), centre, i))
+        frames.append(render_frame(spec, cam.mm_per_px, (cam.height_px, cam.width_px), centre, i))
     return frames

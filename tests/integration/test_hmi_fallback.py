@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,27 @@ async def test_missing_nodeset_serves_plain_namespace_and_logs(tmp_path: Path) -
                 assert state == "Initialized"
     assert any(e["event"] == "hmi_nodeset_missing" and e["log_level"] == "warning" for e in logs)
     assert not (tmp_path / "pki").exists()
+
+
+async def test_the_server_stops_at_once_not_after_its_clock_tick(tmp_path: Path) -> None:
+    """Closing the server takes what closing its sessions takes: asyncua's stop waited out the
+    rest of its once-a-second ServerStatus clock (up to 1 s on every node stop)."""
+    settings = HmiSettings(
+        endpoint="opc.tcp://127.0.0.1:0/lineside/",
+        nodeset=tmp_path / "absent.xml",
+        security_policies=[],
+    )
+    hmi = HmiServer(
+        settings, state_dir=tmp_path, control=SimControl(), results=MemoryResults(), node_name="l1"
+    )
+    await hmi.__aenter__()
+    try:
+        async with Client(hmi.endpoint_url, timeout=5) as c:
+            # the clock that asyncua's stop waited for has written the time
+            clock = c.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime)
+            assert await clock.read_value() is not None
+    finally:
+        t0 = time.monotonic()
+        await hmi.__aexit__(None, None, None)
+        took_s = time.monotonic() - t0
+    assert took_s < 0.4, f"stopping took {took_s:.2f} s"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import sys
 import time
 from collections.abc import Callable
@@ -21,9 +22,11 @@ from structlog.testing import capture_logs
 
 from hil.line import sim_config
 from hil.plc_modbus import free_port
-from hil.plc_rig import PlcRig, Transport, run_plc_line
+from hil.plc_rig import PlcRig, Transport, plc_config, run_on_emulator, run_plc_line
+from models.backend import Backend
 from models.synth import render_part
 from node.config import Config
+from node.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,6 +78,26 @@ async def test_node_over_opcua_rejects_on_target(taught_config: Config, mode: st
         assert report["plc_program"]["late_results"] == 0
     status = rig.node.status()["plc"]
     assert status["state"] == "closed" and status["losses"] == 0
+
+
+async def test_a_node_that_fails_at_start_leaves_no_emulator_behind(
+    taught_config: Config,
+) -> None:
+    """The rig starts the PLC emulator while the node starts (the node opens its PLC link
+    once the emulator serves): a node whose model fails to load before that raises its
+    error, and the emulator, never waited for, is shut down all the same."""
+
+    def broken(_: Backend) -> Backend:
+        raise ModelError("model: the package cannot be loaded")
+
+    node_cfg = plc_config(taught_config, "modbus", "node_timed", free_port())
+    assert node_cfg.plc is not None and node_cfg.plc.modbus is not None
+    with pytest.raises(ExceptionGroup) as failed:  # from the rig's task group
+        await run_on_emulator(
+            node_cfg, 10, port=node_cfg.plc.modbus.port, timeout_s=30, backend_wrapper=broken
+        )
+    assert failed.group_contains(ModelError, match="cannot be loaded")
+    assert not [p.name for p in multiprocessing.active_children() if "emulator" in p.name]
 
 
 # -- link loss and bad data ----------------------------------------------------------
@@ -259,7 +282,9 @@ async def test_example_config_runs_with_the_launcher(
     name: str, tmp_path: Path, template_path: Path
 ) -> None:
     """``python -m hil.plc_line configs/<name>.toml --parts 40`` exits 0 and every reject it
-    commanded struck its own part (the config unchanged but for a free port and the state)."""
+    commanded struck its own part (the config unchanged but for a free port and the state).
+    The processes it spawns (emulator, HMI server, render worker) do not import the rig's
+    scorer again (``-X importtime``, passed on to them, lists every process's imports)."""
     text = (REPO / "configs" / f"{name}.toml").read_text(encoding="utf-8")
     port = free_port()
     text = text.replace("port = 5020", f"port = {port}").replace(":4841/", f":{port}/")
@@ -269,6 +294,8 @@ async def test_example_config_runs_with_the_launcher(
     cfg_file.write_text(text, encoding="utf-8")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
+        "-X",
+        "importtime",
         "-m",
         "hil.plc_line",
         str(cfg_file),
@@ -280,7 +307,10 @@ async def test_example_config_runs_with_the_launcher(
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()[-2000:]
+    imported = [x.rsplit("|", 1)[-1].strip() for x in err.decode().splitlines() if "|" in x]
+    logged = "\n".join(x for x in err.decode().splitlines() if not x.startswith("import time:"))
+    assert proc.returncode == 0, logged[-2000:]
+    assert imported.count("hil.score") == 1  # the launcher's own, none in its children
     summary = json.loads(out)
     rig = summary["rig"]
     assert rig["parts"] == 40

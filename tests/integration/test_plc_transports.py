@@ -180,6 +180,21 @@ async def test_modbus_samples_are_dated_by_their_request_not_the_wait_before_it(
 
 
 @only_opcua
+async def test_opcua_server_restarts_without_waiting_out_its_clock(plc: Plc) -> None:
+    """The emulator's server stops at once (asyncua's stop waited out the rest of its
+    once-a-second clock) and serves again after its restart."""
+    assert isinstance(plc.emu, OpcUaPlcEmulator)
+    await asyncio.sleep(0.1)  # the clock task is in its one-second sleep
+    t0 = time.monotonic()
+    await plc.emu.stop()
+    took_s = time.monotonic() - t0
+    assert took_s < 0.4, f"stopping took {took_s:.2f} s"
+    await plc.emu.start()
+    async with plc.link() as link:
+        assert len(await asyncio.wait_for(_take(link, 3), 10)) == 3
+
+
+@only_opcua
 async def test_opcua_samples_are_dated_by_plc_timestamps(plc: Plc) -> None:
     """Over OPC UA a sample is dated close to when the PLC sampled it (SourceTimestamp
     mapped onto the node's clock): its count and time agree with the belt's within 3 ms."""

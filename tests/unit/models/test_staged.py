@@ -12,7 +12,7 @@ from models.synth import PartSpec, render_part, render_scene
 from node.config import DEFAULT_CONFIG, RecipeSection, load_config
 from node.line.judge import Judge
 from node.line.roi import crop_part
-from node.sim.line import BELT_LEVEL
+from node.sim.render import BELT_LEVEL
 
 DEMO = Path(__file__).resolve().parents[3] / "models" / "demo"
 

@@ -67,7 +67,7 @@ from node.sim.line import build_sim_line
 log = structlog.get_logger("campaign")
 
 Transport = Literal["modbus", "opcua"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASE_CONFIG = ROOT / "configs" / "sim.toml"
 _STATUS_EVERY_S = 0.1
 _PLC_EVERY_S = 0.25
@@ -1096,7 +1096,7 @@ async def campaign(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m hil.campaign", description=__doc__.splitlines()[0])
     p.add_argument("--parts", type=int, default=1000, help="parts per scenario (default 1000)")
     p.add_argument(
         "--transport",
@@ -1139,7 +1139,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     _table(rows)
     print(f"JSON and timelines in {args.out}")
     return 0 if all(r["passed"] for r in rows) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
