@@ -122,8 +122,12 @@ class FleetHost:
         self._asked: dict[tuple[str, str], float] = {}
         self._inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._on_message = on_message
+        # A persistent session under the host's own id: while the host reconnects after a
+        # broker restart the broker keeps (persisted) its subscriptions and queues what the
+        # nodes, back sooner, publish meanwhile; with a clean session those results would
+        # never reach it. Two hosts must therefore not share a host id.
         self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"{host_id}-{time.time_ns():x}"
+            CallbackAPIVersion.VERSION2, client_id=host_id, clean_session=False
         )
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
