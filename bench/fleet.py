@@ -411,9 +411,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         deadline = time.monotonic() + args.settle_s
         while time.monotonic() < deadline:
             host.drain(0.05)
-            views = host.fleet.nodes
+            seen = host.fleet.nodes
             caught_up = all(
-                (v := views.get((GROUP, n))) is not None and v.results + v.missing >= written[n]
+                (v := seen.get((GROUP, n))) is not None and v.results + v.missing >= written[n]
                 for n in names
             )
             if caught_up and (restart is None or len(probe.reborn) == len(names)):
