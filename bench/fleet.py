@@ -26,7 +26,9 @@ The JSON has:
   ``loadavg`` at the end;
 - ``restart`` (with ``--broker-restart-at T``): the broker is stopped at T s and started
   again ``--down-s`` later; ``recovery_s`` runs from the broker being back until every
-  node was born again and the host had taken every result written until then.
+  node was born again and the host had taken every result written until then (None when
+  it never did); ``host_back_s`` until the host had reconnected, ``nodes_reborn_s`` until
+  the first and the last node was born again.
 
 ``--screenshot FILE`` runs ``lineside fleet`` (the terminal table) in a detached tmux
 session of 160×30 and saves its text at the end of the run. Progress goes to stderr.
@@ -398,6 +400,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if restart_at is not None and restart is None and now - t0 >= restart_at:
                 restart = _restart(broker, host, probe, args.down_s)
                 broker_s += restart.pop("broker_cpu_s")
+            if restart is not None and "host_back_s" not in restart and host.connected:
+                restart["host_back_s"] = round(now - restart["back_monotonic"], 3)
             if now >= next_note:
                 taken = sum(v.results for v in host.fleet.nodes.values())
                 _progress(f"{now - t0:.0f}/{args.seconds:g} s, {taken} results taken")
@@ -411,6 +415,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         deadline = time.monotonic() + args.settle_s
         while time.monotonic() < deadline:
             host.drain(0.05)
+            if restart is not None and "host_back_s" not in restart and host.connected:
+                restart["host_back_s"] = round(time.monotonic() - restart["back_monotonic"], 3)
             seen = host.fleet.nodes
             caught_up = all(
                 (v := seen.get((GROUP, n))) is not None and v.results + v.missing >= written[n]
@@ -441,10 +447,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         done = probe.recovered([(GROUP, n) for n in names])
         restart["nodes_reborn"] = len(probe.reborn)
         restart["recovery_s"] = round(done - back, 3) if done is not None and everything else None
-        # results written from the broker's stop until the fleet recovered waited for it:
-        # left out of the steady latency (they are in latency_ms_all)
+        # results on their way when the broker stopped, or written before the fleet had
+        # recovered, waited for it: left out of the steady latency (in latency_ms_all)
         until_ms = (probe.back_wall_ms or 0.0) + 1000 * ((done or back) - back)
-        steady = [lat for t, lat in probe.samples if not stopped_ms <= t <= until_ms]
+        steady = [lat for t, lat in probe.samples if t + lat < stopped_ms or t > until_ms]
+        if probe.reborn:
+            restart["nodes_reborn_s"] = [
+                round(min(probe.reborn.values()) - back, 3),
+                round(max(probe.reborn.values()) - back, 3),
+            ]
     others = busy_s - nodes_s - host_s - broker_s - screen_s
     return {
         "bench": "fleet",
