@@ -157,13 +157,19 @@ class FleetHost:
         c.loop_start()
 
     def stop(self) -> None:
-        """Say offline (retained), disconnect and stop the network thread."""
+        """Give up the subscriptions (the session stays, but nothing is queued for a host
+        stopped on purpose), say offline (retained), disconnect, stop the network thread."""
         c = self._client
         if self.connected:
+            c.unsubscribe(self._topics())  # before the STATE the broker acknowledges below
             info = c.publish(self.state_topic, state_payload(False), qos=1, retain=True)
             info.wait_for_publish(2.0)
         c.disconnect()
         c.loop_stop()
+
+    def _topics(self) -> list[str]:
+        """What the host subscribes to: every node's and device's messages of its groups."""
+        return [f"{NAMESPACE}/{g}/{levels}" for g in self._groups for levels in ("+/+", "+/+/+")]
 
     def drain(self, timeout_s: float = 0.0) -> int:
         """Apply every message received so far (waiting up to ``timeout_s`` for the first);
@@ -219,9 +225,8 @@ class FleetHost:
             log.error("fleet_broker_refused", reason=str(reason))
             return
         self.connected = True
-        for group in self._groups:
-            client.subscribe(f"{NAMESPACE}/{group}/+/+", qos=1)
-            client.subscribe(f"{NAMESPACE}/{group}/+/+/+", qos=1)
+        for t in self._topics():
+            client.subscribe(t, qos=1)
         client.publish(self.state_topic, state_payload(True), qos=1, retain=True)
         log.info("fleet_connected", broker=f"{self.broker.host}:{self.broker.port}")
 
