@@ -7,6 +7,10 @@ decodes each payload and hands it to :class:`node.fleet.state.Fleet`; and asks a
 a rebirth (NCMD ``Node Control/Rebirth``) when its picture of it cannot be trusted (a
 sequence gap, data before a birth), at most every ``rebirth_every_s`` per node.
 
+Its MQTT session is persistent, under the host id: when the broker restarts (keeping its
+sessions) and the nodes are back before the host, what they publish meanwhile is queued
+for the host rather than lost. So every running host needs an id of its own.
+
 paho's network loop runs on its own thread; every callback only decodes and queues, and
 :meth:`FleetHost.drain` applies the queue on the caller's thread, so the fleet's state is
 only ever touched from one thread.
