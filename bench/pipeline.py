@@ -49,10 +49,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from webload import WebLoad, WebLoadError, machine_busy_s
+from webload import WebLoad, WebLoadError
 
 from hil.line import default_template_path, run_line, sim_config
 from hil.plc_modbus import free_port
+from hil.procstat import machine_busy_s
 from hil.score import config_sha256, machine, model_sha256, run_failure
 from node.config import DEFAULT_CONFIG, Config, load_config
 from node.errors import ConfigError

@@ -31,9 +31,9 @@ import tomlkit
 
 from hil.browser import BrowserMissing, open_chromium
 from hil.plc_modbus import free_port
+from hil.procstat import cpu_seconds
 from node.config import Config
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 _ROOT = os.geteuid() == 0
 
 _COUNT_CARDS = """
@@ -59,41 +59,6 @@ def _without_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_none(v) for v in value]
     return value
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of ``pids`` and all their descendants alive now (children
-    they already reaped count through their parent's ``cutime``/``cstime``)."""
-    parent: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        pid = int(entry.name)
-        parent[pid] = int(rest[1])
-        ticks[pid] = sum(int(x) for x in rest[11:15])  # utime stime cutime cstime
-    tree = set(p for p in pids if p in ticks)
-    grew = True
-    while grew:
-        more = {pid for pid, ppid in parent.items() if ppid in tree and pid not in tree}
-        tree |= more
-        grew = bool(more)
-    return sum(ticks[p] for p in tree) / _CLK_TCK
-
-
-def machine_busy_s() -> float:
-    """CPU seconds all cores of the machine have been busy since boot (``/proc/stat``:
-    everything but idle and iowait): the difference over a run, less what the bench's own
-    processes took, is what other processes took meanwhile."""
-    with open("/proc/stat", encoding="ascii") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / _CLK_TCK
 
 
 def autogroup_nice(pid: int, nice: int) -> bool:

@@ -19,7 +19,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument("--broker", default="127.0.0.1:1883", help="host[:port] of the broker")
     p.add_argument("--group", action="append", help="Sparkplug group(s) to follow (default all)")
-    p.add_argument("--host-id", default="lineside-fleet", help="this host's STATE id")
+    p.add_argument(
+        "--host-id",
+        default="lineside-fleet",
+        help="this host's STATE id and MQTT client id (its session): one per running host",
+    )
     p.add_argument("--json", action="store_true", help="JSON lines instead of the table")
     p.add_argument("--for", dest="for_s", type=float, help="stop after this many seconds")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")

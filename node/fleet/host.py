@@ -7,6 +7,10 @@ decodes each payload and hands it to :class:`node.fleet.state.Fleet`; and asks a
 a rebirth (NCMD ``Node Control/Rebirth``) when its picture of it cannot be trusted (a
 sequence gap, data before a birth), at most every ``rebirth_every_s`` per node.
 
+Its MQTT session is persistent, under the host id: when the broker restarts (keeping its
+sessions) and the nodes are back before the host, what they publish meanwhile is queued
+for the host rather than lost. So every running host needs an id of its own.
+
 paho's network loop runs on its own thread; every callback only decodes and queues, and
 :meth:`FleetHost.drain` applies the queue on the caller's thread, so the fleet's state is
 only ever touched from one thread.
@@ -122,8 +126,12 @@ class FleetHost:
         self._asked: dict[tuple[str, str], float] = {}
         self._inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._on_message = on_message
+        # A persistent session under the host's own id: while the host reconnects after a
+        # broker restart the broker keeps (persisted) its subscriptions and queues what the
+        # nodes, back sooner, publish meanwhile; with a clean session those results would
+        # never reach it. Two hosts must therefore not share a host id.
         self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"{host_id}-{time.time_ns():x}"
+            CallbackAPIVersion.VERSION2, client_id=host_id, clean_session=False
         )
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
@@ -153,13 +161,19 @@ class FleetHost:
         c.loop_start()
 
     def stop(self) -> None:
-        """Say offline (retained), disconnect and stop the network thread."""
+        """Give up the subscriptions (the session stays, but nothing is queued for a host
+        stopped on purpose), say offline (retained), disconnect, stop the network thread."""
         c = self._client
         if self.connected:
+            c.unsubscribe(self._topics())  # before the STATE the broker acknowledges below
             info = c.publish(self.state_topic, state_payload(False), qos=1, retain=True)
             info.wait_for_publish(2.0)
         c.disconnect()
         c.loop_stop()
+
+    def _topics(self) -> list[str]:
+        """What the host subscribes to: every node's and device's messages of its groups."""
+        return [f"{NAMESPACE}/{g}/{levels}" for g in self._groups for levels in ("+/+", "+/+/+")]
 
     def drain(self, timeout_s: float = 0.0) -> int:
         """Apply every message received so far (waiting up to ``timeout_s`` for the first);
@@ -215,9 +229,8 @@ class FleetHost:
             log.error("fleet_broker_refused", reason=str(reason))
             return
         self.connected = True
-        for group in self._groups:
-            client.subscribe(f"{NAMESPACE}/{group}/+/+", qos=1)
-            client.subscribe(f"{NAMESPACE}/{group}/+/+/+", qos=1)
+        for t in self._topics():
+            client.subscribe(t, qos=1)
         client.publish(self.state_topic, state_payload(True), qos=1, retain=True)
         log.info("fleet_connected", broker=f"{self.broker.host}:{self.broker.port}")
 

@@ -1,18 +1,9 @@
-"""A real MQTT broker for tests: Debian's Mosquitto on a free loopback port, and a
-Sparkplug-aware subscriber that records what it sees.
-
-The broker keeps its sessions across a restart (``persistence`` into the test's folder,
-written when it stops), like a plant's broker: a host subscribed with a persistent session
-misses nothing published while it was reconnecting.
-"""
+"""A real MQTT broker for tests (:mod:`hil.mosquitto`, skipped where it is not installed),
+and a Sparkplug-aware subscriber that records what it sees."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,63 +14,18 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+import hil.mosquitto
 from node.north.sparkplug import MessageType, Payload, Topic, decode, parse_topic
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-class Mosquitto:
-    """One broker process on ``port``, started and stopped by the test."""
+class Mosquitto(hil.mosquitto.Mosquitto):
+    """The rig's broker; the test is skipped where Mosquitto is not installed."""
 
     def __init__(self, folder: Path, port: int | None = None, extra: str = "") -> None:
-        """``extra``: more lines for the listener (TLS files, ``allow_anonymous false``...)."""
-        if not Path(MOSQUITTO).exists():
-            pytest.skip("mosquitto is not installed (make sysdeps)")
-        self.folder = folder
-        self.port = port or free_port()
-        self.config = folder / "mosquitto.conf"
-        # as root it would drop to the mosquitto user, who cannot write the test's folder
-        user = "user root\n" if os.geteuid() == 0 else ""
-        self.config.write_text(
-            f"{user}per_listener_settings true\n"
-            f"listener {self.port} 127.0.0.1\n"
-            f"{extra or 'allow_anonymous true'}\n"
-            "persistence true\n"
-            f"persistence_location {folder}/\n"
-            "autosave_interval 0\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.folder / "mosquitto.log", "ab") as out:
-            self.proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT
-            )
-        end = time.monotonic() + 10
-        while not _listening(self.port):
-            if self.proc.poll() is not None or time.monotonic() > end:
-                raise RuntimeError((self.folder / "mosquitto.log").read_text()[-2000:])
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
+        try:
+            super().__init__(folder, port, extra)
+        except hil.mosquitto.MosquittoMissing as exc:
+            pytest.skip(str(exc))
 
 
 @dataclass(frozen=True)

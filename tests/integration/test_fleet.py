@@ -13,7 +13,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from node.audit.settings import AuditSettings
 from node.audit.store import AuditStore
@@ -21,6 +23,7 @@ from node.fleet.host import Broker, FleetHost
 from node.north import metrics as M
 from node.north.publisher import NorthPublisher
 from node.north.settings import NorthSettings
+from node.north.sparkplug import Payload, encode
 from tests.integration.mosquitto import Mosquitto
 from tests.unit.node.audit import factories as F
 
@@ -155,3 +158,35 @@ def test_a_host_that_joins_late_asks_for_a_rebirth_and_then_trusts_the_node(
     assert view is not None and view.online, view
     assert view.untrusted > 0 and host.rebirths_asked >= 1 and pub.rebirths >= 1
     assert view.births == 1 and view.results > 20 and view.missing == 0
+
+
+def test_a_host_stopped_on_purpose_finds_nothing_stale_when_it_starts_again(
+    broker: Mosquitto,
+) -> None:
+    """The host's session persists (a broker restart loses it nothing), but a host stopped
+    on purpose gives up its subscriptions first: what the nodes publish while it is away is
+    not queued for it, and its next start does not replay old messages as news."""
+    first = FleetHost(Broker("127.0.0.1", broker.port))
+    first.start()
+    end = time.monotonic() + 10
+    while not first.connected and time.monotonic() < end:
+        first.drain(0.05)
+    assert first.connected
+    first.stop()
+    node = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="a-node")
+    node.connect("127.0.0.1", broker.port)
+    node.loop_start()
+    body = encode(Payload(seq=0, timestamp_ms=int(time.time() * 1000)))
+    node.publish("spBv1.0/lineside/NBIRTH/away", body, qos=1).wait_for_publish(5)
+    node.disconnect()
+    node.loop_stop()
+    second = FleetHost(Broker("127.0.0.1", broker.port))
+    second.start()
+    try:
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:
+            second.drain(0.05)
+        assert second.connected
+        assert second.fleet.nodes == {}, second.fleet.nodes
+    finally:
+        second.stop()
