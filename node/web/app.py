@@ -59,6 +59,9 @@ log = structlog.get_logger(__name__)
 HERE = Path(__file__).resolve().parent
 _STORE_RETRY_S = 2.0
 _EXPIRE_EVERY_S = 30.0
+SEND_EVERY_S = 0.4
+"""Least time between two updates to one live page: at 50 parts/s a page would otherwise
+redraw cards 5 times a second for nobody's eyes (the browser's CPU, and the web's)."""
 _REVIEW_PAGE = 30
 _PASS_REASONS = {
     "false_alarm": ("no defect: false alarm", "kein Fehler: Fehlalarm", "欠陥なし: 誤検出"),
@@ -383,12 +386,17 @@ class WebApp:
         w = words(lang)
 
         async def stream() -> AsyncIterator[str]:
+            sent = 0.0
             try:
                 yield "retry: 2000\n\n"
                 while True:
                     if not await viewer.wait():
                         yield ": keepalive\n\n"
                         continue
+                    # one update per SEND_EVERY_S at most: a fast line's results are
+                    # gathered, and only the newest `cards` of them drawn
+                    await asyncio.sleep(max(0.0, sent + SEND_EVERY_S - time.monotonic()))
+                    sent = time.monotonic()
                     cards, status_due = viewer.take()
                     if cards:
                         html = "".join(str(card_macro(r, w, lang)) for r in cards[-cards_max:])
