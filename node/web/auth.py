@@ -379,3 +379,11 @@ def _policy_of(
 async def _close(client: Client) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(client.disconnect(), 5.0)
+
+
+def safe_next(value: object) -> str:
+    """A local path to go back to (never another site)."""
+    text = str(value or "")
+    if not text.startswith("/") or text.startswith("//") or "\\" in text:
+        return "/live"
+    return text

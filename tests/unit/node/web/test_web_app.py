@@ -12,8 +12,8 @@ from hil.line import sim_config
 from node.audit.settings import AuditSettings
 from node.audit.store import AuditStore
 from node.config import DEFAULT_CONFIG, Config, load_config
-from node.web.app import WebApp, _safe_next, node_endpoint
-from node.web.auth import LOGIN_CSRF_COOKIE
+from node.web.app import WebApp, node_endpoint
+from node.web.auth import LOGIN_CSRF_COOKIE, safe_next
 from tests.unit.node.audit import factories as F
 
 
@@ -100,7 +100,7 @@ def test_acting_without_a_login_is_refused(tmp_path: Path, store: Path) -> None:
 )
 def test_going_back_after_a_form_stays_on_this_site(given: str, safe: str) -> None:
     """The ``next`` a form carries is followed only when it is a path on this site."""
-    assert _safe_next(given) == safe
+    assert safe_next(given) == safe
 
 
 def test_the_node_is_reached_on_loopback_when_it_listens_everywhere(tmp_path: Path) -> None:
