@@ -30,39 +30,15 @@ from typing import Any
 import numpy as np
 import structlog
 
-from models.explain_text import render_explanation
-from models.findings import Explanation, ExplanationFacts, Findings, Region
+from hil.sample_results import RECIPE, sample_findings, sample_result
 from node.audit.record import AuditRecord
 from node.audit.settings import AuditSettings, Synchronous
 from node.audit.store import AuditStore, record_from_result
-from node.config import RecipeSection
-from node.line.judge import Judge
 from node.line.results import PartResult, percentiles
-
-RECIPE = RecipeSection()
 
 
 def _result(part_id: int, reject: bool) -> PartResult:
-    facts = ExplanationFacts("scratch" if reject else "none", "upper left", 6.0, False, int(reject))
-    regions = (
-        (Region((10, 10, 40, 14), (25.0, 12.0), 120, 1.9, 6.0, 0.5, "upper left", False, -9, 12),)
-        if reject
-        else ()
-    )
-    findings = Findings(
-        12.0 if reject else 1.0,
-        np.zeros((8, 8), np.float32),
-        facts.defect_type,
-        0.9,
-        regions,
-        Explanation(render_explanation(facts), facts),
-        backend="classical",
-    )
-    verdict = Judge(RECIPE).judge(part_id, findings)
-    return PartResult(
-        part_id, part_id * 800, part_id * 800 + 300, part_id * 800 + 700, verdict,
-        "rejected" if verdict.reject else "passed", 6.0, 90.0, False, time.monotonic_ns(),
-    )  # fmt: skip
+    return sample_result(part_id, sample_findings(reject))
 
 
 def _records(n: int, reject_share: float, run_id: str) -> tuple[list[AuditRecord], list[float]]:

@@ -55,23 +55,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import structlog
 
 from hil.mosquitto import Mosquitto, MosquittoMissing
 from hil.procstat import cpu_seconds, machine_busy_s, thread_cpu_seconds
+from hil.sample_results import RECIPE, sample_findings, sample_result
 from hil.score import machine
-from models.explain_text import render_explanation
-from models.findings import Explanation, ExplanationFacts, Findings, Region
 from node.audit.build import record_from_result
 from node.audit.record import AuditRecord
 from node.audit.settings import AuditSettings
 from node.audit.store import AuditStore
-from node.config import RecipeSection
 from node.fleet.host import Broker, FleetHost
 from node.fleet.state import Kind, Message, NodeView
 from node.line.judge import Judge
-from node.line.results import PartResult, percentiles
+from node.line.results import percentiles
 from node.north import metrics as M
 from node.north.publisher import NorthPublisher
 from node.north.settings import NorthSettings
@@ -79,7 +76,6 @@ from node.north.settings import NorthSettings
 REPO = Path(__file__).resolve().parents[1]
 GROUP = "lineside"
 IDENTITY = M.Identity("bench", "1", "0" * 64, "bench-recipe", "1" * 64)
-RECIPE = RecipeSection()
 SCREEN = (160, 30)
 REJECT_EVERY = 10
 """Every tenth part is a reject (a region, its sentence), the rest pass."""
@@ -88,39 +84,17 @@ REJECT_EVERY = 10
 # -- the edge nodes (worker processes) ----------------------------------------------------
 
 
-def _findings(reject: bool) -> Findings:
-    facts = ExplanationFacts("scratch" if reject else "none", "upper left", 6.0, False, int(reject))
-    regions = (
-        (Region((10, 10, 40, 14), (25.0, 12.0), 120, 1.9, 6.0, 0.5, "upper left", False, -9, 12),)
-        if reject
-        else ()
-    )
-    return Findings(
-        12.0 if reject else 1.0,
-        np.zeros((8, 8), np.float32),
-        facts.defect_type,
-        0.9,
-        regions,
-        Explanation(render_explanation(facts), facts),
-        backend="classical",
-    )
-
-
 class _Line:
     """One node's results, built as the node builds them when it publishes a part."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.judge = Judge(RECIPE)
-        self.findings = (_findings(False), _findings(True))
+        self.findings = (sample_findings(False), sample_findings(True))
         self.thresholds = RECIPE.model_dump()
 
     def record(self, part_id: int) -> AuditRecord:
-        verdict = self.judge.judge(part_id, self.findings[part_id % REJECT_EVERY == 0])
-        result = PartResult(
-            part_id, part_id * 800, part_id * 800 + 300, part_id * 800 + 700, verdict,
-            "rejected" if verdict.reject else "passed", 6.0, 90.0, False, time.monotonic_ns(),
-        )  # fmt: skip
+        result = sample_result(part_id, self.findings[part_id % REJECT_EVERY == 0], self.judge)
         return record_from_result(
             result,
             run_id=self.run_id,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import queue
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
 from node.fleet.state import Fleet, Kind, Message, NodeView
+from node.north.mqtt import secure_client
 from node.north.sparkplug import (
     BD_SEQ,
     NAMESPACE,
@@ -147,15 +147,15 @@ class FleetHost:
         (1 to 10 s apart), so a broker that is not up yet is simply waited for."""
         b, c = self.broker, self._client
         c.will_set(self.state_topic, state_payload(False), qos=1, retain=True)
-        if b.username is not None:
-            c.username_pw_set(b.username, b.password)
-        if b.tls:
-            c.tls_set(
-                ca_certs=str(b.ca_file) if b.ca_file else None,
-                certfile=str(b.cert_file) if b.cert_file else None,
-                keyfile=str(b.key_file) if b.key_file else None,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+        secure_client(
+            c,
+            username=b.username,
+            password=b.password,
+            tls=b.tls,
+            ca_file=b.ca_file,
+            cert_file=b.cert_file,
+            key_file=b.key_file,
+        )
         c.reconnect_delay_set(1, 10)
         c.connect_async(b.host, b.port, keepalive=10)
         c.loop_start()

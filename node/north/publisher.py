@@ -34,6 +34,7 @@ from node.audit.reader import AuditReader
 from node.audit.record import AuditRecord
 from node.north import metrics as M
 from node.north.cursor import Cursor
+from node.north.mqtt import secure_client
 from node.north.settings import NorthSettings
 from node.north.sparkplug import (
     BD_SEQ,
@@ -240,14 +241,15 @@ class NorthPublisher:
         )
         client.max_inflight_messages_set(s.window)
         client.will_set(self._topic(MessageType.NDEATH), self._death(bd_seq), qos=1)
-        if s.username is not None:
-            client.username_pw_set(s.username, self._password)
-        if s.tls:
-            client.tls_set(
-                ca_certs=str(s.ca_file) if s.ca_file else None,
-                certfile=str(s.cert_file) if s.cert_file else None,
-                keyfile=str(s.key_file) if s.key_file else None,
-            )
+        secure_client(
+            client,
+            username=s.username,
+            password=self._password,
+            tls=s.tls,
+            ca_file=s.ca_file,
+            cert_file=s.cert_file,
+            key_file=s.key_file,
+        )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
