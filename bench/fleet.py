@@ -133,7 +133,12 @@ def worker(names: list[str], phases: list[float], args: argparse.Namespace) -> i
         wrapper_class=structlog.make_filtering_bound_logger(40),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
-    settings = NorthSettings(enabled=True, port=args.port, poll_ms=args.poll_ms)
+    settings = NorthSettings(
+        enabled=True,
+        port=args.port,
+        poll_ms=args.poll_ms,
+        primary_host_id=args.primary_host or None,
+    )
     folder = Path(args.dir)
     with contextlib.ExitStack() as stack:
         stores: list[AuditStore] = []
@@ -187,6 +192,7 @@ class Worker:
             *("--phases", ",".join(f"{p:.6f}" for p in phases)),
             *("--port", str(args.port), "--dir", args.dir, "--rate", str(args.rate)),
             *("--seconds", str(args.seconds), "--poll-ms", str(args.poll_ms)),
+            *("--primary-host", args.primary_host),
         ]
         path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "PYTHONPATH": path}
@@ -330,11 +336,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = [f"bench-{i + 1:02d}" for i in range(args.nodes)]
     folder = Path(args.dir)
     (folder / "broker").mkdir(parents=True, exist_ok=True)
-    broker = Mosquitto(folder / "broker")
+    # the broker holds at most this many QoS 1 messages for a client that is behind (the
+    # host after a restart): Mosquitto's default is 1000
+    queue = f"allow_anonymous true\nmax_queued_messages {args.broker_queue}"
+    broker = Mosquitto(folder / "broker", extra=queue)
     broker.start()
     args.port = broker.port
     probe = Probe()
-    host = FleetHost(Broker("127.0.0.1", broker.port), on_message=probe.on_message)
+    host = FleetHost(
+        Broker("127.0.0.1", broker.port),
+        host_id=args.primary_host or "lineside-fleet",
+        on_message=probe.on_message,
+    )
     workers: list[Worker] = []
     screen: Screen | None = None
     with _cleanup(broker, host, workers), contextlib.ExitStack() as stack:
@@ -454,6 +467,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "restart": restart,
         "rebirths_asked": host.rebirths_asked,
+        "resends_asked": host.resends_asked,
         "bad_messages": host.bad_messages,
         "cpu_s": {
             "nodes": round(nodes_s, 2),
@@ -500,6 +514,17 @@ def main() -> int:
     p.add_argument("--broker-restart-at", type=float, help="stop the broker at this second")
     p.add_argument("--down-s", type=float, default=3.0, help="how long the broker stays down")
     p.add_argument("--poll-ms", type=float, default=NorthSettings().poll_ms, help="north.poll_ms")
+    p.add_argument(
+        "--primary-host",
+        default="lineside-fleet",
+        help="the host id the nodes wait for (north.primary_host_id; '' for none)",
+    )
+    p.add_argument(
+        "--broker-queue",
+        type=int,
+        default=1000,
+        help="Mosquitto's max_queued_messages (its default: 1000)",
+    )
     p.add_argument("--settle-s", type=float, default=30.0, help="most wait for the host after")
     p.add_argument("--screenshot", help="save the text of `lineside fleet`'s table here")
     p.add_argument("--out", help="also write the JSON here")

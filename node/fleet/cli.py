@@ -71,6 +71,7 @@ def run_cli(args: argparse.Namespace) -> int:
             "connected": fleet_host.connected,
             "bad_messages": fleet_host.bad_messages,
             "rebirths_asked": fleet_host.rebirths_asked,
+            "resends_asked": fleet_host.resends_asked,
             "nodes": snapshot(fleet_host.fleet),
         }
 

@@ -7,9 +7,13 @@ decodes each payload and hands it to :class:`node.fleet.state.Fleet`; and asks a
 a rebirth (NCMD ``Node Control/Rebirth``) when its picture of it cannot be trusted (a
 sequence gap, data before a birth), at most every ``rebirth_every_s`` per node.
 
-Its MQTT session is persistent, under the host id: when the broker restarts (keeping its
-sessions) and the nodes are back before the host, what they publish meanwhile is queued
-for the host rather than lost. So every running host needs an id of its own.
+Its MQTT session is clean, as Sparkplug 3.0 asks of every client. Nothing is lost for it
+while it is away: the edge nodes that name it their primary host (``north.primary_host_id``)
+publish only while its STATE says online, and keep their results meanwhile; a result it
+lacks all the same (a hole in a node's ``Result/Record Seq``, say from nodes that saw a
+stale retained STATE after a broker restart) it asks the node for again (NCMD ``Node
+Control/Resend From``, at most every ``resend_every_s`` per node; see
+:mod:`node.fleet.state`).
 
 paho's network loop runs on its own thread; every callback only decodes and queues, and
 :meth:`FleetHost.drain` applies the queue on the caller's thread, so the fleet's state is
@@ -18,7 +22,6 @@ only ever touched from one thread.
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 from collections.abc import Callable
@@ -36,6 +39,8 @@ from node.north.sparkplug import (
     BD_SEQ,
     NAMESPACE,
     REBIRTH,
+    RESEND_FROM,
+    RESEND_UNTIL,
     DataType,
     MessageType,
     Metric,
@@ -43,6 +48,8 @@ from node.north.sparkplug import (
     decode,
     encode,
     parse_topic,
+    state_body,
+    state_topic,
     topic,
 )
 
@@ -76,9 +83,8 @@ def parse_broker(text: str) -> tuple[str, int]:
     return host, number
 
 
-def state_payload(online: bool) -> bytes:
-    """The Sparkplug 3.0 host STATE message body (JSON, not protobuf)."""
-    return json.dumps({"online": online, "timestamp": int(time.time() * 1000)}).encode()
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def to_message(topic_text: str, data: bytes) -> Message | None:
@@ -113,6 +119,7 @@ class FleetHost:
         host_id: str = "lineside-fleet",
         groups: tuple[str, ...] = ("+",),
         rebirth_every_s: float = 5.0,
+        resend_every_s: float = 2.0,
         on_message: Callable[[Message, NodeView], None] | None = None,
     ) -> None:
         self.broker = broker
@@ -121,17 +128,18 @@ class FleetHost:
         self.connected = False
         self.bad_messages = 0
         self.rebirths_asked = 0
+        self.resends_asked = 0
         self._groups = groups
         self._rebirth_every_s = rebirth_every_s
+        self._resend_every_s = resend_every_s
         self._asked: dict[tuple[str, str], float] = {}
+        self._resend_asked: dict[tuple[str, str], float] = {}
+        self._stamp_ms = 0
+        self._chased = 0.0
         self._inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._on_message = on_message
-        # A persistent session under the host's own id: while the host reconnects after a
-        # broker restart the broker keeps (persisted) its subscriptions and queues what the
-        # nodes, back sooner, publish meanwhile; with a clean session those results would
-        # never reach it. Two hosts must therefore not share a host id.
         self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=host_id, clean_session=False
+            CallbackAPIVersion.VERSION2, client_id=host_id, clean_session=True
         )
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
@@ -140,13 +148,13 @@ class FleetHost:
     @property
     def state_topic(self) -> str:
         """Where this host says whether it is online."""
-        return f"{NAMESPACE}/STATE/{self.host_id}"
+        return state_topic(self.host_id)
 
     def start(self) -> None:
         """Start the network thread; it connects, and reconnects after a loss, by itself
         (1 to 10 s apart), so a broker that is not up yet is simply waited for."""
         b, c = self.broker, self._client
-        c.will_set(self.state_topic, state_payload(False), qos=1, retain=True)
+        self._arm_will()
         secure_client(
             c,
             username=b.username,
@@ -161,15 +169,23 @@ class FleetHost:
         c.loop_start()
 
     def stop(self) -> None:
-        """Give up the subscriptions (the session stays, but nothing is queued for a host
-        stopped on purpose), say offline (retained), disconnect, stop the network thread."""
+        """Say offline (retained: the nodes stop and keep their results), disconnect, stop
+        the network thread."""
         c = self._client
         if self.connected:
-            c.unsubscribe(self._topics())  # before the STATE the broker acknowledges below
-            info = c.publish(self.state_topic, state_payload(False), qos=1, retain=True)
+            body = state_body(False, self._stamp_ms)
+            info = c.publish(self.state_topic, body, qos=1, retain=True)
             info.wait_for_publish(2.0)
         c.disconnect()
         c.loop_stop()
+
+    def _arm_will(self) -> None:
+        """A new session's STATE stamp, and its will (offline) with that stamp: Sparkplug
+        3.0 has the death carry its birth's timestamp, so an edge node can tell a stale
+        retained STATE (older than the newest it saw) from this session's."""
+        self._stamp_ms = max(_now_ms(), self._stamp_ms + 1)
+        body = state_body(False, self._stamp_ms)
+        self._client.will_set(self.state_topic, body, qos=1, retain=True)
 
     def _topics(self) -> list[str]:
         """What the host subscribes to: every node's and device's messages of its groups."""
@@ -182,14 +198,27 @@ class FleetHost:
         try:
             item = self._inbox.get(timeout=timeout_s) if timeout_s > 0 else self._inbox.get_nowait()
         except queue.Empty:
-            return 0
-        while True:
+            item = None
+        while item is not None:
             self._apply(*item)
             n += 1
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
-                return n
+                item = None
+        self._chase()
+        return n
+
+    def _chase(self) -> None:
+        """Ask again for holes of nodes that have gone quiet since (a hole is otherwise
+        asked for when the node's next result comes)."""
+        now = time.monotonic()
+        if now - self._chased < self._resend_every_s:
+            return
+        self._chased = now
+        for view in self.fleet.nodes.values():
+            if view.held and view.online:
+                self._ask_resend(view)
 
     def _apply(self, topic_text: str, data: bytes) -> None:
         try:
@@ -205,21 +234,46 @@ class FleetHost:
             self._on_message(msg, view)
         if view.wants_rebirth:
             self._ask_rebirth(view)
+        elif view.held:
+            self._ask_resend(view)
+
+    def _ask_resend(self, view: NodeView) -> None:
+        """Ask for the node's holes again (one NCMD per hole), at most every
+        ``resend_every_s``."""
+        now = time.monotonic()
+        if now - self._resend_asked.get(view.key, -1e9) < self._resend_every_s:
+            return
+        self._resend_asked[view.key] = now
+        holes = self.fleet.holes(view)
+        for first, last in holes:
+            self._command(
+                view,
+                Metric(RESEND_FROM, DataType.UINT64, first),
+                Metric(RESEND_UNTIL, DataType.UINT64, last),
+            )
+        self.resends_asked += len(holes)
+        if holes:
+            log.info(
+                "fleet_resend_asked",
+                group=view.group,
+                edge_node=view.edge_node,
+                holes=len(holes),
+                first=holes[0][0],
+            )
 
     def _ask_rebirth(self, view: NodeView) -> None:
         now = time.monotonic()
         if now - self._asked.get(view.key, -1e9) < self._rebirth_every_s:
             return
         self._asked[view.key] = now
-        body = encode(
-            Payload(
-                metrics=(Metric(REBIRTH, DataType.BOOLEAN, True),),
-                timestamp_ms=int(time.time() * 1000),
-            )
-        )
-        self._client.publish(topic(view.group, MessageType.NCMD, view.edge_node), body, qos=0)
+        self._command(view, Metric(REBIRTH, DataType.BOOLEAN, True))
         self.rebirths_asked += 1
         log.info("fleet_rebirth_asked", group=view.group, edge_node=view.edge_node)
+
+    def _command(self, view: NodeView, *metrics: Metric) -> None:
+        """One NCMD to ``view``'s node writing ``metrics``."""
+        body = encode(Payload(metrics=metrics, timestamp_ms=_now_ms()))
+        self._client.publish(topic(view.group, MessageType.NCMD, view.edge_node), body, qos=0)
 
     # paho callbacks (its network thread)
     def _connected(
@@ -231,13 +285,15 @@ class FleetHost:
         self.connected = True
         for t in self._topics():
             client.subscribe(t, qos=1)
-        client.publish(self.state_topic, state_payload(True), qos=1, retain=True)
+        body = state_body(True, self._stamp_ms)
+        client.publish(self.state_topic, body, qos=1, retain=True)
         log.info("fleet_connected", broker=f"{self.broker.host}:{self.broker.port}")
 
     def _disconnected(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self.connected = False
+        self._arm_will()  # before paho reconnects: the next session's stamp
         log.warning("fleet_disconnected", reason=str(reason))
 
     def _received(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

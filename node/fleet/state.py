@@ -13,6 +13,13 @@ keep:
   older ``bdSeq`` is a late will of a session already replaced, and is ignored;
 - data from a node not born (since the host started, or since its death) is not trusted
   either: it is counted and a rebirth asked for.
+
+Results are taken once each and in the order of the node's audit store (``Result/Record
+Seq``, gap-free there). A result past a hole is held, and taken once the hole before it
+is filled: the host asks the node for each hole's results again (:meth:`Fleet.holes`;
+NCMD ``Node Control/Resend From``/``Until``). A hole the node cannot fill (its results
+skipped past ``north.max_backlog``) is asked for :data:`RESEND_TRIES` times; then it is
+counted as missing and the held results behind it are taken.
 """
 
 from __future__ import annotations
@@ -80,6 +87,11 @@ class NodeView:
     """Results skipped over: record seqs never received between two that were."""
     duplicates: int = 0
     """Results received again (a resend after a broker outage): counted, not taken."""
+    held: dict[int, tuple[int, float | None]] = field(default_factory=dict)
+    """Results received past a hole, by record seq: (timestamp ms, budget used); taken
+    once the holes before them are filled."""
+    resend_asks: int = 0
+    """Resend requests made for the first hole since the last result taken in order."""
     recent: collections.deque[tuple[int, float | None]] = field(
         default_factory=lambda: collections.deque(maxlen=2000)
     )
@@ -92,6 +104,12 @@ class NodeView:
 
 RESULT_METRIC = RECORD_SEQ
 """The device metric every per-part DDATA carries (its presence marks a result)."""
+
+RESEND_TRIES = 3
+"""Resend requests for the first hole before the host counts it as missing."""
+
+HOLD_MAX = 20_000
+"""Results held past holes per node at most; one more counts the first hole as missing."""
 
 
 class Fleet:
@@ -150,15 +168,59 @@ class Fleet:
         seq = msg.metrics[RESULT_METRIC]
         if not isinstance(seq, int):
             return
-        if n.record_seq is not None and seq <= n.record_seq:
+        used = msg.metrics.get(BUDGET_USED)
+        entry = (msg.timestamp_ms, float(used) if isinstance(used, int | float) else None)
+        if (n.record_seq is not None and seq <= n.record_seq) or seq in n.held:
             n.duplicates += 1
             return
-        if n.record_seq is not None:
-            n.missing += seq - n.record_seq - 1
-        n.record_seq = seq
-        n.results += 1
-        used = msg.metrics.get(BUDGET_USED)
-        n.recent.append((msg.timestamp_ms, float(used) if isinstance(used, int | float) else None))
+        if n.record_seq is not None and seq > n.record_seq + 1:
+            n.held[seq] = entry
+            if len(n.held) > HOLD_MAX:
+                Fleet._give_up(n)
+            return
+        Fleet._take(n, seq, entry)
+
+    @staticmethod
+    def _take(n: NodeView, seq: int, entry: tuple[int, float | None]) -> None:
+        """Take ``seq``, then every held result that follows it without a hole."""
+        while True:
+            n.record_seq = seq
+            n.resend_asks = 0
+            n.results += 1
+            n.recent.append(entry)
+            nxt = n.held.pop(seq + 1, None)
+            if nxt is None:
+                return
+            seq, entry = seq + 1, nxt
+
+    @staticmethod
+    def _give_up(n: NodeView) -> None:
+        """Count the first hole as missing and take what is held behind it."""
+        if n.record_seq is None or not n.held:
+            return
+        first = min(n.held)
+        n.missing += first - n.record_seq - 1
+        Fleet._take(n, first, n.held.pop(first))
+
+    @staticmethod
+    def holes(n: NodeView, most: int = 16) -> list[tuple[int, int]]:
+        """The first ``most`` holes (first, last record seq lacking) to ask ``n`` for again,
+        counting the request; after :data:`RESEND_TRIES` requests the first hole is counted
+        as missing instead. Empty when nothing is lacking."""
+        if n.held and n.resend_asks >= RESEND_TRIES:
+            Fleet._give_up(n)
+        if not n.held or n.record_seq is None:
+            return []
+        found: list[tuple[int, int]] = []
+        before = n.record_seq
+        for seq in sorted(n.held):
+            if seq > before + 1:
+                found.append((before + 1, seq - 1))
+                if len(found) == most:
+                    break
+            before = seq
+        n.resend_asks += 1
+        return found
 
     @staticmethod
     def _in_order(n: NodeView, seq: int | None) -> bool:

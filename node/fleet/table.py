@@ -55,6 +55,7 @@ def row(n: NodeView, now_ms: int | None = None) -> dict[str, Any]:
         "results": n.results,
         "missing": n.missing,
         "duplicates": n.duplicates,
+        "held": len(n.held),
         "seq_gaps": n.gaps,
         "births": n.births,
         "deaths": n.deaths,

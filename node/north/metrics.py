@@ -15,7 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from node.audit.record import AuditRecord
-from node.north.sparkplug import BD_SEQ, REBIRTH, DataType, Metric, Value
+from node.north.sparkplug import (
+    BD_SEQ,
+    REBIRTH,
+    RESEND_FROM,
+    RESEND_UNTIL,
+    DataType,
+    Metric,
+    Value,
+)
 
 LANGUAGES = ("en", "de", "ja")
 
@@ -110,6 +118,16 @@ DEVICE_METRICS = RESULT_METRICS + COUNTER_METRICS + STATUS_METRICS
 NODE_METRICS: tuple[MetricInfo, ...] = (
     MetricInfo(BD_SEQ, DataType.INT64, "this MQTT session's birth/death number (0..255)"),
     MetricInfo(REBIRTH, DataType.BOOLEAN, "write true in an NCMD: the node births again"),
+    MetricInfo(
+        RESEND_FROM,
+        DataType.UINT64,
+        "write a Result/Record Seq in an NCMD: the node sends the results from there again",
+    ),
+    MetricInfo(
+        RESEND_UNTIL,
+        DataType.UINT64,
+        "beside Resend From: the last result to send again (0: up to the newest sent)",
+    ),
     MetricInfo(NODE_NAME, DataType.STRING, "node.name"),
     MetricInfo(SOFTWARE, DataType.STRING, "lineside and its version"),
 )
@@ -232,6 +250,8 @@ def node_metrics(bd_seq: int, node_name: str, timestamp_ms: int) -> list[Metric]
     return [
         metric(BD_SEQ, bd_seq, timestamp_ms),
         metric(REBIRTH, False, timestamp_ms),
+        metric(RESEND_FROM, 0, timestamp_ms),
+        metric(RESEND_UNTIL, 0, timestamp_ms),
         metric(NODE_NAME, node_name, timestamp_ms),
         metric(SOFTWARE, software(), timestamp_ms),
     ]

@@ -12,8 +12,17 @@ The cursor moves only past results the broker acknowledged (``north.qos`` = 1). 
 Each MQTT session (a new connection) starts with the NDEATH as its will, then NBIRTH
 (seq 0, the session's bdSeq) and DBIRTH; every later message's seq is one more, wrapping
 at 256. A result is one DDATA; a change of the node's state is one too. An NCMD writing
-``Node Control/Rebirth`` true gets a new NBIRTH and DBIRTH. A clean stop publishes the
-NDEATH itself before it disconnects.
+``Node Control/Rebirth`` true gets a new NBIRTH and DBIRTH; one writing ``Node
+Control/Resend From`` (a record seq; with ``Node Control/Resend Until``, up to that one)
+sends those results again, so a host that found a hole in ``Result/Record Seq`` gets
+what it lacks. A clean stop publishes the NDEATH
+itself before it disconnects.
+
+With ``north.primary_host_id`` set, the node follows that host's STATE as Sparkplug 3.0
+asks of an edge node: it publishes no birth (and so no result) until the host says it is
+online, and when the host says it went offline the node ends its session (NDEATH,
+disconnect) and waits for it in a new one. Meanwhile results stay in the store and go out,
+in order, once the host is back: a host away is like a broker away.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from node.north.settings import NorthSettings
 from node.north.sparkplug import (
     BD_SEQ,
     REBIRTH,
+    RESEND_FROM,
+    RESEND_UNTIL,
     MessageType,
     Metric,
     Payload,
@@ -46,6 +57,8 @@ from node.north.sparkplug import (
     decode,
     encode,
     next_bd_seq,
+    parse_state,
+    state_topic,
     topic,
 )
 
@@ -58,6 +71,8 @@ end): a crash re-sends at most what was acknowledged since."""
 _FLUSH_S = 2.0
 """A clean stop forwards what is committed for up to this long before its NDEATH."""
 _FIRST_BACKOFF_S = 0.25
+_MAX_RESENDS = 256
+"""Resend requests waiting at most; more are refused (logged): a host asks again."""
 _BATCH = 16
 """Results encoded and handed to the client per turn: a backlog drains in short turns, each
 followed by a wait on the socket, so the thread never holds the GIL for long."""
@@ -104,6 +119,9 @@ class NorthPublisher:
         self._gone = False  # the connection dropped: make a new one
         self._established = False  # this client's session got its CONNACK
         self._rebirth = False
+        self._resends: deque[tuple[int, int]] = deque()  # record seqs to send again
+        self._host_online = settings.primary_host_id is None  # no host to wait for
+        self._host_stamp = 0  # the newest host STATE's timestamp (ms)
         self._seq = SeqCounter()
         self._cursor = Cursor()
         self._sent = 0  # last record handed to the client
@@ -123,6 +141,8 @@ class NorthPublisher:
         self._saved_seq = 0
         self.sessions = 0
         self.rebirths = 0
+        self.resends = 0
+        self.resent = 0
         self.forwarded = 0
         self.backlog = 0
         self.last_error = ""
@@ -144,12 +164,21 @@ class NorthPublisher:
             "seq": self._seq.last,
             "sessions": self.sessions,
             "rebirths": self.rebirths,
+            "resends": self.resends,
+            "resent": self.resent,
+            "primary_host": self._host_view(),
             "forwarded": self.forwarded,
             "cursor": self._cursor.seq,
             "backlog": self.backlog,
             "skipped": self._counters.skipped,
             "last_error": self.last_error,
         }
+
+    def _host_view(self) -> str | None:
+        """The primary host as the node last heard of it (None: none configured)."""
+        if self.settings.primary_host_id is None:
+            return None
+        return "online" if self._host_online else "offline"
 
     def alarm(self) -> str | None:
         """What an operator must see: results skipped since the start because the backlog
@@ -302,12 +331,19 @@ class NorthPublisher:
         self.sessions += 1
         client.subscribe(self._topic(MessageType.NCMD), qos=1)
         client.subscribe(self._topic(MessageType.DCMD, device=True), qos=1)
-        self._birth(client)
+        host = self.settings.primary_host_id
+        if host is not None:
+            # the retained STATE answers at once; no birth before it says online
+            self._host_online = False
+            client.subscribe(state_topic(host), qos=1)
+        else:
+            self._birth(client)
         log.info(
             "north_connected",
             broker=f"{self.settings.host}:{self.settings.port}",
             bd_seq=self._cursor.bd_seq,
             edge_node=self.edge_node_id,
+            waiting_for=host,
         )
 
     def _on_disconnect(
@@ -325,17 +361,51 @@ class NorthPublisher:
             self._advance()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        host = self.settings.primary_host_id
+        if host is not None and message.topic == state_topic(host):
+            self._on_host_state(client, bytes(message.payload))
+            return
         try:
             command = decode(bytes(message.payload))
         except ValueError as exc:
             log.warning("north_command_unreadable", topic=message.topic, error=str(exc))
             return
         rebirth = command.get(REBIRTH)
+        resend = command.get(RESEND_FROM)
+        until = command.get(RESEND_UNTIL)
         if rebirth is not None and rebirth.value is True:
             log.info("north_rebirth_requested", topic=message.topic)
             self._rebirth = True
+        elif resend is not None and isinstance(resend.value, int) and resend.value > 0:
+            last = until.value if until is not None and isinstance(until.value, int) else 0
+            self._ask_again(resend.value, last or self._sent)
         else:
             log.info("north_command_ignored", topic=message.topic, metrics=list(command.values()))
+
+    def _on_host_state(self, client: mqtt.Client, body: bytes) -> None:
+        """The primary host's STATE: born once it is online (born again when it announces a
+        new session); the session ended (NDEATH, disconnect; a new one waits for it) once it
+        is offline. A STATE older than the newest one seen is a stale retained message, and
+        ignored."""
+        try:
+            online, stamp = parse_state(body)
+        except ValueError as exc:
+            log.warning("north_host_state_unreadable", error=str(exc))
+            return
+        if stamp and stamp < self._host_stamp:
+            return
+        newer = stamp > self._host_stamp
+        self._host_stamp = max(self._host_stamp, stamp)
+        was, self._host_online = self._host_online, online
+        if online and not self._live:
+            log.info("north_primary_host_online", host=self.settings.primary_host_id)
+            self._birth(client)
+        elif online and newer:  # the host (re)connected in a new session: it wants births
+            self._rebirth = True
+        elif not online and was:
+            log.warning("north_primary_host_offline", host=self.settings.primary_host_id)
+            if self._live:
+                self._end_session(client)
 
     # -- what goes out --------------------------------------------------------------------
     def _topic(self, kind: MessageType, *, device: bool = False) -> str:
@@ -373,6 +443,15 @@ class NorthPublisher:
         self._live_from = self._reader.last_seq()
         self._live = True
 
+    def _end_session(self, client: mqtt.Client) -> None:
+        """NDEATH and disconnect, as a clean stop does but without waiting: what was in
+        flight goes out again from the cursor in the next session."""
+        client.publish(self._topic(MessageType.NDEATH), self._death(self._cursor.bd_seq), qos=0)
+        self._live = False
+        self.last_error = "primary host offline"
+        client.disconnect()
+        self._gone = True
+
     def _watch_backlog(self, reader: AuditReader) -> int:
         """The newest committed record's seq; skips the oldest beyond ``max_backlog``."""
         last = reader.last_seq()
@@ -401,10 +480,13 @@ class NorthPublisher:
             )
         room = min(self.settings.window - len(self._inflight), _BATCH)
         self._more = False
+        if room > 0 and self._resends:
+            room -= self._send_again(client, reader, room, last)
+            self._more = bool(self._resends)
         if room <= 0 or self._sent >= last:
             return
         batch = reader.after(self._sent, room)
-        self._more = len(batch) == room and batch[-1][0] < last
+        self._more = self._more or (len(batch) == room and batch[-1][0] < last)
         for seq, record in batch:
             if seq > self._counted:
                 self._counters.count(record)
@@ -416,15 +498,57 @@ class NorthPublisher:
             if info.is_published():  # QoS 0 is done once written, maybe within publish()
                 self._acked.add(info.mid)
             self._sent = seq
-            self._last = (seq, record)
+            if self._last is None or seq > self._last[0]:
+                self._last = (seq, record)
         self._advance()
+
+    def _ask_again(self, first: int, last: int) -> None:
+        """A host asked for records ``first``..``last`` again (only what was sent already
+        goes again: the rest comes anyway). At most ``_MAX_RESENDS`` requests wait."""
+        last = min(last, self._sent)
+        if first > last:
+            return
+        if len(self._resends) >= _MAX_RESENDS:
+            log.warning("north_resend_refused", first=first, last=last, waiting=_MAX_RESENDS)
+            return
+        log.info("north_resend_requested", first=first, last=last)
+        self.resends += 1
+        self._resends.append((first, last))
+
+    def _send_again(self, client: mqtt.Client, reader: AuditReader, room: int, last: int) -> int:
+        """Send up to ``room`` results asked for again (flagged historical), no further
+        back than ``max_backlog``; returns how many went."""
+        floor = max(last - self.settings.max_backlog, 0)
+        sent = 0
+        while self._resends and sent < room:
+            lo, hi = self._resends[0]
+            lo = max(lo, floor + 1)
+            batch = reader.after(lo - 1, min(room - sent, hi - lo + 1)) if lo <= hi else []
+            for seq, record in batch:
+                if seq > hi:
+                    break
+                metrics = M.result_metrics(seq, record, historical=True)
+                info = self._publish(
+                    client, MessageType.DDATA, metrics + self._counters.metrics(_now_ms())
+                )
+                self._inflight.append((info.mid, seq))
+                if info.is_published():
+                    self._acked.add(info.mid)
+                sent += 1
+                lo = seq + 1
+            if not batch or lo > hi:
+                self._resends.popleft()
+            else:
+                self._resends[0] = (lo, hi)
+        self.resent += sent
+        return sent
 
     def _advance(self) -> None:
         """Move the cursor past every result acknowledged, in order."""
         while self._inflight and self._inflight[0][0] in self._acked:
             mid, seq = self._inflight.popleft()
             self._acked.discard(mid)
-            self._cursor.seq = seq
+            self._cursor.seq = max(self._cursor.seq, seq)
             self.forwarded += 1
             self._dirty = True
 

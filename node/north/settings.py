@@ -68,11 +68,16 @@ class NorthSettings(BaseModel):
     ``north_backlog_skipped``."""
     reconnect_max_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     """Longest wait between two connection attempts (doubling from 0.25 s)."""
+    primary_host_id: str | None = None
+    """The Sparkplug host id of the plant's primary host application (``lineside fleet
+    --host-id``). Set, the node publishes only while that host's STATE says online, and
+    keeps its results in the store while it does not; unset, it publishes whenever the
+    broker is there."""
     state_file: Path = Path("north/cursor.json")
     """Where the last forwarded record and the bdSeq are kept (relative: under
     ``node.state_dir``), so a restart resumes where it left."""
 
-    @field_validator("group_id", "edge_node_id", "device_id")
+    @field_validator("group_id", "edge_node_id", "device_id", "primary_host_id")
     @classmethod
     def _no_topic_characters(cls, value: str | None) -> str | None:
         if value is not None and (not value or _FORBIDDEN.search(value)):

@@ -15,6 +15,7 @@ the same value as the Int64 metric ``bdSeq``, and the next session uses the next
 from __future__ import annotations
 
 import enum
+import json
 import math
 import struct
 from dataclasses import dataclass
@@ -32,6 +33,15 @@ BD_SEQ = "bdSeq"
 
 REBIRTH = "Node Control/Rebirth"
 """The NBIRTH metric a host writes true in an NCMD to ask for new births."""
+
+RESEND_FROM = "Node Control/Resend From"
+"""lineside's NBIRTH metric a host writes in an NCMD with the ``Result/Record Seq`` of the
+first result it lacks: the node sends the results from there again (flagged historical),
+as far as ``north.max_backlog`` reaches back."""
+
+RESEND_UNTIL = "Node Control/Resend Until"
+"""Written beside :data:`RESEND_FROM`: the last result to send again (0 or absent: up to
+the newest sent)."""
 
 SEQ_MODULUS = 256
 
@@ -345,3 +355,30 @@ def decode(data: bytes) -> Payload:
         uuid=msg.uuid if msg.HasField("uuid") else None,
         body=bytes(msg.body) if msg.HasField("body") else None,
     )
+
+
+def state_topic(host_id: str) -> str:
+    """Where a host application says whether it is online: ``spBv1.0/STATE/<host id>``."""
+    return f"{NAMESPACE}/STATE/{host_id}"
+
+
+def state_body(online: bool, timestamp_ms: int) -> bytes:
+    """A Sparkplug 3.0 host STATE message body: JSON ``{"online": …, "timestamp": ms}``."""
+    return json.dumps({"online": online, "timestamp": timestamp_ms}).encode()
+
+
+def parse_state(body: bytes) -> tuple[bool, int]:
+    """(online, timestamp ms) of a host STATE message body: the 3.0 JSON, or the older
+    plain ``ONLINE``/``OFFLINE`` (timestamp 0). Raises ``ValueError`` for anything else."""
+    text = body.decode("utf-8", errors="replace").strip()
+    if text in ("ONLINE", "OFFLINE"):
+        return text == "ONLINE", 0
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not a STATE message: {text[:60]!r}") from exc
+    online = data.get("online") if isinstance(data, dict) else None
+    stamp = data.get("timestamp", 0) if isinstance(data, dict) else None
+    if not isinstance(online, bool) or not isinstance(stamp, int) or isinstance(stamp, bool):
+        raise ValueError(f"not a STATE message: {text[:60]!r}")
+    return online, stamp

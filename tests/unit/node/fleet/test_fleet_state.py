@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.fleet.state import RESULT_METRIC, Fleet, Kind, Message
+from node.fleet.state import RESEND_TRIES, RESULT_METRIC, Fleet, Kind, Message
 
 
 def _birth(bd: int, **metrics: object) -> Message:
@@ -26,14 +26,34 @@ def test_a_born_node_counts_its_results_in_order_across_the_seq_wrap() -> None:
     assert n.devices["cam1"][RESULT_METRIC] == 299
 
 
-def test_each_result_is_taken_once_and_a_skipped_one_is_missing() -> None:
-    """Results are keyed by their audit record seq: a resend is a duplicate (not taken), a
-    jump over seqs counts the ones never received."""
+def test_each_result_is_taken_once_and_in_order_holes_are_asked_for_and_filled() -> None:
+    """Results are keyed by their audit record seq: one received again is a duplicate; ones
+    past holes are held, the holes are asked for (first, last), and once the resent results
+    fill them the held ones are taken behind them, in order."""
     fleet = Fleet()
     fleet.apply(_birth(0))
-    for seq, part in ((1, 10), (2, 11), (3, 11), (4, 14)):
+    for seq, part in enumerate((10, 11, 11, 14, 15, 18), start=1):
         n = fleet.apply(_data(seq, part))
-    assert (n.results, n.duplicates, n.missing, n.record_seq) == (3, 1, 2, 14)
+    assert (n.results, n.duplicates, sorted(n.held), n.record_seq) == (2, 1, [14, 15, 18], 11)
+    assert fleet.holes(n) == [(12, 13), (16, 17)] and n.resend_asks == 1
+    for seq, part in enumerate((12, 13, 14, 16, 17), start=7):
+        n = fleet.apply(_data(seq, part))
+    assert (n.results, n.duplicates, n.missing, n.record_seq, n.held) == (9, 2, 0, 18, {})
+    assert fleet.holes(n) == [] and n.resend_asks == 0
+
+
+def test_a_hole_the_node_cannot_fill_is_counted_missing_after_the_tries() -> None:
+    """After RESEND_TRIES requests for the first hole the host counts it as missing and
+    takes what it held behind it; the next hole is then asked for."""
+    fleet = Fleet()
+    fleet.apply(_birth(0))
+    n = fleet.apply(_data(1, 10))
+    for seq, part in ((2, 20), (3, 21), (4, 25)):
+        n = fleet.apply(_data(seq, part))
+    asked = [fleet.holes(n) for _ in range(RESEND_TRIES)]
+    assert asked == [[(11, 19), (22, 24)]] * RESEND_TRIES and n.missing == 0
+    assert fleet.holes(n) == [(22, 24)]
+    assert (n.results, n.missing, n.record_seq, sorted(n.held)) == (3, 9, 21, [25])
 
 
 def test_a_skipped_seq_is_a_gap_and_asks_for_a_rebirth() -> None:

@@ -14,8 +14,11 @@ from node.north.sparkplug import (
     decode,
     encode,
     next_bd_seq,
+    parse_state,
     parse_topic,
     seq_gap,
+    state_body,
+    state_topic,
     topic,
 )
 
@@ -128,3 +131,20 @@ def test_seq_wraps_and_restarts_at_the_birth() -> None:
     assert seq.reset() == 0 and seq.next() == 1
     assert next_bd_seq(255) == 0 and next_bd_seq(4) == 5
     assert seq_gap(255, 0) == 0 and seq_gap(254, 1) == 2 and seq_gap(3, 4) == 0
+
+
+def test_a_host_state_round_trips_and_the_older_plain_form_is_read() -> None:
+    """STATE bodies: the 3.0 JSON round-trips; ``ONLINE``/``OFFLINE`` read with no
+    timestamp; anything else is refused."""
+    assert parse_state(state_body(True, 1234)) == (True, 1234)
+    assert parse_state(state_body(False, 99)) == (False, 99)
+    assert parse_state(b"OFFLINE") == (False, 0)
+    assert state_topic("plant-host") == "spBv1.0/STATE/plant-host"
+    for bad in (
+        b"{}",
+        b'{"online": "yes", "timestamp": 1}',
+        b"maybe",
+        b'{"online": true, "timestamp": true}',
+    ):
+        with pytest.raises(ValueError):
+            parse_state(bad)
