@@ -24,7 +24,7 @@ import time
 from collections import deque
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -48,6 +48,9 @@ from node.north.sparkplug import (
     next_bd_seq,
     topic,
 )
+
+if TYPE_CHECKING:
+    from node.north.commands import NodeCommands
 
 log = structlog.get_logger(__name__)
 
@@ -98,6 +101,8 @@ class NorthPublisher:
         self._thread: threading.Thread | None = None
         self._state = ("", "")
         self._state_changed = threading.Event()
+        self.commands: NodeCommands | None = None
+        """Takes fleet commands (NCMD ``Model Control/*``); set before entering."""
         # the thread's own from here on
         self._client: mqtt.Client | None = None
         self._live = False  # births sent: results may go out
@@ -334,6 +339,9 @@ class NorthPublisher:
         if rebirth is not None and rebirth.value is True:
             log.info("north_rebirth_requested", topic=message.topic)
             self._rebirth = True
+        elif self.commands is not None and self.commands.wants(command):
+            log.info("north_fleet_command", topic=message.topic)
+            self.commands.receive(command)
         else:
             log.info("north_command_ignored", topic=message.topic, metrics=list(command.values()))
 
@@ -368,6 +376,10 @@ class NorthPublisher:
         device = (
             result + self._counters.metrics(t) + M.status_metrics(state, detail, self._identity, t)
         )
+        if self.commands is not None:
+            device += self.commands.birth_metrics(t)
+        else:
+            device += M.command_metrics(None, t) + M.shadow_metrics(None, None, t)
         self._publish(client, MessageType.DBIRTH, device)
         assert self._reader is not None
         self._live_from = self._reader.last_seq()
@@ -399,6 +411,9 @@ class NorthPublisher:
                 MessageType.DDATA,
                 [M.metric(M.STATE, state, t), M.metric(M.STATE_DETAIL, detail, t)],
             )
+        if self.commands is not None:
+            for answer in self.commands.updates(_now_ms()):
+                self._publish(client, MessageType.DDATA, answer)
         room = min(self.settings.window - len(self._inflight), _BATCH)
         self._more = False
         if room <= 0 or self._sent >= last:
