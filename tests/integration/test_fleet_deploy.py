@@ -42,6 +42,25 @@ class Rig:
     fleet_key: Path
     share: Path
 
+    def start_node(self) -> None:
+        with open(self.state / "node.log", "a", encoding="utf-8") as out:
+            self.node = subprocess.Popen(
+                [sys.executable, "-m", "node", "--json-logs", "run", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+
+    def stop_node(self) -> None:
+        if self.node.poll() is None:
+            self.node.terminate()  # the node alone: it stops its renderer processes itself
+            try:
+                self.node.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.node.pid, signal.SIGKILL)
+                self.node.wait(5)
+
     def log(self) -> str:
         return (self.state / "node.log").read_text(encoding="utf-8")[-4000:]
 
@@ -105,26 +124,13 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     config = state / "node.toml"
     config.write_text(tomlkit.dumps(doc), encoding="utf-8")
     with SparkplugHost(broker.port, client_id="deploy-watcher") as host:
-        with open(state / "node.log", "w", encoding="utf-8") as out:
-            node = subprocess.Popen(
-                [sys.executable, "-m", "node", "--json-logs", "run", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
-        rig = Rig(state, config, broker, host, node, fleet_key, share)
+        rig = Rig(state, config, broker, host, None, fleet_key, share)  # type: ignore[arg-type]
+        rig.start_node()
         try:
             _wait("the node's DBIRTH", lambda: rig.ddata(), 60, rig)
             yield rig
         finally:
-            if node.poll() is None:
-                node.terminate()  # the node alone: it stops its renderer processes itself
-                try:
-                    node.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(node.pid, signal.SIGKILL)
-                    node.wait(5)
+            rig.stop_node()
     broker.stop()
 
 
@@ -161,8 +167,9 @@ def test_a_signed_deploy_runs_in_shadow_reports_its_figures_and_is_promoted_on_r
 ) -> None:
     """A correctly signed reference: the node accepts it, runs the package as its shadow
     candidate (its figures on the bus grow and agree: it is the active model's twin) and
-    keeps it in its config (a local copy, pinned). ``fleet promote`` then makes it the
-    active model in the config, on record with the user, the reason and the command."""
+    keeps it in its config (a local copy, pinned), so the restarted node runs it again.
+    ``fleet promote`` is refused with too few parts judged, then makes it the active model
+    in the config, on record with the user, the reason and the command."""
     digest = load_package(rig.share).sha256
     done = rig.fleet("deploy", str(rig.share), "--key", str(rig.fleet_key), "--user", "qe-anna")
     assert done.returncode == 0, (done.stdout, done.stderr, rig.log())
@@ -182,6 +189,20 @@ def test_a_signed_deploy_runs_in_shadow_reports_its_figures_and_is_promoted_on_r
     assert list(rig.state.glob("node.toml.*.bak"))
     deployed = _history(rig)[-1]
     assert deployed["event"] == "fleet_deploy" and deployed["user"] == "qe-anna"
+
+    mark = len(rig.host.messages())
+    rig.stop_node()
+    rig.start_node()  # the candidate is kept: the restarted node births with it running
+
+    def reborn() -> bool:
+        births = [
+            s.payload.values()
+            for s in rig.host.messages(mark)
+            if s.topic.message_type is MessageType.DBIRTH and s.payload is not None
+        ]
+        return bool(births) and births[-1][M.SHADOW_SHA256] == digest
+
+    _wait("a DBIRTH with the candidate running", reborn, 60, rig)
 
     argv = ["promote", "--key", str(rig.fleet_key), "--user", "qe-anna", "--reason", "agrees"]
     too_few = rig.fleet(*argv, "--min-parts", "100000")

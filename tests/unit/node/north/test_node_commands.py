@@ -7,14 +7,17 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import tomlkit
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from models.package import load_package
 from node.cli.shadow import promote
 from node.config import DEFAULT_CONFIG, Config, load_config
+from node.errors import StartupError
 from node.north import metrics as M
-from node.north.commands import FleetOps, NodeCommands
+from node.north.commands import FleetOps, NodeCommands, open_commands
 from node.north.fleet_command import FleetCommand, new_id, sign_command
 from node.north.sparkplug import DataType, Metric, Payload, Value
 from node.shadow import Shadow
@@ -191,3 +194,22 @@ def test_no_config_file_means_not_kept_and_no_promotion(tmp_path: Path) -> None:
     assert "without a config file" in str(answers[1][M.COMMAND_REASON])
     assert host.shadow is not None
     host.shadow.close()
+
+
+def test_an_unreadable_fleet_key_stops_the_start_naming_the_key(tmp_path: Path) -> None:
+    """A ``north.fleet_keys`` file that is not an ed25519 public key: a StartupError naming
+    ``north.fleet_keys[1]``, so the node does not run with a trust it cannot check."""
+    good, bad = tmp_path / "fleet.pub", tmp_path / "junk.pub"
+    good.write_bytes(
+        FLEET.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    bad.write_text("not a key\n")
+    cfg = load_config(_config(tmp_path))
+    cfg = cfg.model_copy(update={"north": cfg.north.model_copy(update={"fleet_keys": (good, bad)})})
+    ops = FleetOps(None, open_candidate=open_shadow, promote=promote)
+    with pytest.raises(StartupError, match=r"^north\.fleet_keys\[1\]: .*junk\.pub"):
+        open_commands(cfg, Host(), ops)
+    cfg = cfg.model_copy(update={"north": cfg.north.model_copy(update={"fleet_keys": (good,)})})
+    assert isinstance(open_commands(cfg, Host(), ops), NodeCommands)
