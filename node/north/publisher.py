@@ -12,8 +12,10 @@ The cursor moves only past results the broker acknowledged (``north.qos`` = 1). 
 Each MQTT session (a new connection) starts with the NDEATH as its will, then NBIRTH
 (seq 0, the session's bdSeq) and DBIRTH; every later message's seq is one more, wrapping
 at 256. A result is one DDATA; a change of the node's state is one too. An NCMD writing
-``Node Control/Rebirth`` true gets a new NBIRTH and DBIRTH. A clean stop publishes the
-NDEATH itself before it disconnects.
+``Node Control/Rebirth`` true gets a new NBIRTH and DBIRTH; fleet commands (``Model
+Control/Deploy``, ``Model Control/Promote``) are handed to ``node.north.commands``, whose
+answers and shadow figures go out as DDATA. A clean stop publishes the NDEATH itself
+before it disconnects.
 """
 
 from __future__ import annotations

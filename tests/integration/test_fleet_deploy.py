@@ -21,6 +21,7 @@ import tomlkit
 
 from models.package import load_package
 from models.signing import generate_keypair
+from node.audit.reader import AuditReader
 from node.config import DEFAULT_CONFIG, load_config
 from node.north import metrics as M
 from node.north.sparkplug import MessageType, Value
@@ -166,11 +167,13 @@ def test_a_signed_deploy_runs_in_shadow_reports_its_figures_and_is_promoted_on_r
     rig: Rig,
 ) -> None:
     """A correctly signed reference: the node accepts it, runs the package as its shadow
-    candidate (its figures on the bus grow and agree: it is the active model's twin) and
+    candidate (its figures on the bus grow and agree: it is the active model's twin; the
+    line made no extra fail-safe meanwhile) and
     keeps it in its config (a local copy, pinned), so the restarted node runs it again.
     ``fleet promote`` is refused with too few parts judged, then makes it the active model
     in the config, on record with the user, the reason and the command."""
     digest = load_package(rig.share).sha256
+    t0 = time.time_ns()
     done = rig.fleet("deploy", str(rig.share), "--key", str(rig.fleet_key), "--user", "qe-anna")
     assert done.returncode == 0, (done.stdout, done.stderr, rig.log())
     (line,) = [json.loads(x) for x in done.stdout.splitlines()]
@@ -182,6 +185,17 @@ def test_a_signed_deploy_runs_in_shadow_reports_its_figures_and_is_promoted_on_r
         return shadow[-1] if isinstance(judged, int) and judged >= 10 else None
 
     last = _wait("shadow figures for 10 parts", figures, 30, rig)
+    t1 = time.time_ns()
+    with AuditReader(rig.state / "node" / "audit", read_only=True) as r:
+        records = [rec for _, rec in r.after(0, 100_000)]
+    during = [rec for rec in records if t0 <= rec.wall_time_ns <= t1]
+    before = [rec for rec in records if 2 * t0 - t1 <= rec.wall_time_ns < t0]
+    # fetched, verified and loaded off the line's path: no more fail-safes than as long a
+    # time just before, give or take the shared machine's noise (see test_north)
+    failed, failed_before = sum(r.fail_safe for r in during), sum(r.fail_safe for r in before)
+    assert len(during) >= 10 and failed <= 2 * failed_before + 2, [
+        (r.part_id, r.reason) for r in during if r.fail_safe
+    ]
     assert last[M.SHADOW_AGREE] == last[M.SHADOW_JUDGED] and last[M.SHADOW_ERRORS] == 0
     shadow = load_config(rig.config).inspection.shadow
     local = rig.state / "node" / "packages" / digest[:16]
