@@ -274,15 +274,19 @@ async def _grab(cfg: Config, out: Path) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     live = sys.stdout.isatty() and not args.no_live and not args.json_logs
-    return asyncio.run(_run(cfg, live=live))
+    return asyncio.run(_run(cfg, live=live, config_path=args.config))
 
 
-async def _run(cfg: Config, *, live: bool) -> int:
+async def _run(cfg: Config, *, live: bool, config_path: Path | None = None) -> int:
     from node.app import Node
+    from node.cli.shadow import promote
+    from node.north.commands import FleetOps
     from node.service.sdnotify import SystemdNotifier, watchdog_interval_s
-    from node.wiring import build_components
+    from node.wiring import build_components, open_shadow
 
     components, _ = build_components(cfg)
+    # fleet commands rewrite the config file the node came from, as `lineside shadow` does
+    fleet = FleetOps(config_path, open_candidate=open_shadow, promote=promote)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -313,6 +317,7 @@ async def _run(cfg: Config, *, live: bool) -> int:
             notifier=notifier,
             on_status=on_status,
             watchdog_interval_s=watchdog_interval_s(os.environ),
+            fleet=fleet,
         )
         try:
             summary = await node.run(stop)

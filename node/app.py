@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,7 @@ from node.state import VisionState
 
 if TYPE_CHECKING:
     from node.hmi.process import HmiProcess
+    from node.north.commands import FleetOps
     from node.north.publisher import NorthPublisher
 
 log = structlog.get_logger(__name__)
@@ -149,8 +151,12 @@ class Node:
         notifier: SystemdNotifier | None = None,
         on_status: Callable[[dict[str, Any]], None] | None = None,
         watchdog_interval_s: float | None = None,
+        fleet: FleetOps | None = None,
     ) -> None:
         self.cfg = cfg
+        self._fleet = fleet
+        """What fleet commands (``lineside fleet deploy|promote``) take; None: with
+        ``[north]`` on they are logged and ignored."""
         self.tracker = Tracker(TrackerConfig.from_config(cfg), bits=cfg.line.encoder_bits)
         self.scheduler = CountScheduler(self.tracker)
         self.judge = Judge(cfg.inspection.recipe, cfg.inspection.mm_per_px)
@@ -193,6 +199,8 @@ class Node:
         self._actuation: Actuation | None = None
         self._signals: PlcSignals | None = None
         self._shadow: Shadow | None = None
+        self._shadow_lock = threading.Lock()
+        self._shadow_closed = False
 
     # -- lifecycle ---------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> RunSummary:
@@ -221,6 +229,7 @@ class Node:
                     self._shadow = stack.enter_context(shadow)
                 except OSError as exc:  # where it records cannot be written
                     raise StartupError(f"inspection.shadow: {shadow.directory}: {exc}") from exc
+            stack.callback(self._close_shadow)  # the candidate running then: maybe a deployed one
             inspector = Inspector(
                 backend, cfg.inspection.roi_size_px, cfg.inspection.belt_threshold
             )
@@ -417,10 +426,39 @@ class Node:
 
     def _open_north(self, stack: AsyncExitStack, identity: ModelIdentity) -> None:
         """Start the Sparkplug B edge node on its thread, following the audit store."""
+        from node.north.commands import open_commands
         from node.north.factory import open_north
 
         self.north = north = stack.enter_context(open_north(self.cfg, identity))
         self.operation.listen(north.set_state)
+        if self._fleet is not None:
+            # fleet commands (deploy, promote) are carried out on a thread of their own;
+            # stopped before the edge node, which hands them over
+            commands = open_commands(self.cfg, self, self._fleet)
+            north.commands = stack.enter_context(commands)
+
+    def install_shadow(self, shadow: Shadow) -> bool:
+        """Make ``shadow`` (started) the candidate judging beside the line, from any thread,
+        and close the one it replaces (on the caller's thread, never the line's). False when
+        the node is stopping: the caller closes ``shadow``."""
+        with self._shadow_lock:
+            if self._shadow_closed:
+                return False
+            old, self._shadow = self._shadow, shadow
+        if old is not None:
+            old.close()
+        return True
+
+    def current_shadow(self) -> Shadow | None:
+        """The candidate judging beside the line now, if any."""
+        return self._shadow
+
+    def _close_shadow(self) -> None:
+        with self._shadow_lock:
+            self._shadow_closed = True
+            shadow, self._shadow = self._shadow, None
+        if shadow is not None:
+            shadow.close()
 
     # -- a part's path ----------------------------------------------------------
     async def _encoder_loop(self, encoder: EncoderSource) -> None:

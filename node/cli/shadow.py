@@ -109,9 +109,16 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def promote(
-    config: Path, *, user: str, reason: str, min_parts: int = 500, force: bool = False
+    config: Path,
+    *,
+    user: str,
+    reason: str,
+    min_parts: int = 500,
+    force: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make the configured shadow candidate the active model; see the module docstring.
+    ``extra`` is added to the history entry (a fleet promotion: its command).
 
     Returns what was done. Raises ``ValueError`` (one line, the key or flag named) for bad
     input or a candidate without enough evidence, ``ModelError`` for a candidate that
@@ -182,6 +189,7 @@ def promote(
         "forced": bool(force and report["judged"] < min_parts),
         "shadow": {k: report[k] for k in ("judged", "agreement", "agreement_ci95")}
         | {k: report[k] for k in ("active_only", "candidate_only", "type_differs")},
+        **(extra or {}),
     }
     history = cfg.node.state_dir / HISTORY
     history.parent.mkdir(parents=True, exist_ok=True)

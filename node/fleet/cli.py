@@ -32,6 +32,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--tls", action="store_true", help="TLS to the broker")
     p.add_argument("--ca", type=Path, help="CA file for --tls")
     p.set_defaults(func=run_cli)
+    from node.fleet.deploy import add_command_parsers
+
+    add_command_parsers(p)  # lineside fleet deploy | promote
 
 
 def run_cli(args: argparse.Namespace) -> int:

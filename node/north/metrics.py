@@ -59,6 +59,21 @@ RECIPE_NAME = "Recipe/Name"
 RECIPE_SHA256 = "Recipe/SHA256"
 NODE_NAME = "Properties/Node Name"
 SOFTWARE = "Properties/Software"
+DEPLOY = "Model Control/Deploy"
+PROMOTE = "Model Control/Promote"
+COMMAND_ID = "Command/ID"
+COMMAND_KIND = "Command/Kind"
+COMMAND_STATUS = "Command/Status"
+COMMAND_REASON = "Command/Reason"
+COMMAND_SHA256 = "Command/Package SHA256"
+SHADOW_SHA256 = "Shadow/Package SHA256"
+SHADOW_JUDGED = "Shadow/Judged"
+SHADOW_AGREE = "Shadow/Agree"
+SHADOW_ACTIVE_ONLY = "Shadow/Active Only"
+SHADOW_CANDIDATE_ONLY = "Shadow/Candidate Only"
+SHADOW_TYPE_DIFFERS = "Shadow/Type Differs"
+SHADOW_SKIPPED = "Shadow/Skipped"
+SHADOW_ERRORS = "Shadow/Errors"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +127,30 @@ STATUS_METRICS: tuple[MetricInfo, ...] = (
     MetricInfo(RECIPE_SHA256, DataType.STRING, "SHA-256 of the recipe in force"),
 )
 
-DEVICE_METRICS = RESULT_METRICS + COUNTER_METRICS + STATUS_METRICS
+COMMAND_METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(COMMAND_ID, DataType.STRING, "the id of the last fleet command answered"),
+    MetricInfo(COMMAND_KIND, DataType.STRING, "deploy or promote"),
+    MetricInfo(COMMAND_STATUS, DataType.STRING, "received, accepted, refused or promoted"),
+    MetricInfo(COMMAND_REASON, DataType.STRING, "why, in one line"),
+    MetricInfo(COMMAND_SHA256, DataType.STRING, "the package the command names"),
+)
+"""The node's answer to a fleet command (``node.north.commands``)."""
+
+SHADOW_METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(SHADOW_SHA256, DataType.STRING, "the shadow candidate running; null for none"),
+    MetricInfo(SHADOW_JUDGED, DataType.UINT64, "parts it judged beside the active model"),
+    MetricInfo(SHADOW_AGREE, DataType.UINT64, "of those, the same pass/reject"),
+    MetricInfo(SHADOW_ACTIVE_ONLY, DataType.UINT64, "rejected by the active model only"),
+    MetricInfo(SHADOW_CANDIDATE_ONLY, DataType.UINT64, "rejected by the candidate only"),
+    MetricInfo(SHADOW_TYPE_DIFFERS, DataType.UINT64, "rejected by both, other defect types"),
+    MetricInfo(SHADOW_SKIPPED, DataType.UINT64, "parts offered while its queue was full"),
+    MetricInfo(SHADOW_ERRORS, DataType.UINT64, "parts it could not judge"),
+)
+"""The shadow candidate's figures since it started (``node.shadow.ShadowCounts``)."""
+
+DEVICE_METRICS = (
+    RESULT_METRICS + COUNTER_METRICS + STATUS_METRICS + COMMAND_METRICS + SHADOW_METRICS
+)
 """Every device metric, as DBIRTH announces them."""
 
 NODE_METRICS: tuple[MetricInfo, ...] = (
@@ -130,6 +168,8 @@ NODE_METRICS: tuple[MetricInfo, ...] = (
     ),
     MetricInfo(NODE_NAME, DataType.STRING, "node.name"),
     MetricInfo(SOFTWARE, DataType.STRING, "lineside and its version"),
+    MetricInfo(DEPLOY, DataType.STRING, "a host writes a signed package reference in an NCMD"),
+    MetricInfo(PROMOTE, DataType.STRING, "a host writes a signed promotion in an NCMD"),
 )
 
 _TYPES = {m.name: m.datatype for m in (*DEVICE_METRICS, *NODE_METRICS)}
@@ -254,4 +294,23 @@ def node_metrics(bd_seq: int, node_name: str, timestamp_ms: int) -> list[Metric]
         metric(RESEND_UNTIL, 0, timestamp_ms),
         metric(NODE_NAME, node_name, timestamp_ms),
         metric(SOFTWARE, software(), timestamp_ms),
+        metric(DEPLOY, None, timestamp_ms),
+        metric(PROMOTE, None, timestamp_ms),
     ]
+
+
+def command_metrics(answer: dict[str, Value] | None, timestamp_ms: int) -> list[Metric]:
+    """A fleet command's answer (keys: the ``COMMAND_METRICS`` names); nulls for none."""
+    got = answer or {}
+    return [metric(m.name, got.get(m.name), timestamp_ms) for m in COMMAND_METRICS]
+
+
+def shadow_metrics(
+    sha256: str | None, counts: dict[str, int] | None, timestamp_ms: int
+) -> list[Metric]:
+    """The shadow candidate's figures (``counts``: ``ShadowCounts`` as a dict); nulls
+    when none runs."""
+    got = counts or {}
+    keys = ("judged", "agree", "active_only", "candidate_only", "type_differs", "skipped")
+    values: list[Value] = [sha256, *(got.get(k) for k in (*keys, "errors"))]
+    return [metric(m.name, v, timestamp_ms) for m, v in zip(SHADOW_METRICS, values, strict=True)]

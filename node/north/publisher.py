@@ -15,8 +15,9 @@ at 256. A result is one DDATA; a change of the node's state is one too. An NCMD 
 ``Node Control/Rebirth`` true gets a new NBIRTH and DBIRTH; one writing ``Node
 Control/Resend From`` (a record seq; with ``Node Control/Resend Until``, up to that one)
 sends those results again, so a host that found a hole in ``Result/Record Seq`` gets
-what it lacks. A clean stop publishes the NDEATH
-itself before it disconnects.
+what it lacks; fleet commands (``Model Control/Deploy``, ``Model Control/Promote``) are
+handed to ``node.north.commands``, whose answers and shadow figures go out as DDATA. A
+clean stop publishes the NDEATH itself before it disconnects.
 
 With ``north.primary_host_id`` set, the node follows that host's STATE as Sparkplug 3.0
 asks of an edge node: it publishes no birth (and so no result) until the host says it is
@@ -33,7 +34,7 @@ import time
 from collections import deque
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -61,6 +62,9 @@ from node.north.sparkplug import (
     state_topic,
     topic,
 )
+
+if TYPE_CHECKING:
+    from node.north.commands import NodeCommands
 
 log = structlog.get_logger(__name__)
 
@@ -113,6 +117,8 @@ class NorthPublisher:
         self._thread: threading.Thread | None = None
         self._state = ("", "")
         self._state_changed = threading.Event()
+        self.commands: NodeCommands | None = None
+        """Takes fleet commands (NCMD ``Model Control/*``); set before entering."""
         # the thread's own from here on
         self._client: mqtt.Client | None = None
         self._live = False  # births sent: results may go out
@@ -379,6 +385,9 @@ class NorthPublisher:
         elif resend is not None and isinstance(resend.value, int) and resend.value > 0:
             last = until.value if until is not None and isinstance(until.value, int) else 0
             self._ask_again(resend.value, last or self._sent)
+        elif self.commands is not None and self.commands.wants(command):
+            log.info("north_fleet_command", topic=message.topic)
+            self.commands.receive(command)
         else:
             log.info("north_command_ignored", topic=message.topic, metrics=list(command.values()))
 
@@ -438,6 +447,10 @@ class NorthPublisher:
         device = (
             result + self._counters.metrics(t) + M.status_metrics(state, detail, self._identity, t)
         )
+        if self.commands is not None:
+            device += self.commands.birth_metrics(t)
+        else:
+            device += M.command_metrics(None, t) + M.shadow_metrics(None, None, t)
         self._publish(client, MessageType.DBIRTH, device)
         assert self._reader is not None
         self._live_from = self._reader.last_seq()
@@ -478,6 +491,9 @@ class NorthPublisher:
                 MessageType.DDATA,
                 [M.metric(M.STATE, state, t), M.metric(M.STATE_DETAIL, detail, t)],
             )
+        if self.commands is not None:
+            for answer in self.commands.updates(_now_ms()):
+                self._publish(client, MessageType.DDATA, answer)
         room = min(self.settings.window - len(self._inflight), _BATCH)
         self._more = False
         if room > 0 and self._resends:

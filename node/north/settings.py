@@ -76,6 +76,11 @@ class NorthSettings(BaseModel):
     state_file: Path = Path("north/cursor.json")
     """Where the last forwarded record and the bdSeq are kept (relative: under
     ``node.state_dir``), so a restart resumes where it left."""
+    fleet_keys: tuple[Path, ...] = ()
+    """ed25519 public key files (``lineside model keygen``) whose signed fleet commands
+    (``lineside fleet deploy|promote``) the node takes; none: every one is refused."""
+    figures_every_s: Annotated[float, Field(ge=0.2, le=3600)] = 2.0
+    """A running shadow candidate's figures go out at most this often (when they changed)."""
 
     @field_validator("group_id", "edge_node_id", "device_id", "primary_host_id")
     @classmethod
