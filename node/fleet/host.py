@@ -152,7 +152,8 @@ class FleetHost:
 
     def start(self) -> None:
         """Start the network thread; it connects, and reconnects after a loss, by itself
-        (1 to 10 s apart), so a broker that is not up yet is simply waited for."""
+        (1 to 2 s apart: the nodes that name it wait for it), so a broker that is not up
+        yet is simply waited for."""
         b, c = self.broker, self._client
         self._arm_will()
         secure_client(
@@ -164,7 +165,7 @@ class FleetHost:
             cert_file=b.cert_file,
             key_file=b.key_file,
         )
-        c.reconnect_delay_set(1, 10)
+        c.reconnect_delay_set(1, 2)
         c.connect_async(b.host, b.port, keepalive=10)
         c.loop_start()
 

@@ -41,7 +41,8 @@ class Seen:
 
 @dataclass
 class SparkplugHost:
-    """A subscriber to ``spBv1.0/#`` with a persistent session, decoding as it goes.
+    """A subscriber to ``topics`` (all of Sparkplug unless told) with a persistent
+    session, decoding as it goes.
 
     QoS 1 delivers at least once: a message the broker sends again (``dup``: the host's
     acknowledgement did not reach it, say because it stopped) is dropped when the host has
@@ -50,6 +51,7 @@ class SparkplugHost:
 
     port: int
     client_id: str = "test-host"
+    topics: str = "spBv1.0/#"
     seen: list[Seen] = field(default_factory=list)
     redelivered: int = 0
     _had: set[tuple[str, bytes]] = field(default_factory=set)
@@ -65,7 +67,7 @@ class SparkplugHost:
         self.client = c
 
     def _on_connect(self, client: mqtt.Client, *args: Any) -> None:
-        client.subscribe("spBv1.0/#", qos=1)
+        client.subscribe(self.topics, qos=1)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         t = parse_topic(msg.topic)

@@ -1,8 +1,11 @@
 """The node as a Sparkplug B edge node, through a real Mosquitto broker on loopback.
 
-One sim node (``python -m node run`` on configs/sim.toml with ``[north]`` on) is shared by
-the tests, in order: births and one DDATA per part; rebirth on NCMD; the broker stopped
-and restarted mid-run; the node SIGKILLed (the broker's NDEATH) and started again.
+Three sim nodes (``python -m node run`` on configs/sim.toml with ``[north]`` on, each
+naming ``lineside fleet`` its primary host) and the real ``lineside fleet --json`` are
+shared by the tests, in order: births and one DDATA per part; rebirth on NCMD; the broker
+stopped and restarted mid-run; every result of every node in the fleet once and in order;
+a node SIGKILLed (the broker's NDEATH, offline in the fleet) and started again. The first
+node runs at the sim's 20 parts/s and is followed closely; the other two at 5 parts/s.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +47,75 @@ KEEPALIVE_S = 2
 GROUP = "plant-a"
 EDGE = "station-1"
 DEVICE = "line-3"
+OTHERS = ("station-2", "station-3")
+HOST_ID = "plant-host"
+
+
+@dataclass
+class SimNode:
+    """One more sim node of the rig, with its own state folder and config."""
+
+    name: str
+    state: Path
+    config: Path
+    proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        with open(self.state / "node.log", "a", encoding="utf-8") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "node", "--json-logs", "run", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+    def reader(self) -> AuditReader:
+        return AuditReader(self.state / "audit", read_only=True)
+
+
+class FleetView:
+    """``lineside fleet --json`` as a process; its JSON lines kept as they come."""
+
+    def __init__(self, port: int, log: Path) -> None:
+        with open(log, "w", encoding="utf-8") as err:
+            self.proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "node", "fleet", "--broker", f"127.0.0.1:{port}"),
+                    *("--host-id", HOST_ID, "--json", "--interval", "0.25"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        self.lines: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """The newest table: rows by edge node."""
+        return {r["node"]: r for r in self.lines[-1]["nodes"]} if self.lines else {}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @dataclass
@@ -54,6 +127,8 @@ class Rig:
     sub: subprocess.Popen[bytes]
     sub_out: Path
     node: subprocess.Popen[str]
+    others: list[SimNode]
+    fleet: FleetView
 
     def start_node(self) -> None:
         with open(self.state / "node.log", "a", encoding="utf-8") as out:
@@ -149,25 +224,12 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     state = tmp_path_factory.mktemp("north")
     broker = Mosquitto(state)
     broker.start()
-    doc = tomlkit.parse(DEFAULT_CONFIG.read_text(encoding="utf-8"))
-    doc["node"]["state_dir"] = str(state)  # type: ignore[index]
-    doc["hmi"]["enabled"] = False  # type: ignore[index]
-    north = tomlkit.table()
-    north.update(
-        {
-            "enabled": True,
-            "port": broker.port,
-            "group_id": GROUP,
-            "edge_node_id": EDGE,
-            "device_id": DEVICE,
-            "keepalive_s": KEEPALIVE_S,
-            "reconnect_max_s": 0.5,
-            "poll_ms": 20.0,
-        }
-    )
-    doc["north"] = north
-    config = state / "node.toml"
-    config.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    config = _node_config(state, broker.port, EDGE)
+    others = []
+    for name in OTHERS:
+        folder = state / name
+        folder.mkdir()
+        others.append(SimNode(name, folder, _node_config(folder, broker.port, name, speed=160.0)))
     sub_out = state / "mosquitto_sub.txt"
     sub_bin = shutil.which("mosquitto_sub")
     if sub_bin is None:
@@ -178,16 +240,51 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    with SparkplugHost(broker.port) as host:
-        rig = Rig(state, config, broker, host, sub, sub_out, None)  # type: ignore[arg-type]
+    fleet = FleetView(broker.port, state / "fleet.log")  # the nodes wait for it
+    with SparkplugHost(broker.port, topics=f"spBv1.0/{GROUP}/+/{EDGE}/#") as host:
+        rig = Rig(state, config, broker, host, sub, sub_out, None, others, fleet)  # type: ignore[arg-type]
         rig.start_node()
+        for other in others:
+            other.start()
         try:
             yield rig
         finally:
             rig.stop_node()
+            for other in others:
+                other.stop()
+            fleet.stop()
             sub.terminate()
             sub.wait(5)
     broker.stop()
+
+
+def _node_config(state: Path, port: int, edge: str, speed: float | None = None) -> Path:
+    """configs/sim.toml for one rig node: its state folder, no HMI, ``[north]`` on with
+    ``lineside fleet`` its primary host; ``speed``: the belt (mm/s; 32 mm a part)."""
+    doc = tomlkit.parse(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    doc["node"]["state_dir"] = str(state)  # type: ignore[index]
+    doc["node"]["name"] = edge  # type: ignore[index]
+    doc["hmi"]["enabled"] = False  # type: ignore[index]
+    if speed is not None:
+        doc["sim"]["speed_mm_s"] = speed  # type: ignore[index]
+    north = tomlkit.table()
+    north.update(
+        {
+            "enabled": True,
+            "port": port,
+            "group_id": GROUP,
+            "edge_node_id": edge,
+            "device_id": DEVICE,
+            "keepalive_s": KEEPALIVE_S,
+            "reconnect_max_s": 0.5,
+            "poll_ms": 20.0,
+            "primary_host_id": HOST_ID,
+        }
+    )
+    doc["north"] = north
+    config = state / "node.toml"
+    config.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    return config
 
 
 def test_births_then_one_ddata_per_part_in_order(rig: Rig) -> None:
@@ -315,6 +412,39 @@ def test_a_broker_restart_loses_no_result_and_costs_the_line_nothing(rig: Rig) -
     )
 
 
+def test_lineside_fleet_has_every_result_of_every_node_once_in_order(rig: Rig) -> None:
+    """After the broker restart, ``lineside fleet`` (the nodes' primary host, a process of
+    its own) holds for each of the three nodes exactly the results its audit store
+    committed — every one, none missing, none held past a hole — each node online."""
+    readers = [("station-1", rig.reader)] + [(o.name, o.reader) for o in rig.others]
+
+    def committed() -> dict[str, int]:
+        out = {}
+        for name, reader in readers:
+            with reader() as r:
+                out[name] = r.last_seq()
+        return out
+
+    def caught_up() -> dict[str, Any] | None:
+        rows, want = rig.fleet.rows(), committed()
+        done = all(
+            name in rows and rows[name]["results"] >= n and rows[name]["online"]
+            for name, n in want.items()
+        )
+        return rows if done else None
+
+    rows = _wait("the fleet has every result", caught_up, 20, rig)
+    for name, _ in readers:
+        r = rows[name]
+        # every record since the node's first start (record seqs count from 1); a few more
+        # may have come since the stores were read
+        assert r["missing"] == 0 and r["held"] == 0, r
+        assert r["results"] >= 20 and r["inspected"] is not None, r
+    assert rig.fleet.lines[-1]["bad_messages"] == 0
+    with rig.reader() as reader:
+        assert rows["station-1"]["results"] <= reader.last_seq()
+
+
 def test_a_killed_node_dies_on_the_bus_and_resumes_where_it_left(rig: Rig) -> None:
     """SIGKILL: the broker publishes the node's NDEATH (its bdSeq that of the NBIRTH) within
     the keep-alive; started again, the node births with the next bdSeq and forwards from
@@ -331,6 +461,10 @@ def test_a_killed_node_dies_on_the_bus_and_resumes_where_it_left(rig: Rig) -> No
 
     ndeath = _wait("the NDEATH", death, 1.5 * KEEPALIVE_S + 1, rig)
     assert ndeath.t - killed <= 1.5 * KEEPALIVE_S
+    offline = _wait(
+        "offline in lineside fleet", lambda: not rig.fleet.rows()[EDGE]["online"], 2, rig
+    )
+    assert offline and time.monotonic() - killed <= 1.5 * KEEPALIVE_S + 1
     assert ndeath.payload is not None and _bd_seq(ndeath) == bd and ndeath.payload.seq is None
     last_before = max(_record_seq(s) for s in _results(rig.host.messages()))
 
