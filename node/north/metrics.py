@@ -51,6 +51,14 @@ RECIPE_NAME = "Recipe/Name"
 RECIPE_SHA256 = "Recipe/SHA256"
 NODE_NAME = "Properties/Node Name"
 SOFTWARE = "Properties/Software"
+COLLECT_URL = "Properties/Collect URL"
+REVIEW_SEQ = "Review/Seq"
+REVIEW_RESULT_ID = "Review/Result ID"
+REVIEW_VERDICT = "Review/Verdict"
+REVIEW_DEFECT_TYPE = "Review/Defect Type"
+REVIEW_LABEL = "Review/Label"
+REVIEW_USER = "Review/User"
+REVIEW_TIME = "Review/Time"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +112,18 @@ STATUS_METRICS: tuple[MetricInfo, ...] = (
     MetricInfo(RECIPE_SHA256, DataType.STRING, "SHA-256 of the recipe in force"),
 )
 
-DEVICE_METRICS = RESULT_METRICS + COUNTER_METRICS + STATUS_METRICS
+REVIEW_METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(REVIEW_SEQ, DataType.UINT64, "the review's place among the store's reviews"),
+    MetricInfo(REVIEW_RESULT_ID, DataType.STRING, "the result reviewed (its Result ID)"),
+    MetricInfo(REVIEW_VERDICT, DataType.STRING, "the reviewer's verdict: pass or reject"),
+    MetricInfo(REVIEW_DEFECT_TYPE, DataType.STRING, "the reviewer's defect type; null for none"),
+    MetricInfo(REVIEW_LABEL, DataType.STRING, "its data set folder: train/good, test/<type>"),
+    MetricInfo(REVIEW_USER, DataType.STRING, "who reviewed"),
+    MetricInfo(REVIEW_TIME, DataType.DATETIME, "when the review was stored (UTC)"),
+)
+"""One operator review, announced so a host can fetch the image (node.north.reviews)."""
+
+DEVICE_METRICS = RESULT_METRICS + COUNTER_METRICS + STATUS_METRICS + REVIEW_METRICS
 """Every device metric, as DBIRTH announces them."""
 
 NODE_METRICS: tuple[MetricInfo, ...] = (
@@ -112,6 +131,7 @@ NODE_METRICS: tuple[MetricInfo, ...] = (
     MetricInfo(REBIRTH, DataType.BOOLEAN, "write true in an NCMD: the node births again"),
     MetricInfo(NODE_NAME, DataType.STRING, "node.name"),
     MetricInfo(SOFTWARE, DataType.STRING, "lineside and its version"),
+    MetricInfo(COLLECT_URL, DataType.STRING, "where reviewed images are fetched; null: nowhere"),
 )
 
 _TYPES = {m.name: m.datatype for m in (*DEVICE_METRICS, *NODE_METRICS)}
@@ -227,11 +247,15 @@ def software() -> str:
         return "lineside"
 
 
-def node_metrics(bd_seq: int, node_name: str, timestamp_ms: int) -> list[Metric]:
-    """The NBIRTH's metrics: this session's bdSeq, the rebirth control, who the node is."""
+def node_metrics(
+    bd_seq: int, node_name: str, timestamp_ms: int, *, collect_url: str | None = None
+) -> list[Metric]:
+    """The NBIRTH's metrics: this session's bdSeq, the rebirth control, who the node is,
+    and where its reviewed images are fetched (``north.collect_url``)."""
     return [
         metric(BD_SEQ, bd_seq, timestamp_ms),
         metric(REBIRTH, False, timestamp_ms),
         metric(NODE_NAME, node_name, timestamp_ms),
         metric(SOFTWARE, software(), timestamp_ms),
+        metric(COLLECT_URL, collect_url, timestamp_ms),
     ]
