@@ -106,7 +106,9 @@ def test_reviews_become_one_mvtec_set_with_a_manifest(
     ]
     with AuditReader(store.directory, read_only=True) as reader:
         rec = reader.get("run1-3")
-        assert rec is not None and (kept := reader.image_file(rec)) is not None
+        assert rec is not None
+        kept = reader.image_file(rec)
+        assert kept is not None
         assert (out / files[0]).read_bytes() == kept.read_bytes()
     entries = {e["result_id"]: e for e in _manifest(out)}
     assert set(entries) == {"run1-1", "run1-2", "run1-3"}
@@ -180,7 +182,9 @@ def test_images_that_are_gone_or_altered_are_skipped_and_counted(
     store, client = node
     with AuditReader(store.directory, read_only=True) as reader:
         rec = reader.get("run1-3")
-        assert rec is not None and (path := reader.image_file(rec)) is not None
+        assert rec is not None
+        path = reader.image_file(rec)
+    assert path is not None
     path.write_bytes(path.read_bytes() + b"\0")
     store.review("run1-3", "reject", None, "", "olga")
     store.review("run1-1", "reject", None, "", "olga")
@@ -201,9 +205,7 @@ def test_a_node_may_not_name_a_folder_outside_the_set(tmp_path: Path) -> None:
             if "/reviewed" in url:
                 body = {
                     "last_seq": 1,
-                    "reviews": [
-                        {"seq": 1, "result_id": "x", "label": "../../etc", "image": True}
-                    ],
+                    "reviews": [{"seq": 1, "result_id": "x", "label": "../../etc", "image": True}],
                 }
                 return Reply(200, json.dumps(body).encode())
             return Reply(200, b"\x89PNG\r\n\x1a\n")
