@@ -6,14 +6,19 @@ reached in-process through Starlette's test client instead of a socket."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from starlette.testclient import TestClient
 
 from hil.line import sim_config
@@ -23,8 +28,9 @@ from node.audit.settings import AuditSettings
 from node.audit.store import AuditStore
 from node.config import DEFAULT_CONFIG, load_config
 from node.errors import ConfigError
-from node.fleet.collect import MANIFEST, Collector, Reply, open_collector
+from node.fleet.collect import MANIFEST, Collector, Reply, UrlFetcher, open_collector
 from node.fleet.state import Kind, Message, NodeView
+from node.hmi.security import Pki, ensure_server_certificate
 from node.north import metrics as M
 from node.web.app import WebApp
 from tests.unit.node.audit import factories as F
@@ -270,3 +276,50 @@ def test_the_command_line_says_what_is_wrong_in_one_line(tmp_path: Path) -> None
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "invalid configuration" not in ln]
     assert len(lines) == 1 and "--collect-token-file" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_https_is_checked_against_the_given_ca_and_redirects_are_not_followed(
+    tmp_path: Path,
+) -> None:
+    """Over HTTPS with the node's own certificate (as ``web.https`` serves it) the fetcher
+    gets through only with that certificate as ``--collect-ca``; a redirect is answered,
+    not followed (the token would go with it)."""
+    pki = Pki(tmp_path / "pki")
+    ensure_server_certificate(pki, "urn:lineside:test", "test")
+    pem = tmp_path / "node.pem"
+    cert = x509.load_der_x509_certificate(pki.cert.read_bytes())
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("authorization"))
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("location", "https://elsewhere.example/")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem, pki.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"https://localhost:{server.server_address[1]}"
+        assert UrlFetcher(pem).get(url + "/x", TOKEN) == Reply(200, b"ok")
+        assert seen == [f"Bearer {TOKEN}"]
+        assert UrlFetcher(pem).get(url + "/moved", TOKEN).status == 302
+        with pytest.raises(OSError):  # the system's CAs do not know the node's certificate
+            UrlFetcher(None).get(url + "/x", TOKEN)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
