@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from rich.console import Console
 from starlette.testclient import TestClient
 
 from hil.line import sim_config
@@ -29,7 +30,8 @@ from node.audit.store import AuditStore
 from node.config import DEFAULT_CONFIG, load_config
 from node.errors import ConfigError
 from node.fleet.collect import MANIFEST, Collector, Reply, UrlFetcher, open_collector
-from node.fleet.state import Kind, Message, NodeView
+from node.fleet.state import Fleet, Kind, Message, NodeView
+from node.fleet.table import render, snapshot, with_collect
 from node.hmi.security import Pki, ensure_server_certificate
 from node.north import metrics as M
 from node.web.app import WebApp
@@ -323,3 +325,27 @@ def test_https_is_checked_against_the_given_ca_and_redirects_are_not_followed(
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_the_table_shows_what_was_collected_per_node(tmp_path: Path) -> None:
+    """With --collect each node's row carries collected, errors and pending, and the table
+    grows a column for each; without it the table is as before."""
+    collector = Collector(tmp_path / "set", TOKEN, ViaTestClient(None))  # type: ignore[arg-type]
+    _birth(collector)
+    _announce(collector, 4)
+    fleet = Fleet()
+    fleet.apply(Message(*KEY, Kind.NBIRTH, seq=0, bd_seq=0))
+    rows = snapshot(fleet)
+    plain = Console(width=300, record=True)
+    plain.print(render(rows))
+    assert "collected" not in plain.export_text()
+    with_collect(rows, collector.snapshot())
+    assert (rows[0]["collected"], rows[0]["collect_errors"], rows[0]["collect_pending"]) == (
+        0,
+        0,
+        True,
+    )
+    console = Console(width=300, record=True)
+    console.print(render(rows))
+    text = console.export_text()
+    assert "collected" in text and "collect err" in text and "0…" in text
