@@ -58,6 +58,7 @@ FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
 MAX_BYTES = 64 << 20
 """Largest answer taken (an image or a listing)."""
+NO_URL = "its birth names no Properties/Collect URL (north.collect_url)"
 _PNG = b"\x89PNG\r\n\x1a\n"
 _LABEL = re.compile(r"train/good|test/[A-Za-z0-9_-][A-Za-z0-9._-]*")
 """What a node may name as a folder: nothing that leaves the data set."""
@@ -205,8 +206,12 @@ class Collector:
         with self._cond:
             node = self._node(msg.group, msg.edge_node)
             node.announced = max(node.announced, seq)
-            if seq > node.cursor and node.url is not None:
+            if seq <= node.cursor:
+                return
+            if node.url is not None:
                 self._schedule(node)
+            elif not node.last_error:
+                node.last_error = NO_URL
 
     def snapshot(self) -> dict[str, Any]:
         """For ``--json`` and the table: totals and each node's figures."""

@@ -44,14 +44,15 @@ def _free_port() -> int:
 
 
 class Proc:
-    """A ``lineside`` child process; its stdout lines are gathered by a thread."""
+    """A ``lineside`` child process logging to ``log``; with ``report`` its stdout lines
+    (``fleet --json``) are gathered by a thread, else they go to the log too."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, *, report: bool = True) -> None:
         self.log = log
         with open(log, "w", encoding="utf-8") as err:
             self.p = subprocess.Popen(
                 [sys.executable, "-m", "node", "--json-logs", *args],
-                stdout=subprocess.PIPE,
+                stdout=subprocess.PIPE if report else err,
                 stderr=err,
                 text=True,
                 start_new_session=True,
@@ -61,7 +62,8 @@ class Proc:
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.p.stdout is not None
+        if self.p.stdout is None:
+            return
         for line in self.p.stdout:
             self.lines.append(line)
 
@@ -140,7 +142,9 @@ def test_reviews_are_announced_fetched_and_gathered_and_a_wrong_token_gets_nothi
     good_token.write_text(TOKEN + "\n")
     bad_token.write_text("not-the-plant-token-000000\n")
     web_port = _free_port()
-    web = Proc(["web", str(_web_config(state, web_port, good_token))], tmp_path / "web.log")
+    web = Proc(
+        ["web", str(_web_config(state, web_port, good_token))], tmp_path / "web.log", report=False
+    )
     sets = {"good": tmp_path / "set", "wrong": tmp_path / "set-wrong"}
     fleets = {
         name: Proc(

@@ -228,7 +228,8 @@ def test_a_node_may_not_name_a_folder_outside_the_set(tmp_path: Path) -> None:
 
 def test_the_token_goes_over_plain_http_to_this_machine_only(tmp_path: Path) -> None:
     """An http:// collect URL of another machine is not asked (the token would travel in
-    clear) unless --collect-allow-http; it is counted as an error."""
+    clear) unless --collect-allow-http; it is counted as an error. A node announcing
+    reviews without a collect URL shows why they stay pending."""
 
     class Nothing:
         asked = 0
@@ -242,6 +243,11 @@ def test_the_token_goes_over_plain_http_to_this_machine_only(tmp_path: Path) -> 
     collector.sync(KEY)
     row = collector.snapshot()["nodes"]["plant/line-1"]
     assert Nothing.asked == 0 and row["errors"] == 1 and "plain HTTP" in row["last_error"]
+    silent = Collector(tmp_path / "set3", TOKEN, Nothing())
+    _birth(silent, None)
+    _announce(silent, 1)
+    row = silent.snapshot()["nodes"]["plant/line-1"]
+    assert row["pending"] and "north.collect_url" in row["last_error"]
     allowed = Collector(tmp_path / "set2", TOKEN, Nothing(), allow_http=True)
     _birth(allowed, "http://line-1.plant.example:8080/collect")
     allowed.sync(KEY)

@@ -12,6 +12,8 @@ import pytest
 from node.audit.reader import AuditReader
 from node.audit.settings import AuditSettings
 from node.audit.store import AuditStore
+from node.config import parse_config
+from node.errors import ConfigError
 from node.north import metrics as M
 from node.north import reviews as R
 from node.north.cursor import Cursor
@@ -19,6 +21,14 @@ from node.north.reviews import ReviewAnnouncer
 from node.north.settings import NorthSettings
 from node.north.sparkplug import Metric, Payload, decode, encode
 from tests.unit.node.audit import factories as F
+
+LINE = {
+    "counts_per_mm": 4.0,
+    "part_pitch_mm": 32.0,
+    "part_length_mm": 24.0,
+    "camera_position_mm": 100.0,
+    "reject_position_mm": 400.0,
+}
 
 
 class Sent:
@@ -144,4 +154,6 @@ def test_the_birth_says_where_reviewed_images_are_fetched() -> None:
     for bad in ("ftp://x/collect", "line-3:8080", "https://x/c?token=1"):
         with pytest.raises(ValueError, match="collect_url"):
             NorthSettings(collect_url=bad)
+    with pytest.raises(ConfigError, match=r"north\.collect_url: must be an http"):
+        parse_config({"line": LINE, "north": {"collect_url": "ftp://x"}})
     assert R.null_review_metrics(0, 5)[0].value == 5
