@@ -115,6 +115,10 @@ class Collect:
         self.web = web
         path = web.settings.collect_token_file
         self._token = None if path is None else read_token(path, "web.collect_token_file")
+        s = web.settings
+        if self._token is not None and not s.https and not is_loopback(f"http://{s.host}/"):
+            # the token would cross the plant's network in clear in every request
+            log.warning("web_collect_without_https", host=s.host, hint="set web.https = true")
         self.refused = 0
         self.listed = 0
         self.images = 0

@@ -172,7 +172,7 @@ def test_reviews_are_announced_fetched_and_gathered_and_a_wrong_token_gets_nothi
                 )
             _wait(
                 "the web view serving",
-                lambda: "collect" in _status(web_port),
+                lambda: _status(web_port)["feed"] is not None,  # the store open
                 60,
                 *logs,
             )

@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -74,6 +75,9 @@ def node(tmp_path: Path) -> Iterator[tuple[AuditStore, TestClient]]:
             store.record(F.record(part, kind), F.image(part))
         store.flush()
         with TestClient(WebApp(cfg).asgi()) as client:
+            end = time.monotonic() + 10  # until the web has opened the store (503 before)
+            while client.get("/status").json()["feed"] is None and time.monotonic() < end:
+                time.sleep(0.02)
             yield store, client
 
 

@@ -4,6 +4,7 @@ plant's bearer token."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,13 @@ def _bearer(token: str = TOKEN) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
+def _ready(client: TestClient) -> None:
+    """Wait until the web has opened the audit store (until then the path says 503)."""
+    end = time.monotonic() + 10
+    while client.get("/status").json()["feed"] is None and time.monotonic() < end:
+        time.sleep(0.02)
+
+
 def test_without_a_token_configured_the_path_is_not_there(tmp_path: Path, store: Path) -> None:
     """No web.collect_token_file: /collect/... answers 404 whatever is presented."""
     with TestClient(WebApp(_config(tmp_path)).asgi()) as client:
@@ -68,6 +76,7 @@ def test_a_missing_or_wrong_token_is_refused_and_counted(tmp_path: Path, store: 
     listed or served, each refusal counted in /status."""
     cfg = _config(tmp_path, collect_token_file=_token_file(tmp_path))
     with TestClient(WebApp(cfg).asgi()) as client:
+        _ready(client)
         for headers in ({}, {"authorization": f"Basic {TOKEN}"}, _bearer(TOKEN + "x")):
             for path in ("/collect/reviewed", "/collect/image/run1-1"):
                 r = client.get(path, headers=headers)
@@ -85,6 +94,7 @@ def test_the_listing_gives_each_review_with_label_findings_and_digest(
     ``after`` and ``limit`` neither repeats nor skips one."""
     cfg = _config(tmp_path, collect_token_file=_token_file(tmp_path))
     with TestClient(WebApp(cfg).asgi()) as client:
+        _ready(client)
         r = client.get("/collect/reviewed?after=0", headers=_bearer())
         assert r.status_code == 200
         body = r.json()
@@ -119,6 +129,7 @@ def test_an_image_is_served_only_as_recorded(tmp_path: Path, store: Path) -> Non
         altered = reader.image_file(reader.get("run1-3"))  # type: ignore[arg-type]
     assert path is not None and altered is not None
     with TestClient(WebApp(cfg).asgi()) as client:
+        _ready(client)
         r = client.get("/collect/image/run1-1", headers=_bearer())
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
         assert r.content == path.read_bytes()
