@@ -208,7 +208,11 @@ def test_reviews_are_announced_fetched_and_gathered_and_a_wrong_token_gets_nothi
                     30,
                     *logs,
                 )
-                assert publisher.snapshot()["reviews_announced"] == 3
+                _wait(
+                    "each review announced, acknowledged by the broker",
+                    lambda: publisher.snapshot()["reviews_announced"] == 3,
+                    10,
+                )
             assert _status(web_port)["collect"]["refused"] >= 1
             kept = {
                 rid: (store.directory / "images" / rec.image_path).read_bytes()
