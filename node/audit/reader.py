@@ -234,6 +234,29 @@ class AuditReader:
             ).fetchall()
         return [review_from_row(row) for row in rows]
 
+    def reviews_after(self, seq: int, limit: int = 100) -> list[tuple[int, Review]]:
+        """``(review seq, review)`` of up to ``limit`` reviews stored after review number
+        ``seq``, oldest first: what a follower of the reviews (the Sparkplug edge node,
+        ``lineside web``'s collect path) has not seen yet. A review's seq is its row id."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        with self._lock:
+            if self._closed:
+                raise AuditError(f"{self.directory}: the audit store is closed")
+            rows = self._conn.execute(
+                f"SELECT id, {REVIEW_COLUMNS} FROM reviews WHERE id > ? ORDER BY id LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [(int(row[0]), review_from_row(row[1:])) for row in rows]
+
+    def last_review_seq(self) -> int:
+        """The seq of the newest review (0 when there is none)."""
+        with self._lock:
+            if self._closed:
+                raise AuditError(f"{self.directory}: the audit store is closed")
+            (n,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM reviews").fetchone()
+        return int(n)
+
     def add_review(
         self, result_id: str, verdict: str, defect_type: str | None, comment: str, user: str
     ) -> Review:

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from node.errors import ConfigError
 
@@ -31,6 +32,27 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--password-env", help="environment variable holding the broker password")
     p.add_argument("--tls", action="store_true", help="TLS to the broker")
     p.add_argument("--ca", type=Path, help="CA file for --tls")
+    # gathering reviewed images into one training set: node/fleet/collect.py
+    p.add_argument(
+        "--collect",
+        type=Path,
+        metavar="DIR",
+        help="gather every node's reviewed images into DIR (MVTec AD layout)",
+    )
+    p.add_argument(
+        "--collect-token-file",
+        type=Path,
+        metavar="F",
+        help="file holding the bearer token the nodes' collect path asks for",
+    )
+    p.add_argument(
+        "--collect-ca", type=Path, metavar="CAFILE", help="CA for the nodes' HTTPS (web.https)"
+    )
+    p.add_argument(
+        "--collect-allow-http",
+        action="store_true",
+        help="send the token over plain HTTP to other machines too (default: loopback only)",
+    )
     p.set_defaults(func=run_cli)
     from node.fleet.deploy import add_command_parsers
 
@@ -43,7 +65,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from node.fleet.host import Broker, FleetHost, parse_broker
-    from node.fleet.table import render, snapshot
+    from node.fleet.table import render, snapshot, with_collect
     from node.service.logs import configure
 
     # stdout is the table or the JSON: log lines go to stderr
@@ -60,13 +82,30 @@ def run_cli(args: argparse.Namespace) -> int:
         password = os.environ.get(args.password_env)
         if password is None:
             raise ConfigError([f"--password-env: {args.password_env} is not set"])
+    from node.fleet.collect import open_collector
+
+    collector = open_collector(
+        args.collect,
+        args.collect_token_file,
+        args.collect_ca,
+        allow_http=args.collect_allow_http,
+    )
     fleet_host = FleetHost(
         Broker(host, port, args.username, password, args.tls, args.ca),
         host_id=args.host_id,
         groups=tuple(args.group or ["+"]),
+        on_message=None if collector is None else collector.notice,
     )
+    if collector is not None:
+        collector.start()
     fleet_host.start()
     end = None if args.for_s is None else time.monotonic() + args.for_s
+
+    def rows() -> list[dict[str, Any]]:
+        found = snapshot(fleet_host.fleet)
+        if collector is not None:
+            with_collect(found, collector.snapshot())
+        return found
 
     def report() -> dict[str, object]:
         return {
@@ -75,8 +114,8 @@ def run_cli(args: argparse.Namespace) -> int:
             "bad_messages": fleet_host.bad_messages,
             "rebirths_asked": fleet_host.rebirths_asked,
             "resends_asked": fleet_host.resends_asked,
-            "nodes": snapshot(fleet_host.fleet),
-        }
+            "nodes": rows(),
+        } | ({} if collector is None else {"collect": collector.snapshot()})
 
     def title() -> str:
         up = "connected" if fleet_host.connected else "[red]not connected[/]"
@@ -94,11 +133,13 @@ def run_cli(args: argparse.Namespace) -> int:
             with Live(render([], title()), console=console, refresh_per_second=4) as live:
                 while end is None or time.monotonic() < end:
                     fleet_host.drain(args.interval)
-                    live.update(render(snapshot(fleet_host.fleet), title()))
+                    live.update(render(rows(), title()))
     except KeyboardInterrupt:
         pass
     finally:
         fleet_host.stop()
+        if collector is not None:
+            collector.stop()
     if args.json and end is None:
         print(json.dumps(report()), file=sys.stdout)
     return 0

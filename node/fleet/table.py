@@ -68,6 +68,16 @@ def snapshot(fleet: Fleet, now_ms: int | None = None) -> list[dict[str, Any]]:
     return [row(fleet.nodes[k], now_ms) for k in sorted(fleet.nodes)]
 
 
+def with_collect(rows: list[dict[str, Any]], collect: dict[str, Any]) -> None:
+    """Add each node's ``--collect`` figures to its row (``node.fleet.collect``)."""
+    by_node = collect.get("nodes", {})
+    for r in rows:
+        c = by_node.get(f"{r['group']}/{r['node']}", {})
+        r["collected"] = c.get("collected", 0)
+        r["collect_errors"] = c.get("errors", 0)
+        r["collect_pending"] = bool(c.get("pending", False))
+
+
 def render(rows: list[dict[str, Any]], title: str = "lineside fleet") -> Table:
     """The rows as a rich table for the terminal."""
     t = Table(title=title, expand=False)
@@ -86,6 +96,10 @@ def render(rows: list[dict[str, Any]], title: str = "lineside fleet") -> Table:
         ("seq gaps", "right"),
     ):
         t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    collecting = any("collected" in r for r in rows)
+    if collecting:
+        t.add_column("collected", justify="right")
+        t.add_column("collect err", justify="right")
 
     def num(v: Any, fmt: str) -> str:
         return "—" if v is None else format(v, fmt)
@@ -95,6 +109,11 @@ def render(rows: list[dict[str, Any]], title: str = "lineside fleet") -> Table:
         state = str(r["state"] or "—")
         if state == "Error":
             state = f"[red]{state}[/] {r['state_detail'] or ''}".strip()
+        collect = []
+        if collecting:
+            pending = "…" if r.get("collect_pending") else ""
+            errors = r.get("collect_errors", 0)
+            collect = [f"{r.get('collected', 0)}{pending}", f"[red]{errors}[/]" if errors else "0"]
         t.add_row(
             f"{r['group']}/{r['node']}",
             online,
@@ -108,5 +127,6 @@ def render(rows: list[dict[str, Any]], title: str = "lineside fleet") -> Table:
             str(r["results"]),
             f"[red]{r['missing']}[/]" if r["missing"] else "0",
             f"[yellow]{r['seq_gaps']}[/]" if r["seq_gaps"] else "0",
+            *collect,
         )
     return t

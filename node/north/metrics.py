@@ -74,6 +74,14 @@ SHADOW_CANDIDATE_ONLY = "Shadow/Candidate Only"
 SHADOW_TYPE_DIFFERS = "Shadow/Type Differs"
 SHADOW_SKIPPED = "Shadow/Skipped"
 SHADOW_ERRORS = "Shadow/Errors"
+COLLECT_URL = "Properties/Collect URL"
+REVIEW_SEQ = "Review/Seq"
+REVIEW_RESULT_ID = "Review/Result ID"
+REVIEW_VERDICT = "Review/Verdict"
+REVIEW_DEFECT_TYPE = "Review/Defect Type"
+REVIEW_LABEL = "Review/Label"
+REVIEW_USER = "Review/User"
+REVIEW_TIME = "Review/Time"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +156,24 @@ SHADOW_METRICS: tuple[MetricInfo, ...] = (
 )
 """The shadow candidate's figures since it started (``node.shadow.ShadowCounts``)."""
 
+REVIEW_METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(REVIEW_SEQ, DataType.UINT64, "the review's place among the store's reviews"),
+    MetricInfo(REVIEW_RESULT_ID, DataType.STRING, "the result reviewed (its Result ID)"),
+    MetricInfo(REVIEW_VERDICT, DataType.STRING, "the reviewer's verdict: pass or reject"),
+    MetricInfo(REVIEW_DEFECT_TYPE, DataType.STRING, "the reviewer's defect type; null for none"),
+    MetricInfo(REVIEW_LABEL, DataType.STRING, "its data set folder: train/good, test/<type>"),
+    MetricInfo(REVIEW_USER, DataType.STRING, "who reviewed"),
+    MetricInfo(REVIEW_TIME, DataType.DATETIME, "when the review was stored (UTC)"),
+)
+"""One operator review, announced so a host can fetch the image (node.north.reviews)."""
+
 DEVICE_METRICS = (
-    RESULT_METRICS + COUNTER_METRICS + STATUS_METRICS + COMMAND_METRICS + SHADOW_METRICS
+    RESULT_METRICS
+    + COUNTER_METRICS
+    + STATUS_METRICS
+    + COMMAND_METRICS
+    + SHADOW_METRICS
+    + REVIEW_METRICS
 )
 """Every device metric, as DBIRTH announces them."""
 
@@ -170,6 +194,7 @@ NODE_METRICS: tuple[MetricInfo, ...] = (
     MetricInfo(SOFTWARE, DataType.STRING, "lineside and its version"),
     MetricInfo(DEPLOY, DataType.STRING, "a host writes a signed package reference in an NCMD"),
     MetricInfo(PROMOTE, DataType.STRING, "a host writes a signed promotion in an NCMD"),
+    MetricInfo(COLLECT_URL, DataType.STRING, "where reviewed images are fetched; null: nowhere"),
 )
 
 _TYPES = {m.name: m.datatype for m in (*DEVICE_METRICS, *NODE_METRICS)}
@@ -285,8 +310,11 @@ def software() -> str:
         return "lineside"
 
 
-def node_metrics(bd_seq: int, node_name: str, timestamp_ms: int) -> list[Metric]:
-    """The NBIRTH's metrics: this session's bdSeq, the rebirth control, who the node is."""
+def node_metrics(
+    bd_seq: int, node_name: str, timestamp_ms: int, *, collect_url: str | None = None
+) -> list[Metric]:
+    """The NBIRTH's metrics: this session's bdSeq, the rebirth control, who the node is,
+    and where its reviewed images are fetched (``north.collect_url``)."""
     return [
         metric(BD_SEQ, bd_seq, timestamp_ms),
         metric(REBIRTH, False, timestamp_ms),
@@ -296,6 +324,7 @@ def node_metrics(bd_seq: int, node_name: str, timestamp_ms: int) -> list[Metric]
         metric(SOFTWARE, software(), timestamp_ms),
         metric(DEPLOY, None, timestamp_ms),
         metric(PROMOTE, None, timestamp_ms),
+        metric(COLLECT_URL, collect_url, timestamp_ms),
     ]
 
 

@@ -45,6 +45,7 @@ from node.audit.record import AuditRecord
 from node.north import metrics as M
 from node.north.cursor import Cursor
 from node.north.mqtt import secure_client
+from node.north.reviews import ReviewAnnouncer
 from node.north.settings import NorthSettings
 from node.north.sparkplug import (
     BD_SEQ,
@@ -141,6 +142,7 @@ class NorthPublisher:
         self._reader: AuditReader | None = None
         self._last: tuple[int, AuditRecord] | None = None
         self._counters = M.Counters()
+        self._reviews = ReviewAnnouncer()  # operator reviews, announced (node.north.reviews)
         self._counted = 0  # last record in the counters (one sent again is not counted again)
         self._saved_at = 0.0
         self._dirty = False
@@ -178,7 +180,7 @@ class NorthPublisher:
             "backlog": self.backlog,
             "skipped": self._counters.skipped,
             "last_error": self.last_error,
-        }
+        } | self._reviews.snapshot()
 
     def _host_view(self) -> str | None:
         """The primary host as the node last heard of it (None: none configured)."""
@@ -259,6 +261,7 @@ class NorthPublisher:
             log.warning("north_cursor_ahead_of_store", cursor=cursor.seq, last=last)
             cursor.seq = 0  # a new store: everything in it is new
         self._cursor = cursor
+        self._reviews.start(reader, cursor)
         self._counters.skipped = cursor.skipped
         self._sent = self._counted = cursor.seq
         if cursor.seq > 0:
@@ -318,6 +321,7 @@ class NorthPublisher:
         self._inflight.clear()
         self._acked.clear()
         self._sent = self._cursor.seq
+        self._reviews.drop()
 
     # paho callbacks: they run on this thread, inside client.loop()
     def _on_connect(
@@ -365,6 +369,8 @@ class NorthPublisher:
         if any(m == mid for m, _ in self._inflight):  # births and states are not followed
             self._acked.add(mid)
             self._advance()
+        elif self._reviews.acked(mid):
+            self._dirty = True
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         host = self.settings.primary_host_id
@@ -435,8 +441,11 @@ class NorthPublisher:
     def _birth(self, client: mqtt.Client) -> None:
         """NBIRTH (seq 0) and DBIRTH with every metric; results after it are live."""
         t = _now_ms()
+        collect_url = self.settings.collect_url
         self._publish(
-            client, MessageType.NBIRTH, M.node_metrics(self._cursor.bd_seq, self._node_name, t)
+            client,
+            MessageType.NBIRTH,
+            M.node_metrics(self._cursor.bd_seq, self._node_name, t, collect_url=collect_url),
         )
         if self._last is not None:
             result = M.result_metrics(*self._last)
@@ -451,6 +460,7 @@ class NorthPublisher:
             device += self.commands.birth_metrics(t)
         else:
             device += M.command_metrics(None, t) + M.shadow_metrics(None, None, t)
+        device += self._reviews.birth_metrics(t)
         self._publish(client, MessageType.DBIRTH, device)
         assert self._reader is not None
         self._live_from = self._reader.last_seq()
@@ -494,6 +504,8 @@ class NorthPublisher:
         if self.commands is not None:
             for answer in self.commands.updates(_now_ms()):
                 self._publish(client, MessageType.DDATA, answer)
+        if self._reviews.pump(reader, lambda m: self._publish(client, MessageType.DDATA, m)):
+            self._dirty = True
         room = min(self.settings.window - len(self._inflight), _BATCH)
         self._more = False
         if room > 0 and self._resends:

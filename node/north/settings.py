@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _FORBIDDEN = re.compile(r"[+/#]")
 """Characters a Sparkplug group, edge node or device id may not hold (MQTT topic syntax)."""
+_COLLECT_URL = re.compile(r"https?://[^/?#\s]+(/[^?#\s]*)?")
 
 
 def sparkplug_id(text: str) -> str:
@@ -81,6 +82,18 @@ class NorthSettings(BaseModel):
     (``lineside fleet deploy|promote``) the node takes; none: every one is refused."""
     figures_every_s: Annotated[float, Field(ge=0.2, le=3600)] = 2.0
     """A running shadow candidate's figures go out at most this often (when they changed)."""
+
+    collect_url: str | None = None
+    """Where a fleet host fetches this node's reviewed images: the base of ``lineside web``'s
+    collect path as the host reaches it, e.g. ``https://line-3.plant.example:8080/collect``
+    (announced in the NBIRTH as ``Properties/Collect URL``; none: not announced)."""
+
+    @field_validator("collect_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not _COLLECT_URL.fullmatch(value):
+            raise ValueError("must be an http:// or https:// URL with a host, without ? or #")
+        return None if value is None else value.rstrip("/")
 
     @field_validator("group_id", "edge_node_id", "device_id", "primary_host_id")
     @classmethod

@@ -43,6 +43,7 @@ from node.web.auth import (
     Logins,
     prepare_certificate,
 )
+from node.web.collect import Collect
 from node.web.feed import Feed, TooManyViewers
 from node.web.follow import NodeFollower
 from node.web.i18n import LANG_COOKIE, LANGUAGES, pick, words
@@ -126,6 +127,7 @@ class WebApp:
         self.actions = Actions(self)
         self.parts = Parts(self)
         self.reports = Reports(self)
+        self.collect = Collect(self)  # the fleet's authenticated path to reviewed images
         env.globals["override_reasons"] = self.actions.override_reasons
         self._lang = cfg.web.language
         self._awaiting = (0, 0.0)
@@ -142,6 +144,7 @@ class WebApp:
             *self.parts.routes(),
             *self.actions.routes(),
             *self.reports.routes(),
+            *self.collect.routes(),
             Route("/status", self.status),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ]
@@ -433,6 +436,7 @@ class WebApp:
                 "feed": self.feed.snapshot() if self.feed is not None else None,
                 "logins": self.logins.count if self.logins is not None else 0,
                 "store_error": self.store_error,
+                "collect": self.collect.snapshot(),
             }
         )
 

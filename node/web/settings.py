@@ -56,3 +56,7 @@ class WebSettings(BaseModel):
     """How much lower the web process's CPU priority is than a normal process's."""
     call_timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
     """Longest wait for the node to answer a review or a command."""
+    collect_token_file: Path | None = None
+    """A file whose first line is the bearer token a fleet host presents to fetch reviewed
+    images (``/collect/...``, see ``node.web.collect``); none: the collect path is not
+    served (404)."""

@@ -53,9 +53,11 @@ NORTH_IMPORTED_BY = (
     "node.__main__",
     "node.cli",
     "node.fleet",
+    "node.web",
 )
 """``node/north`` (the Sparkplug B edge node) hangs off the node's lifecycle: only its own
-modules, the config (``[north]``), the node that opens it and the command line import it —
+modules, the config (``[north]``), the node that opens it, the command line, and the other
+ends of its protocol (the fleet host; the web, which serves the collect path) import it —
 never the line's stages, the recorder or the HMI it must stay out of the way of."""
 
 
