@@ -3,8 +3,8 @@
 Each node announces its operators' reviews on the bus (``Review/Seq`` in DDATA and
 DBIRTH, ``node.north.reviews``) and where to fetch them (``Properties/Collect URL`` in
 its NBIRTH); the images and findings come over ``lineside web``'s collect path
-(``node.web.collect``; the contract in ``node.north.collect_path``) with the plant's bearer token. What is fetched lands in one data
-set in the MVTec AD layout for all nodes:
+(``node.web.collect``; the contract in ``node.north.collect_path``) with the plant's
+bearer token. What is fetched lands in one data set in the MVTec AD layout for all nodes:
 
 - ``DIR/train/good/<group>-<edge node>-<result id>.png`` for a part the reviewer passed,
   ``DIR/test/<type>/...png`` for one they rejected (the node's ``label_of``);

@@ -46,6 +46,7 @@ from node.north import metrics as M
 from node.north.cursor import Cursor
 from node.north.mqtt import secure_client
 from node.north.reviews import ReviewAnnouncer
+from node.north.session import HostChange, PrimaryHost, Resends
 from node.north.settings import NorthSettings
 from node.north.sparkplug import (
     BD_SEQ,
@@ -59,8 +60,6 @@ from node.north.sparkplug import (
     decode,
     encode,
     next_bd_seq,
-    parse_state,
-    state_topic,
     topic,
 )
 
@@ -126,9 +125,8 @@ class NorthPublisher:
         self._gone = False  # the connection dropped: make a new one
         self._established = False  # this client's session got its CONNACK
         self._rebirth = False
-        self._resends: deque[tuple[int, int]] = deque()  # record seqs to send again
-        self._host_online = settings.primary_host_id is None  # no host to wait for
-        self._host_stamp = 0  # the newest host STATE's timestamp (ms)
+        self._resends = Resends(_MAX_RESENDS)
+        self._host = PrimaryHost(settings.primary_host_id)
         self._seq = SeqCounter()
         self._cursor = Cursor()
         self._sent = 0  # last record handed to the client
@@ -149,8 +147,6 @@ class NorthPublisher:
         self._saved_seq = 0
         self.sessions = 0
         self.rebirths = 0
-        self.resends = 0
-        self.resent = 0
         self.forwarded = 0
         self.backlog = 0
         self.last_error = ""
@@ -172,8 +168,8 @@ class NorthPublisher:
             "seq": self._seq.last,
             "sessions": self.sessions,
             "rebirths": self.rebirths,
-            "resends": self.resends,
-            "resent": self.resent,
+            "resends": self._resends.requests,
+            "resent": self._resends.sent,
             "primary_host": self._host_view(),
             "forwarded": self.forwarded,
             "cursor": self._cursor.seq,
@@ -184,9 +180,19 @@ class NorthPublisher:
 
     def _host_view(self) -> str | None:
         """The primary host as the node last heard of it (None: none configured)."""
-        if self.settings.primary_host_id is None:
+        if self._host.host_id is None:
             return None
-        return "online" if self._host_online else "offline"
+        return "online" if self._host.online else "offline"
+
+    @property
+    def resends(self) -> int:
+        """Requests to send results again taken (``Node Control/Resend From``)."""
+        return self._resends.requests
+
+    @property
+    def resent(self) -> int:
+        """Results sent again on request."""
+        return self._resends.sent
 
     def alarm(self) -> str | None:
         """What an operator must see: results skipped since the start because the backlog
@@ -341,11 +347,10 @@ class NorthPublisher:
         self.sessions += 1
         client.subscribe(self._topic(MessageType.NCMD), qos=1)
         client.subscribe(self._topic(MessageType.DCMD, device=True), qos=1)
-        host = self.settings.primary_host_id
-        if host is not None:
-            # the retained STATE answers at once; no birth before it says online
-            self._host_online = False
-            client.subscribe(state_topic(host), qos=1)
+        host = self._host.topic
+        self._host.session_started()
+        if host is not None:  # the retained STATE answers at once; no birth before it says so
+            client.subscribe(host, qos=1)
         else:
             self._birth(client)
         log.info(
@@ -353,7 +358,7 @@ class NorthPublisher:
             broker=f"{self.settings.host}:{self.settings.port}",
             bd_seq=self._cursor.bd_seq,
             edge_node=self.edge_node_id,
-            waiting_for=host,
+            waiting_for=self._host.host_id,
         )
 
     def _on_disconnect(
@@ -373,8 +378,7 @@ class NorthPublisher:
             self._dirty = True
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        host = self.settings.primary_host_id
-        if host is not None and message.topic == state_topic(host):
+        if message.topic == self._host.topic:
             self._on_host_state(client, bytes(message.payload))
             return
         try:
@@ -390,7 +394,12 @@ class NorthPublisher:
             self._rebirth = True
         elif resend is not None and isinstance(resend.value, int) and resend.value > 0:
             last = until.value if until is not None and isinstance(until.value, int) else 0
-            self._ask_again(resend.value, last or self._sent)
+            # only what was sent already goes again: the rest comes anyway
+            first, last = resend.value, min(last or self._sent, self._sent)
+            if self._resends.ask(first, last):
+                log.info("north_resend_requested", first=first, last=last)
+            else:
+                log.warning("north_resend_refused", first=first, last=last)
         elif self.commands is not None and self.commands.wants(command):
             log.info("north_fleet_command", topic=message.topic)
             self.commands.receive(command)
@@ -403,22 +412,17 @@ class NorthPublisher:
         is offline. A STATE older than the newest one seen is a stale retained message, and
         ignored."""
         try:
-            online, stamp = parse_state(body)
+            change = self._host.hear(body)
         except ValueError as exc:
             log.warning("north_host_state_unreadable", error=str(exc))
             return
-        if stamp and stamp < self._host_stamp:
-            return
-        newer = stamp > self._host_stamp
-        self._host_stamp = max(self._host_stamp, stamp)
-        was, self._host_online = self._host_online, online
-        if online and not self._live:
-            log.info("north_primary_host_online", host=self.settings.primary_host_id)
+        if change is HostChange.ONLINE and not self._live:
+            log.info("north_primary_host_online", host=self._host.host_id)
             self._birth(client)
-        elif online and newer:  # the host (re)connected in a new session: it wants births
+        elif change is HostChange.NEW_SESSION:  # the host (re)connected: it wants births
             self._rebirth = True
-        elif not online and was:
-            log.warning("north_primary_host_offline", host=self.settings.primary_host_id)
+        elif change is HostChange.OFFLINE:
+            log.warning("north_primary_host_offline", host=self._host.host_id)
             if self._live:
                 self._end_session(client)
 
@@ -530,46 +534,20 @@ class NorthPublisher:
                 self._last = (seq, record)
         self._advance()
 
-    def _ask_again(self, first: int, last: int) -> None:
-        """A host asked for records ``first``..``last`` again (only what was sent already
-        goes again: the rest comes anyway). At most ``_MAX_RESENDS`` requests wait."""
-        last = min(last, self._sent)
-        if first > last:
-            return
-        if len(self._resends) >= _MAX_RESENDS:
-            log.warning("north_resend_refused", first=first, last=last, waiting=_MAX_RESENDS)
-            return
-        log.info("north_resend_requested", first=first, last=last)
-        self.resends += 1
-        self._resends.append((first, last))
-
     def _send_again(self, client: mqtt.Client, reader: AuditReader, room: int, last: int) -> int:
         """Send up to ``room`` results asked for again (flagged historical), no further
         back than ``max_backlog``; returns how many went."""
         floor = max(last - self.settings.max_backlog, 0)
-        sent = 0
-        while self._resends and sent < room:
-            lo, hi = self._resends[0]
-            lo = max(lo, floor + 1)
-            batch = reader.after(lo - 1, min(room - sent, hi - lo + 1)) if lo <= hi else []
-            for seq, record in batch:
-                if seq > hi:
-                    break
-                metrics = M.result_metrics(seq, record, historical=True)
-                info = self._publish(
-                    client, MessageType.DDATA, metrics + self._counters.metrics(_now_ms())
-                )
-                self._inflight.append((info.mid, seq))
-                if info.is_published():
-                    self._acked.add(info.mid)
-                sent += 1
-                lo = seq + 1
-            if not batch or lo > hi:
-                self._resends.popleft()
-            else:
-                self._resends[0] = (lo, hi)
-        self.resent += sent
-        return sent
+        again = self._resends.take(reader.after, room, floor)
+        for seq, record in again:
+            metrics = M.result_metrics(seq, record, historical=True)
+            info = self._publish(
+                client, MessageType.DDATA, metrics + self._counters.metrics(_now_ms())
+            )
+            self._inflight.append((info.mid, seq))
+            if info.is_published():
+                self._acked.add(info.mid)
+        return len(again)
 
     def _advance(self) -> None:
         """Move the cursor past every result acknowledged, in order."""
