@@ -10,10 +10,16 @@ from rich.table import Table
 
 from node.fleet.state import Fleet, NodeView
 from node.north.metrics import (
+    COMMAND_KIND,
+    COMMAND_REASON,
+    COMMAND_STATUS,
     FAIL_SAFES,
     INSPECTED,
     MODEL_SHA256,
     REJECTED,
+    SHADOW_AGREE,
+    SHADOW_JUDGED,
+    SHADOW_SHA256,
     STATE,
     STATE_DETAIL,
 )
@@ -60,7 +66,49 @@ def row(n: NodeView, now_ms: int | None = None) -> dict[str, Any]:
         "births": n.births,
         "deaths": n.deaths,
         "bd_seq": n.bd_seq,
+        "shadow": _shadow(n),
+        "command": _command(n),
     }
+
+
+def _shadow(n: NodeView) -> dict[str, Any] | None:
+    """The shadow candidate the node runs (``Shadow/*``), None when it runs none."""
+    sha = _device_value(n, SHADOW_SHA256)
+    if not sha:
+        return None
+    return {
+        "sha256": sha,
+        "judged": _device_value(n, SHADOW_JUDGED),
+        "agree": _device_value(n, SHADOW_AGREE),
+    }
+
+
+def _command(n: NodeView) -> dict[str, Any] | None:
+    """The node's answer to the last fleet command (``Command/*``), None before any."""
+    status = _device_value(n, COMMAND_STATUS)
+    if not status:
+        return None
+    return {
+        "kind": _device_value(n, COMMAND_KIND),
+        "status": status,
+        "reason": _device_value(n, COMMAND_REASON),
+    }
+
+
+def _shadow_cell(r: dict[str, Any]) -> str:
+    """Shadow candidate and last command, short: ``ab12cd34ef56 412 parts 99 % · deploy
+    accepted``."""
+    cells = []
+    shadow = r.get("shadow")
+    if shadow:
+        judged, agree = shadow.get("judged") or 0, shadow.get("agree") or 0
+        share = f" {100 * agree / judged:.0f} %" if judged else ""
+        cells.append(f"{str(shadow['sha256'])[:12]} {judged} parts{share}")
+    command = r.get("command")
+    if command:
+        colour = "red" if command["status"] == "refused" else "green"
+        cells.append(f"{command['kind']} [{colour}]{command['status']}[/]")
+    return " · ".join(cells) or "—"
 
 
 def snapshot(fleet: Fleet, now_ms: int | None = None) -> list[dict[str, Any]]:
@@ -94,6 +142,7 @@ def render(rows: list[dict[str, Any]], title: str = "lineside fleet") -> Table:
         ("results", "right"),
         ("missing", "right"),
         ("seq gaps", "right"),
+        ("shadow · last command", "left"),
     ):
         t.add_column(name, justify=justify)  # type: ignore[arg-type]
     collecting = any("collected" in r for r in rows)
@@ -127,6 +176,7 @@ def render(rows: list[dict[str, Any]], title: str = "lineside fleet") -> Table:
             str(r["results"]),
             f"[red]{r['missing']}[/]" if r["missing"] else "0",
             f"[yellow]{r['seq_gaps']}[/]" if r["seq_gaps"] else "0",
+            _shadow_cell(r),
             *collect,
         )
     return t
