@@ -126,6 +126,8 @@ class FleetHost:
         self.host_id = host_id
         self.fleet = Fleet()
         self.connected = False
+        self.connected_at: float | None = None
+        """When (monotonic s) the current session was acknowledged; None while away."""
         self.bad_messages = 0
         self.rebirths_asked = 0
         self.resends_asked = 0
@@ -284,6 +286,7 @@ class FleetHost:
             log.error("fleet_broker_refused", reason=str(reason))
             return
         self.connected = True
+        self.connected_at = time.monotonic()
         for t in self._topics():
             client.subscribe(t, qos=1)
         body = state_body(True, self._stamp_ms)
@@ -294,6 +297,7 @@ class FleetHost:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self.connected = False
+        self.connected_at = None
         self._arm_will()  # before paho reconnects: the next session's stamp
         log.warning("fleet_disconnected", reason=str(reason))
 
