@@ -142,9 +142,11 @@ def render(rows: list[dict[str, Any]], title: str = "lineside fleet") -> Table:
         ("results", "right"),
         ("missing", "right"),
         ("seq gaps", "right"),
-        ("shadow · last command", "left"),
     ):
         t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    rollout = any(r.get("shadow") or r.get("command") for r in rows)
+    if rollout:
+        t.add_column("shadow · last command", justify="left")
     collecting = any("collected" in r for r in rows)
     if collecting:
         t.add_column("collected", justify="right")
@@ -176,7 +178,7 @@ def render(rows: list[dict[str, Any]], title: str = "lineside fleet") -> Table:
             str(r["results"]),
             f"[red]{r['missing']}[/]" if r["missing"] else "0",
             f"[yellow]{r['seq_gaps']}[/]" if r["seq_gaps"] else "0",
-            _shadow_cell(r),
+            *([_shadow_cell(r)] if rollout else []),
             *collect,
         )
     return t

@@ -20,7 +20,8 @@ def _text(rows: list[dict[str, object]]) -> str:
 def test_a_row_shows_the_shadow_candidate_and_the_last_fleet_command() -> None:
     """A node running a candidate that answered a deploy: its row carries the candidate's
     digest, parts judged and agreement, and the command's kind, status and reason; the
-    table shows them short. A node with neither shows a dash, and null in JSON."""
+    table shows them short. A node with neither shows a dash, and null in JSON; a fleet
+    where no node has either has no such column."""
     fleet = Fleet()
     fleet.apply(Message(*KEY, Kind.NBIRTH, seq=0, bd_seq=0))
     fleet.apply(Message("plant", "line-2", Kind.NBIRTH, seq=0, bd_seq=0))
@@ -46,6 +47,7 @@ def test_a_row_shows_the_shadow_candidate_and_the_last_fleet_command() -> None:
     text = _text(rows)
     assert "ab12cd34ef56 400 parts 99 % · deploy accepted" in text
     assert "shadow · last command" in text
+    assert "last command" not in _text(rows[1:])
 
 
 def test_a_refused_command_is_shown_without_a_candidate() -> None:
