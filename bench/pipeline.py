@@ -59,6 +59,7 @@ from node.config import DEFAULT_CONFIG, Config, load_config
 from node.errors import ConfigError
 from node.line.results import PartResult
 from node.service.logs import configure
+from node.service.priority import set_nice
 
 
 def run_rate(
@@ -377,20 +378,11 @@ def main() -> None:
 
 
 def node_priority(nice: int) -> dict[str, Any]:
-    """Run this process (the node) at ``nice`` and, leading its own session, give the
-    session that nice too: where the kernel groups CPU time by session (autogroup), a
-    process's nice counts only within its session, and the browsers and the web view lead
+    """Run this process (the node) at ``nice`` and, leading its own session (``setsid``),
+    the session too (``node.service.priority``): the browsers and the web view lead
     sessions of their own. What was done, for the report. Raises ``OSError`` when a
     negative nice is not allowed."""
-    os.setpriority(os.PRIO_PROCESS, 0, nice)
-    grouped = False
-    if os.getsid(0) == os.getpid():
-        try:
-            Path("/proc/self/autogroup").write_text(str(nice), encoding="ascii")
-            grouped = True
-        except OSError:
-            pass
-    return {"nice": nice, "session_nice": grouped}
+    return {"nice": nice, "session_nice": set_nice(nice)}
 
 
 def _run(

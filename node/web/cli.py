@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from node.config import load_config
 from node.errors import ConfigError, StartupError
 from node.hmi.settings import HmiSettings
+from node.service.priority import set_nice
 from node.web.settings import WebSettings
 
 log = structlog.get_logger(__name__)
@@ -47,19 +48,10 @@ def _https_files(state_dir: Path, web: WebSettings, hmi: HmiSettings) -> tuple[s
 
 
 def _lower_priority(nice: int) -> None:
-    """Run ``nice`` below normal. Where the kernel groups CPU time by session (autogroup),
-    a process's own nice counts only against its own session: a web view leading a session
-    of its own (a service, a detached start) lowers that session's share too. Started from
-    a terminal it shares the terminal's session, and only its own nice applies there (the
-    systemd unit's CPUWeight is what keeps it below the node in production)."""
-    os.nice(nice)
-    grouped = False
-    if os.getsid(0) == os.getpid():
-        try:
-            Path("/proc/self/autogroup").write_text(str(nice), encoding="ascii")
-            grouped = True
-        except OSError:
-            pass
+    """Run ``nice`` below normal, the session too where it leads one (see
+    ``node.service.priority``): started from a terminal only its own nice applies, and the
+    systemd unit's CPUWeight is what keeps it below the node in production."""
+    grouped = set_nice(os.getpriority(os.PRIO_PROCESS, 0) + nice)
     log.info("web_priority", nice=nice, session_share_lowered=grouped)
 
 

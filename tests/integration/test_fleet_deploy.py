@@ -5,9 +5,7 @@ ONNX Runtime), watched by an independent Sparkplug subscriber."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ from node.config import DEFAULT_CONFIG, load_config
 from node.north import metrics as M
 from node.north.sparkplug import MessageType, Value
 from tests.integration.mosquitto import Mosquitto, SparkplugHost
+from tests.integration.nodeproc import start_node, stop_node
 
 pytestmark = pytest.mark.slow
 
@@ -44,23 +43,10 @@ class Rig:
     share: Path
 
     def start_node(self) -> None:
-        with open(self.state / "node.log", "a", encoding="utf-8") as out:
-            self.node = subprocess.Popen(
-                [sys.executable, "-m", "node", "--json-logs", "run", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
+        self.node = start_node(self.config, self.state / "node.log")
 
     def stop_node(self) -> None:
-        if self.node.poll() is None:
-            self.node.terminate()  # the node alone: it stops its renderer processes itself
-            try:
-                self.node.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.node.pid, signal.SIGKILL)
-                self.node.wait(5)
+        stop_node(self.node, group=False)  # the node alone: it stops its renderers itself
 
     def log(self) -> str:
         return (self.state / "node.log").read_text(encoding="utf-8")[-4000:]

@@ -11,7 +11,6 @@ node runs at the sim's 20 parts/s and is followed closely; the other two at 5 pa
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -40,6 +39,7 @@ from node.north.sparkplug import (
     topic,
 )
 from tests.integration.mosquitto import Mosquitto, Seen, SparkplugHost
+from tests.integration.nodeproc import start_node, stop_node
 
 pytestmark = pytest.mark.slow
 
@@ -61,23 +61,10 @@ class SimNode:
     proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        with open(self.state / "node.log", "a", encoding="utf-8") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node", "--json-logs", "run", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
+        self.proc = start_node(self.config, self.state / "node.log")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_node(self.proc)
 
     def reader(self) -> AuditReader:
         return AuditReader(self.state / "audit", read_only=True)
@@ -131,23 +118,10 @@ class Rig:
     fleet: FleetView
 
     def start_node(self) -> None:
-        with open(self.state / "node.log", "a", encoding="utf-8") as out:
-            self.node = subprocess.Popen(
-                [sys.executable, "-m", "node", "--json-logs", "run", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
+        self.node = start_node(self.config, self.state / "node.log")
 
     def stop_node(self, sig: int = signal.SIGTERM) -> None:
-        if self.node.poll() is None:
-            os.killpg(self.node.pid, sig)
-            try:
-                self.node.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.node.pid, signal.SIGKILL)
-                self.node.wait(5)
+        stop_node(self.node, sig)
 
     def reader(self) -> AuditReader:
         return AuditReader(self.state / "audit", read_only=True)
