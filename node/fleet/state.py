@@ -105,8 +105,10 @@ class NodeView:
 RESULT_METRIC = RECORD_SEQ
 """The device metric every per-part DDATA carries (its presence marks a result)."""
 
-RESEND_TRIES = 3
-"""Resend requests for the first hole before the host counts it as missing."""
+RESEND_TRIES = 10
+"""Resend requests for the first hole before the host counts it as missing: at the host's
+2 s between requests, 20 s, so a broker that drops the resent results too (its queue for
+the host full) does not turn a hole into a loss."""
 
 HOLD_MAX = 20_000
 """Results held past holes per node at most; one more counts the first hole as missing."""
