@@ -1,11 +1,10 @@
-"""``lineside fleet`` (the primary host) following three lineside edge nodes through one
-real Mosquitto: every result once and in order, births, a death, a rebirth on request."""
+"""The primary host (``node.fleet``) and lineside edge nodes fed by real audit stores
+through one real Mosquitto: nodes waiting for their host, holes asked for and filled, a
+rebirth on request, a clean session. (Three full sim nodes under the real ``lineside fleet``
+process: tests/integration/test_north.py.)"""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -54,72 +53,6 @@ def _feed(store: AuditStore, stop: threading.Event, first: int = 0) -> None:
         part += 1
         time.sleep(max(0.0, t0 + (part - first) / RATE - time.monotonic()))
     store.flush()
-
-
-def _fleet_json(broker: Mosquitto, seconds: float) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            *(sys.executable, "-m", "node", "fleet", "--broker", f"127.0.0.1:{broker.port}"),
-            *("--json", "--for", str(seconds), "--interval", "0.5"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def test_three_nodes_every_result_once_in_order_and_a_death(
-    broker: Mosquitto, tmp_path: Path
-) -> None:
-    """Three edge nodes each commit results for 4 s while ``lineside fleet --json`` follows
-    them: its table has all three online, each with exactly the results its store holds,
-    none missing, no sequence gap; one node stopping shows offline (its NDEATH)."""
-    fleet = _fleet_json(broker, 12.0)
-    assert fleet.stdout is not None
-    for line in fleet.stdout:  # the host's subscription is in place before the nodes start
-        if json.loads(line)["connected"]:
-            break
-    settings = NorthSettings(enabled=True, port=broker.port, poll_ms=10, reconnect_max_s=0.2)
-    stop = threading.Event()
-    with ExitStack() as stack:
-        stores, publishers, feeders = [], [], []
-        for name in NODES:
-            store = stack.enter_context(AuditStore(AuditSettings(), tmp_path / name / "audit"))
-            pub = NorthPublisher(
-                settings,
-                audit_dir=store.directory,
-                state_file=tmp_path / name / "north.json",
-                node_name=name,
-                identity=IDENTITY,
-            )
-            stack.enter_context(pub)
-            pub.set_state("ContinuousExecution", "started")
-            stores.append(store)
-            publishers.append(pub)
-            feeders.append(threading.Thread(target=_feed, args=(store, stop)))
-        for t in feeders:
-            t.start()
-        time.sleep(4.0)
-        stop.set()
-        for t in feeders:
-            t.join()
-        written = {name: s.writer.committed for name, s in zip(NODES, stores, strict=True)}
-        time.sleep(1.5)  # the last results travel
-        publishers[2].__exit__(None, None, None)  # a clean stop says NDEATH
-        out, err = fleet.communicate(timeout=30)
-    assert fleet.returncode == 0, err
-    final = json.loads(out.strip().splitlines()[-1])
-    rows = {r["node"]: r for r in final["nodes"]}
-    assert set(rows) == set(NODES), rows
-    for name in NODES:
-        r = rows[name]
-        assert r["results"] == written[name] > 100, (name, r, written)
-        assert (r["missing"], r["seq_gaps"], r["births"]) == (0, 0, 1), r
-        assert r["model_sha256"] == IDENTITY.model_sha256
-        assert r["inspected"] == written[name]
-    assert rows["line-1"]["online"] and rows["line-2"]["online"]
-    assert not rows["line-3"]["online"] and rows["line-3"]["deaths"] == 1
-    assert final["bad_messages"] == 0
 
 
 def test_a_host_that_joins_late_asks_for_a_rebirth_and_then_trusts_the_node(

@@ -414,6 +414,7 @@ def test_lineside_fleet_has_every_result_of_every_node_once_in_order(rig: Rig) -
         # may have come since the stores were read
         assert r["missing"] == 0 and r["held"] == 0, r
         assert r["results"] >= 20 and r["inspected"] is not None, r
+        assert r["model_sha256"] and r["births"] >= 1, r
     assert rig.fleet.lines[-1]["bad_messages"] == 0
     with rig.reader() as reader:
         assert rows["station-1"]["results"] <= reader.last_seq()
