@@ -220,7 +220,7 @@ class FleetHost:
             return
         self._chased = now
         for view in self.fleet.nodes.values():
-            if view.held and view.online:
+            if view.online and Fleet.lacking(view):
                 self._ask_resend(view)
 
     def _apply(self, topic_text: str, data: bytes) -> None:
@@ -237,7 +237,7 @@ class FleetHost:
             self._on_message(msg, view)
         if view.wants_rebirth:
             self._ask_rebirth(view)
-        elif view.held:
+        elif Fleet.lacking(view):
             self._ask_resend(view)
 
     def _ask_resend(self, view: NodeView) -> None:

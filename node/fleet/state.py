@@ -17,9 +17,12 @@ keep:
 Results are taken once each and in the order of the node's audit store (``Result/Record
 Seq``, gap-free there). A result past a hole is held, and taken once the hole before it
 is filled: the host asks the node for each hole's results again (:meth:`Fleet.holes`;
-NCMD ``Node Control/Resend From``/``Until``). A hole the node cannot fill (its results
-skipped past ``north.max_backlog``) is asked for :data:`RESEND_TRIES` times; then it is
-counted as missing and the held results behind it are taken.
+NCMD ``Node Control/Resend From``/``Until``). The tail counts too: a node says the newest
+result it sent (``Result/Newest Seq``, in its DBIRTH and on its own once its line goes
+quiet), so results lost just before a stop are asked for although none came after them.
+A hole the node cannot fill (its results skipped past ``north.max_backlog``) is asked for
+:data:`RESEND_TRIES` times; then it is counted as missing and the held results behind it
+are taken.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from node.north.metrics import BUDGET_USED, RECORD_SEQ
+from node.north.metrics import BUDGET_USED, NEWEST_SEQ, RECORD_SEQ
 
 
 class Kind(StrEnum):
@@ -92,6 +95,8 @@ class NodeView:
     once the holes before them are filled."""
     resend_asks: int = 0
     """Resend requests made for the first hole since the last result taken in order."""
+    newest: int = 0
+    """The newest record seq the node says it sent (``Result/Newest Seq``)."""
     recent: collections.deque[tuple[int, float | None]] = field(
         default_factory=lambda: collections.deque(maxlen=2000)
     )
@@ -153,6 +158,9 @@ class Fleet:
             n.gaps += 1
             n.wants_rebirth = True
         n.seq = msg.seq
+        newest = msg.metrics.get(NEWEST_SEQ)
+        if isinstance(newest, int) and not isinstance(newest, bool):
+            n.newest = max(n.newest, newest)
         if msg.kind is Kind.DBIRTH:
             n.devices[msg.device] = dict(msg.metrics)
         elif msg.kind is Kind.DDEATH:
@@ -196,9 +204,22 @@ class Fleet:
             seq, entry = seq + 1, nxt
 
     @staticmethod
+    def lacking(n: NodeView) -> bool:
+        """Whether the host lacks results of ``n`` it knows were sent: a hole before a held
+        one, or the tail up to what the node says it sent."""
+        return n.record_seq is not None and (bool(n.held) or n.newest > n.record_seq)
+
+    @staticmethod
     def _give_up(n: NodeView) -> None:
-        """Count the first hole as missing and take what is held behind it."""
-        if n.record_seq is None or not n.held:
+        """Count the first hole as missing and take what is held behind it (with nothing
+        held: the tail)."""
+        if n.record_seq is None:
+            return
+        if not n.held:
+            if n.newest > n.record_seq:
+                n.missing += n.newest - n.record_seq
+                n.record_seq = n.newest
+                n.resend_asks = 0
             return
         first = min(n.held)
         n.missing += first - n.record_seq - 1
@@ -209,9 +230,9 @@ class Fleet:
         """The first ``most`` holes (first, last record seq lacking) to ask ``n`` for again,
         counting the request; after :data:`RESEND_TRIES` requests the first hole is counted
         as missing instead. Empty when nothing is lacking."""
-        if n.held and n.resend_asks >= RESEND_TRIES:
+        if Fleet.lacking(n) and n.resend_asks >= RESEND_TRIES:
             Fleet._give_up(n)
-        if not n.held or n.record_seq is None:
+        if not Fleet.lacking(n) or n.record_seq is None:
             return []
         found: list[tuple[int, int]] = []
         before = n.record_seq
@@ -221,6 +242,8 @@ class Fleet:
                 if len(found) == most:
                     break
             before = seq
+        if n.newest > before and len(found) < most:
+            found.append((before + 1, n.newest))  # the tail: sent, never seen
         n.resend_asks += 1
         return found
 

@@ -30,6 +30,7 @@ LANGUAGES = ("en", "de", "ja")
 PART_ID = "Result/Part ID"
 RESULT_ID = "Result/Result ID"
 RECORD_SEQ = "Result/Record Seq"
+NEWEST_SEQ = "Result/Newest Seq"
 TIME = "Result/Time"
 VERDICT = "Result/Verdict"
 REASON = "Result/Reason"
@@ -125,6 +126,15 @@ COUNTER_METRICS: tuple[MetricInfo, ...] = (
     MetricInfo(SKIPPED, DataType.UINT64, "results never forwarded: the backlog overflowed"),
 )
 
+PROGRESS_METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(
+        NEWEST_SEQ,
+        DataType.UINT64,
+        "the newest result sent; alone in a DDATA once the line goes quiet",
+    ),
+)
+"""How far the node has sent: a host that lacks the results up to it asks for them."""
+
 STATUS_METRICS: tuple[MetricInfo, ...] = (
     MetricInfo(STATE, DataType.STRING, "the OPC 40100 state: Continuous, Error, ..."),
     MetricInfo(STATE_DETAIL, DataType.STRING, "why the node is in its state"),
@@ -171,6 +181,7 @@ DEVICE_METRICS = (
     RESULT_METRICS
     + COUNTER_METRICS
     + STATUS_METRICS
+    + PROGRESS_METRICS
     + COMMAND_METRICS
     + SHADOW_METRICS
     + REVIEW_METRICS

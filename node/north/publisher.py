@@ -75,6 +75,10 @@ end): a crash re-sends at most what was acknowledged since."""
 _FLUSH_S = 2.0
 """A clean stop forwards what is committed for up to this long before its NDEATH."""
 _FIRST_BACKOFF_S = 0.25
+_QUIET_S = 1.0
+_SAY_AGAIN_S = 10.0
+"""Nothing sent for ``_QUIET_S``: the newest seq is said on its own, then every
+``_SAY_AGAIN_S`` while it stays quiet."""
 _MAX_RESENDS = 256
 """Resend requests waiting at most; more are refused (logged): a host asks again."""
 _BATCH = 16
@@ -126,6 +130,8 @@ class NorthPublisher:
         self._established = False  # this client's session got its CONNACK
         self._rebirth = False
         self._resends = Resends(_MAX_RESENDS)
+        self._sent_at = 0.0  # when (monotonic) a result last went out
+        self._newest_said = (0, 0.0)  # the newest seq said on its own, and when
         self._host = PrimaryHost(settings.primary_host_id)
         self._seq = SeqCounter()
         self._cursor = Cursor()
@@ -458,7 +464,10 @@ class NorthPublisher:
         state, detail = self._state
         self._state_changed.clear()
         device = (
-            result + self._counters.metrics(t) + M.status_metrics(state, detail, self._identity, t)
+            result
+            + self._counters.metrics(t)
+            + M.status_metrics(state, detail, self._identity, t)
+            + [M.metric(M.NEWEST_SEQ, self._sent, t)]
         )
         if self.commands is not None:
             device += self.commands.birth_metrics(t)
@@ -516,6 +525,7 @@ class NorthPublisher:
             room -= self._send_again(client, reader, room, last)
             self._more = bool(self._resends)
         if room <= 0 or self._sent >= last:
+            self._say_newest(client)
             return
         batch = reader.after(self._sent, room)
         self._more = self._more or (len(batch) == room and batch[-1][0] < last)
@@ -530,9 +540,24 @@ class NorthPublisher:
             if info.is_published():  # QoS 0 is done once written, maybe within publish()
                 self._acked.add(info.mid)
             self._sent = seq
+            self._sent_at = time.monotonic()
             if self._last is None or seq > self._last[0]:
                 self._last = (seq, record)
         self._advance()
+
+    def _say_newest(self, client: mqtt.Client) -> None:
+        """Once the line has gone quiet (nothing sent for ``_QUIET_S``), say the newest result
+        sent, alone in a DDATA, and again every ``_SAY_AGAIN_S`` while quiet: the last
+        results before a stop, dropped on their way to a host, leave no later one behind
+        them to show the hole."""
+        now = time.monotonic()
+        said, at = self._newest_said
+        if not self._sent or now - self._sent_at < _QUIET_S:
+            return
+        if said == self._sent and now - at < _SAY_AGAIN_S:
+            return
+        self._publish(client, MessageType.DDATA, [M.metric(M.NEWEST_SEQ, self._sent, _now_ms())])
+        self._newest_said = (self._sent, now)
 
     def _send_again(self, client: mqtt.Client, reader: AuditReader, room: int, last: int) -> int:
         """Send up to ``room`` results asked for again (flagged historical), no further
@@ -547,6 +572,8 @@ class NorthPublisher:
             self._inflight.append((info.mid, seq))
             if info.is_published():
                 self._acked.add(info.mid)
+        if again:
+            self._sent_at = time.monotonic()
         return len(again)
 
     def _advance(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from node.fleet.state import RESEND_TRIES, RESULT_METRIC, Fleet, Kind, Message
+from node.north.metrics import NEWEST_SEQ
 
 
 def _birth(bd: int, **metrics: object) -> Message:
@@ -98,3 +99,27 @@ def test_nodes_are_kept_apart_by_group_and_name() -> None:
         for node in ("line1", "line2"):
             fleet.apply(Message(group, node, Kind.NBIRTH, seq=0, bd_seq=0))
     assert len(fleet.nodes) == 4 and all(n.online for n in fleet.nodes.values())
+
+
+def test_a_tail_lost_before_the_line_stopped_is_asked_for_from_the_newest_seq() -> None:
+    """The last results before a stop never arrived and nothing came after them: the
+    node's ``Result/Newest Seq`` (said on its own once quiet) shows the tail, the host asks
+    for it, and takes it when it comes; a tail never filled is counted missing after the
+    tries."""
+    fleet = Fleet()
+    fleet.apply(_birth(0))
+    n = fleet.apply(_data(1, 10))
+    assert not fleet.lacking(n) and fleet.holes(n) == []
+    n = fleet.apply(
+        Message("plant", "line1", Kind.DDATA, device="cam1", seq=2, metrics={NEWEST_SEQ: 13})
+    )
+    assert fleet.lacking(n) and fleet.holes(n) == [(11, 13)]
+    for seq, part in ((3, 11), (4, 12), (5, 13)):
+        n = fleet.apply(_data(seq, part))
+    assert (n.results, n.record_seq, n.missing) == (4, 13, 0) and not fleet.lacking(n)
+    n = fleet.apply(
+        Message("plant", "line1", Kind.DDATA, device="cam1", seq=6, metrics={NEWEST_SEQ: 15})
+    )
+    for _ in range(RESEND_TRIES):
+        assert fleet.holes(n) == [(14, 15)]
+    assert fleet.holes(n) == [] and (n.missing, n.record_seq) == (2, 15)
