@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -32,16 +31,6 @@ NODES = ("line-1", "line-2", "line-3")
 RATE = 40
 """Results per second each node commits."""
 IDENTITY = M.Identity("demo", "1", "ab" * 32, "moulded-plastic", "cd" * 32)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 def _feed(store: AuditStore, stop: threading.Event, first: int = 0) -> None:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,16 +96,6 @@ def _wait(what: str, check: Callable[[], Any], timeout_s: float, *logs: Path) ->
         time.sleep(0.2)
     tails = "\n".join(f"{p.name}: {p.read_text()[-2000:]}" for p in logs if p.exists())
     raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})\n{tails}")
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 def _status(web_port: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from node.north import metrics as M
 from node.north.sparkplug import MessageType, Value
 from tests.integration.mosquitto import Mosquitto, SparkplugHost
 from tests.integration.nodeproc import start_node, stop_node
+from tests.integration.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -70,14 +71,7 @@ class Rig:
 
 
 def _wait(what: str, check: Callable[[], Any], timeout_s: float, rig: Rig) -> Any:
-    end = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})\n{rig.log()}")
+    return wait_for(what, check, timeout_s, context=rig.log)
 
 
 @pytest.fixture(scope="module")

@@ -26,20 +26,14 @@ from node.north.publisher import NorthPublisher
 from node.north.settings import NorthSettings
 from node.north.sparkplug import BD_SEQ, MessageType
 from tests.integration.mosquitto import Mosquitto, Seen, SparkplugHost
+from tests.integration.waiting import wait_for
 from tests.unit.node.audit import factories as F
 
 IDENTITY = M.Identity("classical", "1.2.0", "ab" * 32, "default", "cd" * 32)
 
 
 def _wait(what: str, check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    end = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})")
+    return wait_for(what, check, timeout_s, poll_s=0.02)
 
 
 def _of(seen: list[Seen], kind: MessageType) -> list[Seen]:
