@@ -313,6 +313,20 @@ class Tracker:
             return None
         return last + math.ceil((count - self._hw) * _NS_PER_S / speed)
 
+    def reached_ns(self, count: int) -> int | None:
+        """When the belt reaches ``count``: ``eta_ns`` for a count still ahead; for one
+        already passed, when it passed it (back from the last sample at the belt's speed,
+        or the last sample's time while the belt stands), so a late caller can tell how
+        late it is. None before the first sample, or ahead while the belt is stopped.
+        """
+        last = self._last_t_ns
+        if last is None or count > self._hw:
+            return self.eta_ns(count)
+        speed = self._speed.speed_cps
+        if speed <= 0.0:
+            return last
+        return last - math.floor((self._hw - count) * _NS_PER_S / speed)
+
     def update(self, sample: EncoderSample) -> list[TrackedPart]:
         """Take one encoder sample and return the parts it created (usually none).
 

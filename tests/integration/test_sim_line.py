@@ -224,7 +224,8 @@ async def test_stalled_loop_rejects_late_triggers_never_the_wrong_frame(
 async def test_a_trigger_armed_too_late_for_its_part_is_refused(taught_config: Config) -> None:
     """A loop stalling 250 ms every 6th part (longer than a timed trigger is armed ahead):
     the timing thread fires what it was given too late as trigger_late, never a frame of
-    the wrong place."""
+    the wrong place; a reject whose verdict the stall delayed until its part had left the
+    actuator's reach strikes no other part."""
     cfg = sim_config(taught_config, sim={"defect_rate": 0.3, "seed": 8})
     report, _, sim = await run_line(cfg, 60, on_result=_stalling(6, 0.25))
     assert report["failsafe_reasons"].get("trigger_late", 0) > 0, report

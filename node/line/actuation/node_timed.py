@@ -4,14 +4,19 @@ A reject verdict arms a pulse at once, for the latest predicted instant its part
 reaches the fire point (less the output's transport lead); every encoder sample
 moves it to the newest prediction, and a stopped belt holds it. The pulse thread
 (``node.line.pulse.PulseTimer``) calls the output's ``fire`` itself, so no
-event-loop wake-up sits between the deadline and the output.
+event-loop wake-up sits between the deadline and the output. A pulse the thread could
+only start after its part has left the actuator's reach (the verdict came after the
+part got there, or the thread itself was held up) is refused there, not fired: it
+would strike whatever is under the actuator then — the belt or a neighbouring part.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +29,25 @@ from node.line.pulse import PulseTimer, may_have_missed
 from node.line.tracker import Tracker
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TimedPulse:
+    """One part's pulse as armed on the timing thread: the command, the instant the
+    call should start, and the belt's travel per nanosecond then (to tell lateness in mm)."""
+
+    command: RejectCommand
+    deadline_ns: int
+    mm_per_ns: float
+
+    @property
+    def part_id(self) -> int:
+        """The part the pulse is for."""
+        return self.command.part_id
+
+
+class PulseLate(Exception):
+    """The timing thread could only start a pulse after its part had left reach."""
 
 
 class NodeTimedActuation:
@@ -49,7 +73,7 @@ class NodeTimedActuation:
         self._counts_per_mm = counts_per_mm
         self._part_length_mm = part_length_mm
         self._pulses: dict[int, tuple[RejectCommand, InFlightPart]] = {}
-        self._timer = PulseTimer(output.fire, self._fired_threadsafe)
+        self._timer: PulseTimer[TimedPulse] = PulseTimer(self._fire, self._fired_threadsafe)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __enter__(self) -> NodeTimedActuation:
@@ -82,21 +106,35 @@ class NodeTimedActuation:
 
     def _rearm(self) -> None:
         lead_ns = self._output.fire_lead_ns
+        mm_per_ns = max(self._tracker.speed_cps, 0.0) / self._counts_per_mm / 1e9
         for cmd, st in self._pulses.values():
-            eta = self._tracker.eta_ns(st.part.fire_count)
+            # a part the belt already carried past the fire point (a verdict that came
+            # late) is timed from when it got there, so the timing thread sees how late
+            eta = self._tracker.reached_ns(st.part.fire_count)
             if eta is None:  # belt stopped: hold the pulse until it moves again
                 self._timer.disarm(cmd.part_id)
             else:
-                self._timer.arm(cmd, eta - lead_ns)
+                deadline = eta - lead_ns
+                self._timer.arm(TimedPulse(cmd, deadline, mm_per_ns), deadline)
+
+    def _fire(self, pulse: TimedPulse) -> None:
+        """On the timing thread: fire now, unless even the earliest the output can act
+        (a call acts between its start and its return, planned for ``fire_lead_ns`` after
+        the deadline) finds the part carried more than half its length past the actuator."""
+        late_ns = time.monotonic_ns() - pulse.deadline_ns
+        past_mm = (late_ns - self._output.fire_lead_ns) * pulse.mm_per_ns
+        if past_mm > self._part_length_mm / 2:
+            raise PulseLate(f"the part is {past_mm:.1f} mm past the actuator")
+        self._output.fire(pulse.command)
 
     def _fired_threadsafe(
-        self, cmd: RejectCommand, late_ns: int, took_ns: int, error: BaseException | None
+        self, pulse: TimedPulse, late_ns: int, took_ns: int, error: BaseException | None
     ) -> None:
         """Called on the timing thread after a pulse; hands the outcome to the loop."""
         assert self._loop is not None
         # a closed loop means the run is over: there is nobody left to tell
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._fired, cmd, late_ns, took_ns, error)
+            self._loop.call_soon_threadsafe(self._fired, pulse.command, late_ns, took_ns, error)
 
     def _fired(
         self, cmd: RejectCommand, late_ns: int, took_ns: int, error: BaseException | None
@@ -106,6 +144,10 @@ class NodeTimedActuation:
         if entry is None:
             return
         st = entry[1]
+        if isinstance(error, PulseLate):
+            log.error("reject_fire_refused_late", part_id=cmd.part_id, why=str(error))
+            self._on_acted(st, "not_fired")
+            return
         if error is not None:
             log.error("reject_fire_failed", part_id=cmd.part_id, error=str(error))
             self._on_acted(st, "not_fired")

@@ -259,6 +259,19 @@ def test_eta_and_estimate() -> None:
     assert far == pytest.approx(p_last + 2000.0 * limit / 1e9, abs=0.5)
 
 
+def test_reached_tells_when_a_passed_count_was_passed() -> None:
+    """``reached_ns`` is the ETA for a count ahead, and for a passed count the time the belt
+    passed it (not the last sample's time), so a late caller can tell how late it is."""
+    tracker = Tracker(PITCH, 32)
+    assert tracker.reached_ns(0) is None
+    trace = feed(tracker, ramp(0, 2000.0, 50))
+    t_last, p_last, _ = trace[-1]
+    assert tracker.reached_ns(p_last + 20) == tracker.eta_ns(p_last + 20)
+    assert tracker.reached_ns(p_last - 40) == pytest.approx(t_last - 20_000_000, abs=1_000_000)
+    feed(tracker, [p_last] * 60, t0_ns=t_last + DT_NS)  # the belt stops
+    assert tracker.reached_ns(p_last + 20) is None
+
+
 # -- sensor mode ----------------------------------------------------------------------------
 
 
