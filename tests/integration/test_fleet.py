@@ -5,6 +5,9 @@ process: tests/integration/test_north.py.)"""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -168,6 +171,48 @@ def test_nodes_wait_for_their_primary_host_and_it_misses_nothing(
         assert v is not None and v.missing == 0, v
     assert [p.resends for p in publishers] == [1, 0]
     assert ended and all(p.snapshot()["primary_host"] == "offline" for p in publishers)
+
+
+def test_a_host_that_dies_without_a_word_ends_its_nodes_sessions_by_its_will(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """``lineside fleet`` killed (SIGKILL: no offline STATE, no DISCONNECT): the broker
+    publishes its will, an offline STATE stamped like its birth, and the node takes it as
+    the host's death — it ends its session and waits — rather than as a stale retained
+    STATE older than the host's online one."""
+    settings = NorthSettings(
+        enabled=True, port=broker.port, poll_ms=10, primary_host_id="plant-host"
+    )
+    host = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "node", "fleet", "--broker", f"127.0.0.1:{broker.port}"),
+            *("--host-id", "plant-host", "--json", "--interval", "0.5"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with AuditStore(AuditSettings(), tmp_path / "audit") as store:
+            pub = NorthPublisher(
+                settings,
+                audit_dir=store.directory,
+                state_file=tmp_path / "north.json",
+                node_name="line-1",
+                identity=IDENTITY,
+            )
+            with pub:
+                live = lambda: pub.snapshot()["connected"]  # noqa: E731
+                assert _until(live, timeout_s=30), pub.snapshot()
+                host.send_signal(signal.SIGKILL)
+                host.wait(5)
+                ended = _until(lambda: not live(), timeout_s=5)
+                after = pub.snapshot()
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait(5)
+    assert ended, after
+    assert after["primary_host"] == "offline"
 
 
 def test_results_the_broker_dropped_for_the_host_are_asked_for_and_filled(tmp_path: Path) -> None:
