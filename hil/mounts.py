@@ -97,3 +97,28 @@ def read_only_folder(path: Path) -> Iterator[Path]:
         yield path
     finally:
         _umount(path)
+
+
+@contextlib.contextmanager
+def read_only_files(path: Path, files: dict[str, str]) -> Iterator[Path]:
+    """``path`` holding ``files`` (name: text) that nobody (root included) can change or add
+    to: a tmpfs written and then remounted read-only for root, a chmod for anyone else — as
+    the shipped unit's ``/etc/lineside`` is to the node."""
+    if os.geteuid() != 0:
+        path.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (path / name).write_text(text, encoding="utf-8")
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+        return
+    _mount(path, "size=1m")
+    try:
+        for name, text in files.items():
+            (path / name).write_text(text, encoding="utf-8")
+        subprocess.run(["mount", "-o", "remount,ro", str(path)], capture_output=True, check=True)
+        yield path
+    finally:
+        _umount(path)

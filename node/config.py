@@ -26,6 +26,7 @@ from node.recipe.settings import (
     ZoneSettings,
     recipe_problems,
 )
+from node.selection import overlay
 from node.web.settings import WebSettings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
@@ -477,7 +478,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate a TOML config file.
+    """Read and validate a TOML config file, with the model selection the node keeps in its
+    state directory where it cannot rewrite the file laid over it (``node.selection``).
 
     Raises ``ConfigError`` for an unreadable file, bad TOML, or invalid values.
     """
@@ -489,4 +491,8 @@ def load_config(path: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    try:
+        data = overlay(data, str(path))
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from exc
     return parse_config(data, str(path))

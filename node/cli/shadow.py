@@ -8,7 +8,9 @@
 judges: it verifies the candidate again, refuses one that judged fewer than
 ``--min-parts`` parts beside the active model (unless ``--force``), rewrites the config so
 that the candidate is ``[inspection.model]`` (pinned by its digest) and no shadow is left,
-keeps the old config beside it, and appends who, when, why, from what to what and the
+keeps the old config beside it (where the config cannot be written — the shipped unit's
+``/etc/lineside`` — the change goes to ``<node.state_dir>/models.toml``, see
+``node.selection``), and appends who, when, why, from what to what and the
 shadow figures to ``<node.state_dir>/model-history.jsonl``. The node loads it when it is
 restarted. Bad input exits 2 with one line; a candidate that fails verification exits 5.
 """
@@ -16,6 +18,7 @@ restarted. Bad input exits 2 with one line; a candidate that fails verification 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -23,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from node.config_rewrite import prepare
 from node.errors import ConfigError, ModelError
 
 HISTORY = "model-history.jsonl"
@@ -60,6 +64,14 @@ def _load(path: Path) -> Any:
     from node.config import load_config
 
     return load_config(path)
+
+
+def _append(history: Path, entry: dict[str, Any]) -> None:
+    history.parent.mkdir(parents=True, exist_ok=True)
+    with open(history, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _candidate_dir(cfg: Any, sha256: str) -> Path:
@@ -124,7 +136,6 @@ def promote(
     input or a candidate without enough evidence, ``ModelError`` for a candidate that
     fails verification.
     """
-    import tomlkit
 
     from node.config import load_config
     from node.shadow import read_report
@@ -153,34 +164,23 @@ def promote(
             f"inspection.shadow: the candidate judged {report['judged']} parts beside the active "
             f"model, fewer than --min-parts {min_parts} (run it longer, or --force)"
         )
-    text = config.read_text(encoding="utf-8")
-    doc = tomlkit.parse(text)
-    inspection = doc.setdefault("inspection", tomlkit.table())
-    model = inspection.setdefault("model", tomlkit.table())
-    model["package"] = str(shadow.package)
-    model["sha256"] = candidate.sha256
-    shadow_table = inspection.get("shadow")
-    if shadow_table is not None:
-        for key in ("package", "sha256"):
-            if key in shadow_table:
-                del shadow_table[key]
-    new_text = tomlkit.dumps(doc)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    backup = config.with_name(f"{config.name}.{stamp}.bak")
-    tmp = config.with_name(f".{config.name}.promote")
-    tmp.write_text(new_text, encoding="utf-8")
+    change = {
+        "model": {"package": str(shadow.package), "sha256": candidate.sha256},
+        "shadow": {"package": "", "sha256": ""},
+    }
     try:
-        load_config(tmp)  # the new file must be a config the node takes
-    except ConfigError as exc:
-        tmp.unlink()
-        raise ValueError(f"{config}: the rewritten config is refused: {exc}") from exc
-    backup.write_text(text, encoding="utf-8")
+        rewrite = prepare(config, change, "promote")
+    except OSError as exc:
+        raise ValueError(f"{config}: cannot read: {exc.strerror or exc}") from exc
+    if rewrite is None:
+        raise ValueError(f"{config}: inspection.shadow: the candidate is the active model already")
     entry = {
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "user": user,
         "reason": reason,
         "config": str(config),
-        "backup": str(backup),
+        "backup": None if rewrite.backup is None else str(rewrite.backup),
+        "kept": rewrite.describe(),
         "from": {
             "package": str(cfg.inspection.model.package),
             "sha256": None if active is None else active.sha256,
@@ -192,12 +192,14 @@ def promote(
         **(extra or {}),
     }
     history = cfg.node.state_dir / HISTORY
-    history.parent.mkdir(parents=True, exist_ok=True)
-    with open(history, "a", encoding="utf-8") as f:  # on record before it takes effect
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, config)
+    try:
+        _append(history, entry)  # on record before it takes effect
+        rewrite.commit()
+    except OSError as exc:
+        rewrite.discard()
+        with contextlib.suppress(OSError):
+            _append(history, {"time": entry["time"], "user": user, "not_in_effect": str(exc)})
+        raise ValueError(f"{config}: the promotion could not be kept: {exc}") from exc
     return {
         **entry,
         "history": str(history),

@@ -313,13 +313,13 @@ class NodeCommands:
         if self._config_path is None:
             return "not kept across a restart: the node was started without a config file"
         try:
-            backup = rollout.persist_shadow(self._config_path, package, sha)
+            kept = rollout.persist_shadow(self._config_path, package, sha)
         except (OSError, ValueError) as exc:
             log.error("fleet_deploy_not_persisted", config=str(self._config_path), error=str(exc))
             return f"not kept across a restart: {exc}"
-        if backup is None:
+        if kept is None:
             return f"kept in {self._config_path} (as it was)"
-        return f"kept in {self._config_path} (old config: {backup.name})"
+        return kept.describe()
 
     def _promote(self, cmd: FleetCommand) -> str:
         from models.package import PackageError, load_package

@@ -9,7 +9,9 @@ its reference, kept across restarts in the node's config, and on record.
 - :func:`with_shadow`: the node's config with that copy as the ``[inspection.shadow]``
   candidate, pinned by the digest, so the usual rules (``check_model_package``) apply.
 - :func:`persist_shadow`: the config file rewritten the same way (the old one kept beside
-  it as ``<config>.<UTC stamp>.bak``), so a restarted node runs the candidate again.
+  it as ``<config>.<UTC stamp>.bak``) — or, where the node cannot write it (the shipped
+  unit), ``<node.state_dir>/models.toml`` (``node.selection``) — so a restarted node runs
+  the candidate again.
 - :func:`record`: one line appended to ``<node.state_dir>/model-history.jsonl``, where
   ``lineside shadow promote`` writes its promotions: deploys, refusals and promotions from
   the fleet are on the same record.
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from node.config import Config
-from node.errors import ConfigError
+from node.config_rewrite import Rewrite, prepare
 from node.north.fleet_command import CommandRefused
 
 HISTORY = "model-history.jsonl"
@@ -82,38 +84,20 @@ def with_shadow(cfg: Config, package: Path, sha256: str) -> Config:
     return cfg.model_copy(update={"inspection": insp.model_copy(update={"shadow": shadow})})
 
 
-def persist_shadow(config: Path, package: Path, sha256: str) -> Path | None:
-    """Rewrite ``config`` so its ``[inspection.shadow]`` is ``package`` pinned to ``sha256``;
-    the old file is kept beside it. Returns the backup's path (None: the config said so
-    already and is left as it is).
+def persist_shadow(config: Path, package: Path, sha256: str) -> Rewrite | None:
+    """Keep ``package`` pinned to ``sha256`` as the ``[inspection.shadow]`` candidate for the
+    next start: in ``config`` (the old file kept beside it), or where that file cannot be
+    written in the state directory's selection file (``node.selection``). Returns where it
+    was kept (None: the config said so already and is left as it is).
 
-    Raises ``OSError`` when the file cannot be read or written, ``ValueError`` when the
-    rewritten config would be refused.
+    Raises ``OSError`` when nothing can be read or written, ``ValueError`` when the changed
+    config would be refused.
     """
-    import tomlkit
-
-    from node.config import load_config
-
-    text = config.read_text(encoding="utf-8")
-    doc = tomlkit.parse(text)
-    inspection = doc.setdefault("inspection", tomlkit.table())
-    shadow = inspection.setdefault("shadow", tomlkit.table())
-    if shadow.get("package") == str(package) and shadow.get("sha256") == sha256:
-        return None
-    shadow["package"] = str(package)
-    shadow["sha256"] = sha256
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    backup = config.with_name(f"{config.name}.{stamp}.bak")
-    tmp = config.with_name(f".{config.name}.deploy")
-    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
-    try:
-        load_config(tmp)
-    except ConfigError as exc:
-        tmp.unlink()
-        raise ValueError(f"{config}: the rewritten config is refused: {exc}") from exc
-    backup.write_text(text, encoding="utf-8")
-    os.replace(tmp, config)
-    return backup
+    change = {"shadow": {"package": str(package), "sha256": sha256}}
+    rewrite = prepare(config, change, "deploy")
+    if rewrite is not None:
+        rewrite.commit()
+    return rewrite
 
 
 def record(state_dir: Path, entry: dict[str, Any]) -> None:

@@ -23,9 +23,11 @@ from node.audit.reader import AuditReader
 from node.config import DEFAULT_CONFIG, load_config
 from node.north import metrics as M
 from node.north.sparkplug import MessageType, Value
+from node.selection import SELECTION_FILE
 from tests.integration.mosquitto import Mosquitto, SparkplugHost
 from tests.integration.nodeproc import start_node, stop_node
 from tests.integration.waiting import wait_for
+from tests.unit.node.audit.mounts import read_only_files
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +79,8 @@ def _wait(what: str, check: Callable[[], Any], timeout_s: float, rig: Rig) -> An
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     """A broker, an independent Sparkplug subscriber, and the sim node trusting a fleet key;
-    the package to deploy sits on a "share" (another folder)."""
+    the package to deploy sits on a "share" (another folder). The node's config is in a
+    folder it cannot write, as the shipped unit's /etc/lineside is to it."""
     state = tmp_path_factory.mktemp("deploy")
     broker = Mosquitto(state)
     broker.start()
@@ -102,9 +105,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         }
     )
     doc["north"] = north
-    config = state / "node.toml"
-    config.write_text(tomlkit.dumps(doc), encoding="utf-8")
-    with SparkplugHost(broker.port, client_id="deploy-watcher") as host:
+    etc = read_only_files(state / "etc", {"node.toml": tomlkit.dumps(doc)})
+    with etc as folder, SparkplugHost(broker.port, client_id="deploy-watcher") as host:
+        config = folder / "node.toml"
         rig = Rig(state, config, broker, host, None, fleet_key, share)  # type: ignore[arg-type]
         rig.start_node()
         try:
@@ -149,10 +152,12 @@ def test_a_signed_deploy_runs_in_shadow_reports_its_figures_and_is_promoted_on_r
     """A correctly signed reference: the node accepts it, runs the package as its shadow
     candidate (its figures on the bus grow and agree: it is the active model's twin; the
     line made no extra fail-safe meanwhile) and
-    keeps it in its config (a local copy, pinned), so the restarted node runs it again.
-    ``fleet promote`` is refused with too few parts judged, then makes it the active model
-    in the config, on record with the user, the reason and the command."""
+    keeps it (a local copy, pinned) where the config it cannot write is overridden, in its
+    state directory's models.toml, so the restarted node runs it again. ``fleet promote``
+    is refused with too few parts judged, then makes it the active model there, on record
+    with the user, the reason and the command."""
     digest = load_package(rig.share).sha256
+    config_text = rig.config.read_text()
     t0 = time.time_ns()
     done = rig.fleet("deploy", str(rig.share), "--key", str(rig.fleet_key), "--user", "qe-anna")
     assert done.returncode == 0, (done.stdout, done.stderr, rig.log())
@@ -180,7 +185,7 @@ def test_a_signed_deploy_runs_in_shadow_reports_its_figures_and_is_promoted_on_r
     shadow = load_config(rig.config).inspection.shadow
     local = rig.state / "node" / "packages" / digest[:16]
     assert shadow.package == local and shadow.sha256 == digest
-    assert list(rig.state.glob("node.toml.*.bak"))
+    assert (rig.state / "node" / SELECTION_FILE).is_file()
     deployed = _history(rig)[-1]
     assert deployed["event"] == "fleet_deploy" and deployed["user"] == "qe-anna"
 
@@ -207,6 +212,7 @@ def test_a_signed_deploy_runs_in_shadow_reports_its_figures_and_is_promoted_on_r
     after = load_config(rig.config).inspection
     assert after.model.package == local and after.model.sha256 == digest
     assert after.shadow.package is None
+    assert rig.config.read_text() == config_text
     entry = _history(rig)[-1]
     assert entry["user"] == "qe-anna" and entry["reason"] == "agrees"
     assert entry["via"] == "fleet" and entry["to"]["sha256"] == digest

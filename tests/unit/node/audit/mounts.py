@@ -13,7 +13,7 @@ import pytest
 from hil import mounts
 from hil.mounts import fill, resize
 
-__all__ = ["fill", "read_only_folder", "resize", "tmpfs"]
+__all__ = ["fill", "read_only_files", "read_only_folder", "resize", "tmpfs"]
 
 
 def _or_skip(cm: AbstractContextManager[Path]) -> Iterator[Path]:
@@ -37,3 +37,9 @@ def tmpfs(path: Path, size_bytes: int) -> Iterator[Path]:
 def read_only_folder(path: Path) -> Iterator[Path]:
     """``hil.mounts.read_only_folder``, skipped where mounting is refused."""
     yield from _or_skip(mounts.read_only_folder(path))
+
+
+@contextlib.contextmanager
+def read_only_files(path: Path, files: dict[str, str]) -> Iterator[Path]:
+    """``hil.mounts.read_only_files``, skipped where mounting is refused."""
+    yield from _or_skip(mounts.read_only_files(path, files))
