@@ -90,19 +90,26 @@ def apply_retention(
 ) -> RetentionReport:
     """One retention pass on ``conn`` (which nobody else uses meanwhile).
 
-    Deletes records with ``wall_time_ns`` before ``now_ns - max_age_days``,
-    then, while the kept images exceed ``max_image_bytes``, removes the oldest
-    images of unreviewed records, then of reviewed ones. Raises
+    Deletes records with ``wall_time_ns`` before ``now_ns - max_age_days`` — all but the
+    newest record and the record with the newest review, whatever their age: SQLite numbers
+    a row one past the highest left, so a table emptied by age (a line stopped for longer
+    than ``max_age_days``) would number the next record or review from 1 again, below the
+    cursors that follow them (the Sparkplug publisher's, the review announcements', the web
+    feed's), which would then never see them. Then, while the kept images exceed
+    ``max_image_bytes``, removes the oldest images of unreviewed records, then of reviewed
+    ones. Raises
     ``sqlite3.Error`` when the database refuses (what was committed stays done).
     """
     t0 = clock()
     cutoff = now_ns - round(settings.max_age_days * NS_PER_DAY)
     records_deleted = images_deleted = images_pruned = bytes_freed = 0
+    (newest,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
+    reviewed = conn.execute("SELECT result_id FROM reviews ORDER BY id DESC LIMIT 1").fetchone()
     while True:
         rows = conn.execute(
             "SELECT seq, image_path, image_bytes FROM records WHERE wall_time_ns < ? "
-            "ORDER BY wall_time_ns LIMIT ?",
-            (cutoff, _CHUNK),
+            "AND seq != ? AND result_id IS NOT ? ORDER BY wall_time_ns LIMIT ?",
+            (cutoff, newest, reviewed[0] if reviewed else None, _CHUNK),
         ).fetchall()
         if not rows:
             break

@@ -218,6 +218,7 @@ def test_retention_by_age_deletes_records_reviews_and_images(store: AuditStore) 
     store.record(F.record(2, "scratch", wall_time_ns=now - 89 * DAY_NS), F.image(2))
     store.flush()
     store.review("run1-1", "reject", None, "", "anna")
+    store.review("run1-2", "reject", None, "", "anna")
     old = store.image_dir / store.get("run1-1").image_path  # type: ignore[union-attr, operator]
     assert old.is_file()
     report = store.apply_retention(now)
@@ -225,8 +226,35 @@ def test_retention_by_age_deletes_records_reviews_and_images(store: AuditStore) 
     assert store.get("run1-1") is None and not old.exists() and not old.parent.exists()
     assert store.get("run1-2") is not None
     with sqlite3.connect(store.directory / DB_NAME) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM reviews").fetchone() == (0,)
+        assert conn.execute("SELECT result_id FROM reviews").fetchall() == [("run1-2",)]
     conn.close()
+
+
+def test_retention_never_lets_record_or_review_numbers_start_over(store: AuditStore) -> None:
+    """Every record older than max_age_days (a line stopped for months): retention keeps the
+    newest record and the one with the newest review, so the next record and review are
+    numbered past every earlier one — the cursors that follow them (Sparkplug, review
+    announcements, the web feed) see them — and deletes the rest."""
+    now = time.time_ns()
+    for part in range(1, 5):
+        store.record(F.record(part, "scratch", wall_time_ns=now - (100 - part) * DAY_NS), None)
+    store.flush()
+    store.review("run1-2", "reject", None, "", "anna")
+    with sqlite3.connect(store.directory / DB_NAME) as conn:
+        (seq_before,) = conn.execute("SELECT MAX(seq) FROM records").fetchone()
+        (review_before,) = conn.execute("SELECT MAX(id) FROM reviews").fetchone()
+    conn.close()
+    report = store.apply_retention(now)
+    assert report.records_deleted == 2
+    assert {r.part_id for r in store.query()} == {2, 4}
+    store.record(F.record(5, "scratch", wall_time_ns=now), None)
+    store.flush()
+    store.review("run1-5", "pass", None, "", "anna")
+    with sqlite3.connect(store.directory / DB_NAME) as conn:
+        (seq,) = conn.execute("SELECT seq FROM records WHERE part_id = 5").fetchone()
+        (review,) = conn.execute("SELECT MAX(id) FROM reviews").fetchone()
+    conn.close()
+    assert seq > seq_before and review > review_before
 
 
 def test_retention_by_size_prunes_oldest_unreviewed_images_first(tmp_path: Path) -> None:
