@@ -34,6 +34,7 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
 from node.fleet.state import Fleet, Kind, Message, NodeView
+from node.north.messages import now_ms
 from node.north.mqtt import secure_client
 from node.north.sparkplug import (
     BD_SEQ,
@@ -83,10 +84,6 @@ def parse_broker(text: str) -> tuple[str, int]:
     return host, number
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def to_message(topic_text: str, data: bytes) -> Message | None:
     """A decoded Sparkplug message for the fleet, or None for one it does not track (STATE,
     commands). Raises ``ValueError`` for a topic or payload that is not Sparkplug B."""
@@ -105,7 +102,7 @@ def to_message(topic_text: str, data: bytes) -> Message | None:
         seq=payload.seq,
         bd_seq=int(bd) if isinstance(bd, int) else None,
         metrics={k: v for k, v in values.items() if k != BD_SEQ},
-        timestamp_ms=payload.timestamp_ms or int(time.time() * 1000),
+        timestamp_ms=payload.timestamp_ms or now_ms(),
     )
 
 
@@ -186,7 +183,7 @@ class FleetHost:
         """A new session's STATE stamp, and its will (offline) with that stamp: Sparkplug
         3.0 has the death carry its birth's timestamp, so an edge node can tell a stale
         retained STATE (older than the newest it saw) from this session's."""
-        self._stamp_ms = max(_now_ms(), self._stamp_ms + 1)
+        self._stamp_ms = max(now_ms(), self._stamp_ms + 1)
         body = state_body(False, self._stamp_ms)
         self._client.will_set(self.state_topic, body, qos=1, retain=True)
 
@@ -275,7 +272,7 @@ class FleetHost:
 
     def _command(self, view: NodeView, *metrics: Metric) -> None:
         """One NCMD to ``view``'s node writing ``metrics``."""
-        body = encode(Payload(metrics=metrics, timestamp_ms=_now_ms()))
+        body = encode(Payload(metrics=metrics, timestamp_ms=now_ms()))
         self._client.publish(topic(view.group, MessageType.NCMD, view.edge_node), body, qos=0)
 
     # paho callbacks (its network thread)

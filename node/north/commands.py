@@ -51,6 +51,7 @@ from node.north.fleet_command import (
     open_command,
     trusted_keys,
 )
+from node.north.messages import now_ms
 from node.north.sparkplug import Metric, Payload, Value
 
 if TYPE_CHECKING:
@@ -96,10 +97,6 @@ class ShadowHost(Protocol):
         ...
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _claimed(text: str) -> dict[str, Any]:
     """What an unopened command says of itself (its id, for the answer): never trusted."""
     with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
@@ -127,7 +124,7 @@ class NodeCommands:
         self._keys = keys
         self._ops = ops
         self._config_path = ops.config_path
-        self._clock_ms = clock_ms or _now_ms
+        self._clock_ms = clock_ms or now_ms
         state = cfg.node.state_dir
         self._guard = ReplayGuard.load(state / SEEN_FILE)
         self._packages = state / rollout.PACKAGES

@@ -11,8 +11,12 @@ import enum
 from collections import deque
 from collections.abc import Callable
 
+import structlog
+
 from node.audit.record import AuditRecord
-from node.north.sparkplug import parse_state, state_topic
+from node.north.sparkplug import RESEND_FROM, RESEND_UNTIL, Payload, parse_state, state_topic
+
+log = structlog.get_logger(__name__)
 
 
 class HostChange(enum.Enum):
@@ -47,6 +51,12 @@ class PrimaryHost:
         if self.host_id is not None:
             self.online = False
 
+    def view(self) -> str | None:
+        """The host as last heard of, for the node's status (None: none configured)."""
+        if self.host_id is None:
+            return None
+        return "online" if self.online else "offline"
+
     def hear(self, body: bytes) -> HostChange:
         """Take one STATE message body. A STATE older than the newest seen is a stale
         retained message and changes nothing. Raises ``ValueError`` for one that is not a
@@ -76,6 +86,22 @@ class Resends:
 
     def __bool__(self) -> bool:
         return bool(self._ranges)
+
+    def asked_in(self, command: Payload, sent: int) -> bool:
+        """Take the ``Node Control/Resend From`` (and ``Until``) request in ``command``, up
+        to ``sent`` at most (what was not sent yet comes anyway); False when ``command``
+        asks for no resend. A request over the limit is refused and logged."""
+        resend = command.get(RESEND_FROM)
+        if resend is None or not isinstance(resend.value, int) or resend.value <= 0:
+            return False
+        until = command.get(RESEND_UNTIL)
+        last = until.value if until is not None and isinstance(until.value, int) else 0
+        first, last = resend.value, min(last or sent, sent)
+        if self.ask(first, last):
+            log.info("north_resend_requested", first=first, last=last)
+        else:
+            log.warning("north_resend_refused", first=first, last=last)
+        return True
 
     def ask(self, first: int, last: int) -> bool:
         """Records ``first``..``last`` (inclusive) again; False when refused (too many
