@@ -30,7 +30,8 @@ from node.audit.settings import AuditSettings
 from node.audit.store import AuditStore
 from node.config import DEFAULT_CONFIG, load_config
 from node.errors import ConfigError
-from node.fleet.collect import MANIFEST, Collector, Reply, UrlFetcher, open_collector
+from node.fleet.collect import MANIFEST, Collector, open_collector
+from node.fleet.fetch import Reply, UrlFetcher
 from node.fleet.state import Fleet, Kind, Message, NodeView
 from node.fleet.table import render, snapshot, with_collect
 from node.hmi.security import Pki, ensure_server_certificate
