@@ -85,6 +85,19 @@ def test_a_host_that_joins_late_asks_for_a_rebirth_and_then_trusts_the_node(
     assert view.births == 1 and view.results > 20 and view.missing == 0
 
 
+def _publisher(
+    settings: NorthSettings, store: AuditStore, state_file: Path, name: str
+) -> NorthPublisher:
+    """An edge node named ``name`` fed by ``store``."""
+    return NorthPublisher(
+        settings,
+        audit_dir=store.directory,
+        state_file=state_file,
+        node_name=name,
+        identity=IDENTITY,
+    )
+
+
 def _until(check: Any, host: FleetHost | None = None, timeout_s: float = 15.0) -> bool:
     """Wait for ``check()`` (draining ``host`` meanwhile); whether it came true."""
     end = time.monotonic() + timeout_s
@@ -120,13 +133,7 @@ def test_nodes_wait_for_their_primary_host_and_it_misses_nothing(
         stores, publishers = [], []
         for name in names:
             store = stack.enter_context(AuditStore(AuditSettings(), tmp_path / name / "audit"))
-            pub = NorthPublisher(
-                settings,
-                audit_dir=store.directory,
-                state_file=tmp_path / name / "north.json",
-                node_name=name,
-                identity=IDENTITY,
-            )
+            pub = _publisher(settings, store, tmp_path / name / "north.json", name)
             stack.enter_context(pub)
             stores.append(store)
             publishers.append(pub)
@@ -193,13 +200,7 @@ def test_a_host_that_dies_without_a_word_ends_its_nodes_sessions_by_its_will(
     )
     try:
         with AuditStore(AuditSettings(), tmp_path / "audit") as store:
-            pub = NorthPublisher(
-                settings,
-                audit_dir=store.directory,
-                state_file=tmp_path / "north.json",
-                node_name="line-1",
-                identity=IDENTITY,
-            )
+            pub = _publisher(settings, store, tmp_path / "north.json", "line-1")
             with pub:
                 live = lambda: pub.snapshot()["connected"]  # noqa: E731
                 assert _until(live, timeout_s=30), pub.snapshot()
@@ -229,13 +230,7 @@ def test_results_the_broker_dropped_for_the_host_are_asked_for_and_filled(tmp_pa
     host = FleetHost(Broker("127.0.0.1", small.port), host_id="plant-host", resend_every_s=0.3)
     try:
         with AuditStore(AuditSettings(), tmp_path / "audit") as store:
-            pub = NorthPublisher(
-                settings,
-                audit_dir=store.directory,
-                state_file=tmp_path / "north.json",
-                node_name="burst",
-                identity=IDENTITY,
-            )
+            pub = _publisher(settings, store, tmp_path / "north.json", "burst")
             with pub:
                 assert _until(lambda: pub.sessions > 0)
                 for part in range(600):  # committed while no host is there: held by the node
