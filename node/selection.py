@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import tomlkit
 
 log = structlog.get_logger(__name__)
 
@@ -110,16 +111,23 @@ def write_selection(path: Path, selection: Selection) -> None:
 
     Raises ``OSError`` when it cannot be written.
     """
-    lines = ["# lineside's model selection: overrides the config file's (see node/selection.py)"]
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("lineside's model selection: overrides the config file's"))
+    doc.add(tomlkit.comment("(written by the node; see node/selection.py)"))
+    inspection = tomlkit.table(is_super_table=True)
     for table in TABLES:
         values = selection.get(table)
         if values:
-            lines += ["", f"[inspection.{table}]"]
-            lines += [f'{key} = "{values[key]}"' for key in KEYS if key in values]
+            section = tomlkit.table()
+            for key in KEYS:
+                if key in values:
+                    section[key] = values[key]
+            inspection[table] = section
+    doc["inspection"] = inspection
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(tomlkit.dumps(doc))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -13,7 +13,7 @@ from node.config import DEFAULT_CONFIG, load_config
 from node.config_rewrite import prepare
 from node.errors import ConfigError
 from node.north.rollout import persist_shadow
-from node.selection import SELECTION_FILE
+from node.selection import SELECTION_FILE, read_selection, write_selection
 from tests.unit.node.audit.mounts import read_only_files
 
 DEMO = Path(__file__).resolve().parents[3] / "models" / "demo"
@@ -88,6 +88,15 @@ def test_a_writable_config_takes_the_selection_in_and_the_selection_file_goes(
     assert written["inspection"]["model"]["sha256"] == sha  # type: ignore[index]
     assert written["inspection"]["shadow"]["sha256"] == sha  # type: ignore[index]
     assert persist_shadow(config, DEMO, sha) is None  # the same again: left as it is
+
+
+def test_the_selection_file_reads_back_what_was_written(tmp_path: Path) -> None:
+    """A package path with quotes and a backslash is written as TOML and read back as it
+    was; an empty table is left out."""
+    path = tmp_path / "state" / SELECTION_FILE
+    odd = 'C:\\lines\\"line 3"'
+    write_selection(path, {"model": {"package": odd, "sha256": "ab" * 32}, "shadow": {}})
+    assert read_selection(path) == {"model": {"package": odd, "sha256": "ab" * 32}}
 
 
 def test_a_bad_selection_file_stops_the_load_naming_it(tmp_path: Path) -> None:
