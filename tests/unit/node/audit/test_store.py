@@ -230,6 +230,15 @@ def test_retention_by_age_deletes_records_reviews_and_images(store: AuditStore) 
     conn.close()
 
 
+def _newest(store: AuditStore, where: str) -> tuple[int, int]:
+    """The seq of the record ``where`` picks, and the newest review's id."""
+    with sqlite3.connect(store.directory / DB_NAME) as conn:
+        (seq,) = conn.execute(f"SELECT seq FROM records WHERE {where}").fetchone()
+        (review,) = conn.execute("SELECT MAX(id) FROM reviews").fetchone()
+    conn.close()
+    return int(seq), int(review)
+
+
 def test_retention_never_lets_record_or_review_numbers_start_over(store: AuditStore) -> None:
     """Every record older than max_age_days (a line stopped for months): retention keeps the
     newest record and the one with the newest review, so the next record and review are
@@ -240,20 +249,14 @@ def test_retention_never_lets_record_or_review_numbers_start_over(store: AuditSt
         store.record(F.record(part, "scratch", wall_time_ns=now - (100 - part) * DAY_NS), None)
     store.flush()
     store.review("run1-2", "reject", None, "", "anna")
-    with sqlite3.connect(store.directory / DB_NAME) as conn:
-        (seq_before,) = conn.execute("SELECT MAX(seq) FROM records").fetchone()
-        (review_before,) = conn.execute("SELECT MAX(id) FROM reviews").fetchone()
-    conn.close()
+    seq_before, review_before = _newest(store, "part_id = 4")
     report = store.apply_retention(now)
     assert report.records_deleted == 2
     assert {r.part_id for r in store.query()} == {2, 4}
     store.record(F.record(5, "scratch", wall_time_ns=now), None)
     store.flush()
     store.review("run1-5", "pass", None, "", "anna")
-    with sqlite3.connect(store.directory / DB_NAME) as conn:
-        (seq,) = conn.execute("SELECT seq FROM records WHERE part_id = 5").fetchone()
-        (review,) = conn.execute("SELECT MAX(id) FROM reviews").fetchone()
-    conn.close()
+    seq, review = _newest(store, "part_id = 5")
     assert seq > seq_before and review > review_before
 
 
