@@ -274,12 +274,24 @@ async def _hmi_flood(run: Run) -> None:
     )
     try:
         out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    except asyncio.CancelledError:  # the run ended first: the flood says what it did
+        proc.terminate()
+        try:
+            async with asyncio.timeout(5):
+                out, _ = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        _flood_counts(run, out)
+        raise
     run.mark("lift")
-    with contextlib.suppress(ValueError):
+    _flood_counts(run, out)
+
+
+def _flood_counts(run: Run, out: bytes) -> None:
+    """The flood's own count of sessions, reads and errors, kept with the run."""
+    with contextlib.suppress(ValueError, IndexError):
         run.extra["flood"] = json.loads(out.decode().strip().splitlines()[-1])
 
 
