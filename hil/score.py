@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from drivers.sim.world import ActuatorHit
 from models.data.geometry import PartGeometry, measure_regions
 from models.findings import Explanation, ExplanationFacts, Findings
 from models.synth import RenderedPart, render_part
@@ -155,6 +156,7 @@ def score(
             judged_all.setdefault(index, []).append(part_id)
     untracked = [i for i in passed if i not in judged]
     missed = false_rej = wrong = 0
+    missed_parts: list[dict[str, Any]] = []
     errors: list[float] = []
     signed: list[float] = []
     for part_id, r in results.items():
@@ -163,6 +165,7 @@ def score(
             hit = hits_by_cmd.get(part_id)
             if hit is None or hit.part_index is None or hit.part_index != index:
                 missed += 1
+                missed_parts.append(_missed(sim, part_id, index, hit, r))
             if hit is not None and hit.part_index is not None:
                 errors.append(abs(hit.error_mm))
                 signed.append(hit.error_mm)
@@ -214,6 +217,8 @@ def score(
         "model_misses": misses,
         "fault_escapes": len(escaped) - misses,
         "missed_rejects": missed,
+        # where to look when one happens: when the strike went out and what was under it
+        "missed_reject_parts": missed_parts[:20],
         "false_rejects": false_rej,
         "false_reject_rate": round(false_rej / n_good, 4) if n_good else 0.0,
         "failsafe_rejects": sum(r.verdict.fail_safe for r in results.values()),
@@ -248,6 +253,30 @@ def _escape(
         "reason": r.verdict.reason.value,
         "action": r.action,
         "t_ns": r.t_ns,
+    }
+
+
+def _missed(
+    sim: SimLine, part_id: int, index: int, hit: ActuatorHit | None, r: PartResult
+) -> dict[str, Any]:
+    """One result published ``rejected`` whose part was not struck: the strike's instant,
+    the belt's speed then, and where the commanded part's centre was (mm past the reject
+    station when the actuator acted; the struck part, if any)."""
+    out: dict[str, Any] = {"part_id": part_id, "index": index, "reason": r.verdict.reason.value}
+    if hit is None:
+        return out | {"struck": False}
+    world = sim.world
+    part = world.part(index)
+    at: float | None = None
+    if part is not None:
+        acts_d = world.displacement_mm(hit.t_ns) + world.actuator_lead_mm
+        at = round(acts_d - part.cross_mm - world.reject_position_mm, 2)
+    return out | {
+        "struck": True,
+        "t_ns": hit.t_ns,
+        "speed_mm_s": world.speed_mm_s(hit.t_ns),
+        "part_past_station_mm": at,
+        "struck_index": hit.part_index,
     }
 
 

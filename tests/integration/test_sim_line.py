@@ -114,7 +114,7 @@ async def test_pitch_tracking_and_speed_changes(taught_config: Config) -> None:
     assert report["parts"] >= 120  # plus the empty pitch slots in flight at the stop
     late = {"trigger_late", "deadline_missed"}
     assert set(report["failsafe_reasons"]) <= {"no_part_in_frame", *late}
-    assert report["missed_rejects"] == 0
+    assert report["missed_rejects"] == 0, report["missed_reject_parts"]
     assert report["false_rejects"] == 0
     assert report["reject_position_error_mm"]["max"] <= cfg.line.part_length_mm / 2
 
