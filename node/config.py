@@ -275,6 +275,10 @@ class SimLineSection(_Section):
 
     speed_mm_s: PositiveFloat = 600.0
     speed_profile: tuple[tuple[NonNegFloat, NonNegFloat], ...] = ()
+    accel_mm_s2: NonNegFloat = 5000.0
+    """How fast the drive changes speed at each later step of ``speed_profile`` (0: at
+    once). 5000 mm/s² (about 0.5 g) stops a 1.2 m/s belt in 240 ms, as a conveyor's drive
+    ramps; an instant stop is no belt's, and no tracker can see it coming."""
     family: str = "moulded_plastic"
     defect_rate: Annotated[float, Field(ge=0, le=1)] = 0.1
     placement_jitter_mm: NonNegFloat = 0.0

@@ -52,6 +52,31 @@ class _Segment:
     t0_ns: int
     d0_mm: float
     speed_mm_s: float
+    accel_mm_s2: float = 0.0
+    """Signed: the speed at ``t`` into the segment is ``speed_mm_s + accel_mm_s2 * t``."""
+
+    def speed_after(self, dt_s: float) -> float:
+        return self.speed_mm_s + self.accel_mm_s2 * dt_s
+
+    def travel(self, dt_s: float) -> float:
+        return self.speed_mm_s * dt_s + 0.5 * self.accel_mm_s2 * dt_s * dt_s
+
+    def time_to(self, dist_mm: float) -> float | None:
+        """Seconds into the segment until it has moved ``dist_mm`` (> 0), or None if its
+        speed never gets it there."""
+        v, a = self.speed_mm_s, self.accel_mm_s2
+        if a == 0.0:
+            return dist_mm / v if v > 0 else None
+        disc = v * v + 2.0 * a * dist_mm
+        if disc < 0:  # decelerating: stops short
+            return None
+        return (-v + math.sqrt(disc)) / a
+
+
+def _state_at(seg: _Segment, t_ns: int) -> tuple[float, float]:
+    """Displacement and speed at ``t_ns`` (not before the segment's start) by ``seg``."""
+    dt = max(0, t_ns - seg.t0_ns) / 1e9
+    return seg.d0_mm + seg.travel(dt), seg.speed_after(dt)
 
 
 @dataclass
@@ -59,7 +84,9 @@ class SimWorld:
     """Belt kinematics and the parts on it.
 
     ``speed_profile`` is a sequence of ``(t_s, speed_mm_s)`` steps relative to
-    ``start()``; the belt runs at the first speed until the next step's time.
+    ``start()``; the belt runs at the first speed from the start. At each later step's
+    time the drive ramps to the new speed at ``accel_mm_s2`` (0: at once, a step no
+    real belt makes — a 1.2 m/s belt does not stop in a millisecond).
     ``part_factory(index)`` makes the payload of part ``index``; parts are made
     lazily as the belt brings them upstream of the origin line.
     """
@@ -77,6 +104,7 @@ class SimWorld:
     reject_position_mm: float = 0.0
     actuator_lead_mm: float = 0.0
     max_parts: int | None = None
+    accel_mm_s2: float = 0.0
     keep_parts: int = 4096
     """Without ``max_parts`` — an endless belt, as the node's own sim line runs for days —
     only the newest ``keep_parts`` parts and actuator hits are kept (older parts are far
@@ -98,19 +126,28 @@ class SimWorld:
     def start(self, t0_ns: int | None = None) -> None:
         """Start the belt's clock; displacement is 0 at ``t0_ns``."""
         t0 = self.clock_ns() if t0_ns is None else t0_ns
-        segs: list[_Segment] = []
-        d = 0.0
-        prev_t, prev_v = 0.0, 0.0
-        for i, (t_s, v) in enumerate(sorted(self.speed_profile)):
-            if i:
-                d += prev_v * (t_s - prev_t)
-            segs.append(_Segment(t0 + int(t_s * 1e9), d, float(v)))
-            prev_t, prev_v = t_s, v
+        if self.accel_mm_s2 < 0:
+            raise ValueError("accel_mm_s2 must not be negative")
+        steps = sorted(self.speed_profile)
+        segs: list[_Segment] = [_Segment(t0 + int(steps[0][0] * 1e9), 0.0, float(steps[0][1]))]
+        for t_s, v in steps[1:]:
+            t_ns = t0 + int(t_s * 1e9)
+            # a step that comes while the previous ramp still runs cuts it short
+            segs = [seg for seg in segs if seg.t0_ns < t_ns] or segs[:1]
+            d, speed = _state_at(segs[-1], t_ns)
+            if self.accel_mm_s2 == 0.0 or speed == v:
+                segs.append(_Segment(t_ns, d, float(v)))
+                continue
+            a = math.copysign(self.accel_mm_s2, v - speed)
+            segs.append(_Segment(t_ns, d, speed, a))
+            ramp_ns = t_ns + int(abs(v - speed) / self.accel_mm_s2 * 1e9)
+            segs.append(_Segment(ramp_ns, _state_at(segs[-1], ramp_ns)[0], float(v)))
         self._segments = segs
         self._seg_starts = [s.t0_ns for s in segs]
 
     def set_speed(self, t_ns: int, speed_mm_s: float) -> None:
-        """Run the belt at ``speed_mm_s`` from ``t_ns`` on; the travel before is kept.
+        """Run the belt at ``speed_mm_s`` from ``t_ns`` on, at once (no ramp: a fault
+        injection, or a PLC's hard stop); the travel before is kept.
 
         Steps of the profile after ``t_ns`` are dropped. Raises ``RuntimeError``
         before ``start()``.
@@ -131,9 +168,7 @@ class SimWorld:
         if not self._segments:
             raise RuntimeError("SimWorld.start() has not been called")
         i = max(0, bisect.bisect_right(self._seg_starts, t_ns) - 1)
-        seg = self._segments[i]
-        dt = max(0, t_ns - seg.t0_ns) / 1e9
-        return seg.d0_mm + seg.speed_mm_s * dt
+        return _state_at(self._segments[i], t_ns)[0]
 
     def time_at(self, displacement_mm: float) -> int | None:
         """The first monotonic time the belt has moved ``displacement_mm`` (None if, by the
@@ -142,14 +177,16 @@ class SimWorld:
             end = self._segments[i + 1].d0_mm if i + 1 < len(self._segments) else math.inf
             if displacement_mm <= seg.d0_mm:
                 return seg.t0_ns
-            if displacement_mm <= end and seg.speed_mm_s > 0:
-                return seg.t0_ns + math.ceil((displacement_mm - seg.d0_mm) / seg.speed_mm_s * 1e9)
+            if displacement_mm <= end:
+                dt = seg.time_to(displacement_mm - seg.d0_mm)
+                if dt is not None:
+                    return seg.t0_ns + math.ceil(dt * 1e9)
         return None
 
     def speed_mm_s(self, t_ns: int) -> float:
         """Belt speed at ``t_ns``."""
         i = max(0, bisect.bisect_right(self._seg_starts, t_ns) - 1)
-        return self._segments[i].speed_mm_s
+        return _state_at(self._segments[i], t_ns)[1]
 
     def raw_count(self, t_ns: int) -> int:
         """The PLC's counter at ``t_ns``: wraps at ``2**encoder_bits``."""

@@ -143,6 +143,7 @@ def build_sim_line(cfg: Config) -> SimLine:
         pitch_mm=cfg.line.part_pitch_mm,
         part_length_mm=cfg.line.part_length_mm,
         speed_profile=profile,
+        accel_mm_s2=cfg.sim.accel_mm_s2,
         part_factory=factory,
         placement_jitter_mm=jitter,
         first_part_mm=first_mm,

@@ -163,3 +163,29 @@ def test_time_at_inverts_the_displacement_across_speed_steps() -> None:
     assert w.time_at(500.0) == 1_000_000_000  # reached as the belt stops, not when it restarts
     stopped = make_world(speed_profile=[(0.0, 500.0), (1.0, 0.0)])
     assert stopped.time_at(600.0) is None
+
+
+def test_a_speed_step_ramps_at_the_drive_s_acceleration() -> None:
+    """With ``accel_mm_s2`` the belt ramps to each later step's speed: from 500 mm/s to a
+    stop at 1 s it decelerates for 0.5 s at 1000 mm/s² (125 mm more), then stands; to
+    1000 mm/s at 2 s it takes 1 s; the first speed holds from the start."""
+    w = make_world(accel_mm_s2=1000.0)
+    assert w.speed_mm_s(0) == 500.0
+    assert w.speed_mm_s(1_250_000_000) == pytest.approx(250.0)
+    assert w.displacement_mm(1_500_000_000) == pytest.approx(625.0)
+    assert w.displacement_mm(1_900_000_000) == pytest.approx(625.0)
+    assert w.speed_mm_s(2_500_000_000) == pytest.approx(500.0)
+    assert w.displacement_mm(3_000_000_000) == pytest.approx(625.0 + 500.0)
+    assert w.displacement_mm(4_000_000_000) == pytest.approx(625.0 + 500.0 + 1000.0)
+    assert w.time_at(600.0) == pytest.approx(1_276_393_202, abs=2)  # mid-ramp: 0.2764 s in
+    assert w.time_at(625.0) == pytest.approx(1_500_000_000, abs=2)  # reached as it stops
+
+
+def test_a_step_during_a_ramp_cuts_it_short() -> None:
+    """A stop at 1 s, ramping at 100 mm/s² (5 s to stand), is cut by the restart at 2 s:
+    the belt still runs 400 mm/s then and ramps up from there."""
+    w = make_world(accel_mm_s2=100.0)
+    assert w.speed_mm_s(2_000_000_000) == pytest.approx(400.0)
+    assert w.displacement_mm(2_000_000_000) == pytest.approx(500.0 + 450.0)
+    assert w.speed_mm_s(3_000_000_000) == pytest.approx(500.0)
+    assert w.speed_mm_s(8_000_000_000) == pytest.approx(1000.0)
