@@ -8,6 +8,10 @@ event-loop wake-up sits between the deadline and the output. A pulse the thread 
 only start after its part has left the actuator's reach (the verdict came after the
 part got there, or the thread itself was held up) is refused there, not fired: it
 would strike whatever is under the actuator then — the belt or a neighbouring part.
+A pulse due while no encoder sample came for longer than the tracker extrapolates (a
+stalled loop) still goes out on the last prediction, but is reported ``not_fired``:
+the belt may have slowed or stopped meanwhile, and a strike nobody can vouch for is
+not recorded as a reject.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ class TimedPulse:
 
 class PulseLate(Exception):
     """The timing thread could only start a pulse after its part had left reach."""
+
+
+class PulseBlind(Exception):
+    """A pulse went out on a prediction older than the tracker trusts: no encoder sample
+    for longer than it extrapolates, so the belt may have slowed or stopped meanwhile."""
 
 
 class NodeTimedActuation:
@@ -121,11 +130,17 @@ class NodeTimedActuation:
         """On the timing thread: fire now, unless even the earliest the output can act
         (a call acts between its start and its return, planned for ``fire_lead_ns`` after
         the deadline) finds the part carried more than half its length past the actuator."""
-        late_ns = time.monotonic_ns() - pulse.deadline_ns
+        now = time.monotonic_ns()
+        late_ns = now - pulse.deadline_ns
         past_mm = (late_ns - self._output.fire_lead_ns) * pulse.mm_per_ns
         if past_mm > self._part_length_mm / 2:
             raise PulseLate(f"the part is {past_mm:.1f} mm past the actuator")
+        last = self._tracker.last_t_ns
         self._output.fire(pulse.command)
+        # Struck all the same (a strike is the safe side), but not claimed: the part may
+        # not have been where the last samples said it would be.
+        if last is not None and now - last > self._tracker.extrapolation_limit_ns:
+            raise PulseBlind(f"belt position unknown for {(now - last) / 1e6:.0f} ms")
 
     def _fired_threadsafe(
         self, pulse: TimedPulse, late_ns: int, took_ns: int, error: BaseException | None
@@ -146,6 +161,10 @@ class NodeTimedActuation:
         st = entry[1]
         if isinstance(error, PulseLate):
             log.error("reject_fire_refused_late", part_id=cmd.part_id, why=str(error))
+            self._on_acted(st, "not_fired")
+            return
+        if isinstance(error, PulseBlind):
+            log.error("reject_fire_unsure", part_id=cmd.part_id, why=str(error))
             self._on_acted(st, "not_fired")
             return
         if error is not None:

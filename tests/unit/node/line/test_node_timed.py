@@ -49,8 +49,9 @@ def rejected(part_id: int, fire_count: int) -> InFlightPart:
 
 
 async def strike_late(past_counts: int) -> tuple[list[int], list[Action]]:
-    """Strike a part whose fire point the belt passed ``past_counts`` ago; what was struck
-    and what the node was told."""
+    """Strike a part whose fire point the belt passed ``past_counts`` ago (negative: still
+    ahead); what was struck and what the node was told. No encoder sample comes after the
+    pulse is armed."""
     tracker = belt_at(100_000)
     output = Output()
     acted: list[Action] = []
@@ -84,5 +85,23 @@ async def test_a_reject_just_past_its_fire_point_still_strikes_its_part() -> Non
     """A reject armed when its part is 1 mm past the fire point (within half its length)
     still goes out and is reported rejected."""
     fired, acted = await strike_late(10)
+    assert fired == [7]
+    assert acted == ["rejected"]
+
+
+async def test_a_pulse_due_after_the_encoder_went_quiet_strikes_but_is_not_claimed() -> None:
+    """A part 20 counts ahead (100 ms at 20 mm/s) with no encoder sample after the pulse
+    is armed: when it is due, the belt's position has been unknown for longer than the
+    tracker extrapolates (50 ms) — it may have stopped. The actuator still strikes (the
+    safe side), and the part is reported not fired, never a confirmed reject."""
+    fired, acted = await strike_late(-20)
+    assert fired == [7]
+    assert acted == ["not_fired"]
+
+
+async def test_a_pulse_due_within_the_extrapolation_limit_is_a_reject() -> None:
+    """The same with the part 4 counts ahead (20 ms): the prediction is trusted, the strike
+    is reported rejected."""
+    fired, acted = await strike_late(-4)
     assert fired == [7]
     assert acted == ["rejected"]
