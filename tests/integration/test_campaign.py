@@ -33,7 +33,9 @@ def test_every_fault_ends_in_a_recorded_fail_safe_never_a_silent_pass(tmp_path: 
         text=True,
         timeout=1200,
     )
-    rows = json.loads((out / "campaign.json").read_text())
+    summary = out / "campaign.json"
+    assert summary.is_file(), (proc.returncode, proc.stderr[-3000:])
+    rows = json.loads(summary.read_text())
     assert {r["scenario"] for r in rows} == set(SCENARIO_NAMES)
     failed = {
         r["scenario"]: (r["why_failed"], "".join(r.get("traceback", [])))
