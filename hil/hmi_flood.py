@@ -78,7 +78,9 @@ async def one_client(endpoint: str, until: float, counts: Counter[str]) -> None:
 
 
 async def flood(endpoint: str, clients: int, seconds: float) -> dict[str, Any]:
-    """Run ``clients`` clients for ``seconds``, or until SIGTERM; return the counts."""
+    """Run ``clients`` clients for ``seconds``, or until SIGTERM; print the counts as one
+    JSON line at once (closing the sessions may then take the server's time) and return
+    them."""
     counts: Counter[str] = Counter()
     start = time.monotonic()
     until = start + seconds
@@ -90,11 +92,14 @@ async def flood(endpoint: str, clients: int, seconds: float) -> dict[str, Any]:
     await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
     while not stop.is_set() and not all(t.done() for t in tasks):
         await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
+    ran = round(time.monotonic() - start, 2)
+    result = {"clients": clients, "seconds": seconds, "ran_s": ran, **counts}
+    print(json.dumps(result), flush=True)
     for task in [*tasks, stopped]:
         task.cancel()
-    await asyncio.gather(*tasks, stopped, return_exceptions=True)
-    ran = round(time.monotonic() - start, 2)
-    return {"clients": clients, "seconds": seconds, "ran_s": ran, **counts}
+    # a client closing its session waits on the server; the counts do not wait for that
+    await asyncio.wait([*tasks, stopped], timeout=2.0)
+    return result
 
 
 def main() -> None:
@@ -114,7 +119,7 @@ def main() -> None:
     import logging
 
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
-    print(json.dumps(asyncio.run(flood(args.endpoint, args.clients, args.seconds))))
+    asyncio.run(flood(args.endpoint, args.clients, args.seconds))
 
 
 if __name__ == "__main__":

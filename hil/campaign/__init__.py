@@ -272,27 +272,31 @@ async def _hmi_flood(run: Run) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
+    assert proc.stdout is not None
+    line = b""
     try:
-        out, _ = await proc.communicate()
-    except asyncio.CancelledError:  # the run ended first: the flood says what it did
+        line = await proc.stdout.readline()  # the flood's counts, printed as it ends
+        run.mark("lift")
+    except asyncio.CancelledError:  # the run ended first: stopped, the flood says what it did
         proc.terminate()
-        try:
-            async with asyncio.timeout(5):
-                out, _ = await proc.communicate()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        _flood_counts(run, out)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                line = await proc.stdout.readline()
         raise
-    run.mark("lift")
-    _flood_counts(run, out)
+    finally:
+        _flood_counts(run, line)
+        with contextlib.suppress(TimeoutError):  # its sessions close, or it is killed
+            async with asyncio.timeout(5):
+                await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
-def _flood_counts(run: Run, out: bytes) -> None:
+def _flood_counts(run: Run, line: bytes) -> None:
     """The flood's own count of sessions, reads and errors, kept with the run."""
-    with contextlib.suppress(ValueError, IndexError):
-        run.extra["flood"] = json.loads(out.decode().strip().splitlines()[-1])
+    with contextlib.suppress(ValueError):
+        run.extra["flood"] = json.loads(line)
 
 
 _AUDIT_DISK_BYTES = 16 * 2**20
