@@ -89,7 +89,6 @@ async def flood(endpoint: str, clients: int, seconds: float) -> dict[str, Any]:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     tasks = [asyncio.create_task(one_client(endpoint, until, counts)) for _ in range(clients)]
     stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
     while not stop.is_set() and not all(t.done() for t in tasks):
         await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
     ran = round(time.monotonic() - start, 2)

@@ -95,7 +95,7 @@ async def _child_main(
     await emulator.start()
     # The OPC UA server's standard address space is ~400,000 objects that live as long as
     # the emulator: left in the collector's sight, each full collection walked them all
-    # (pauses of 0.2-0.7 s in which the "PLC" answered nothing, and the node rightly
+    # (pauses of 0.2-0.4 s mid-run in which the "PLC" answered nothing, and the node rightly
     # declared the link lost). A real PLC has no such pauses; frozen, they are not walked.
     gc.collect()
     gc.freeze()

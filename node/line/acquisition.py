@@ -192,10 +192,9 @@ class Acquisition:
         known well enough to tell (no encoder sample for longer than the tracker
         extrapolates: a stalled loop)."""
         now = time.monotonic_ns()
-        last = self._tracker.last_t_ns
-        if last is None or now - last > self._tracker.extrapolation_limit_ns:
-            unknown_ms = float("inf") if last is None else (now - last) / 1e6
-            raise TriggerLate(self._tolerance_mm, f"belt position unknown for {unknown_ms:.0f} ms")
+        blind_ms = self._tracker.blind_ms(now)
+        if blind_ms is not None:
+            raise TriggerLate(self._tolerance_mm, f"belt position unknown for {blind_ms:.0f} ms")
         late_mm = (now - t.deadline_ns) * t.mm_per_ns - self._lead_mm
         if late_mm > self._tolerance_mm:
             raise TriggerLate(late_mm)

@@ -217,6 +217,17 @@ class Tracker:
         """``t_ns`` of the last accepted sample, or None before the first one."""
         return self._last_t_ns
 
+    def blind_ms(self, t_ns: int) -> float | None:
+        """How long the belt's position has been unknown at ``t_ns`` (ms since the last
+        sample; ``inf`` before the first) when that is longer than the position is
+        extrapolated, else None (the prediction is trusted). Read from the timing thread."""
+        last = self._last_t_ns
+        if last is None:
+            return math.inf
+        if t_ns - last > self._cfg.extrapolation_limit_ns:
+            return (t_ns - last) / 1e6
+        return None
+
     @property
     def next_part_id(self) -> int:
         """The ``part_id`` the next created part will get."""

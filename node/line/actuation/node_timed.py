@@ -135,12 +135,12 @@ class NodeTimedActuation:
         past_mm = (late_ns - self._output.fire_lead_ns) * pulse.mm_per_ns
         if past_mm > self._part_length_mm / 2:
             raise PulseLate(f"the part is {past_mm:.1f} mm past the actuator")
-        last = self._tracker.last_t_ns
+        blind_ms = self._tracker.blind_ms(now)
         self._output.fire(pulse.command)
         # Struck all the same (a strike is the safe side), but not claimed: the part may
         # not have been where the last samples said it would be.
-        if last is not None and now - last > self._tracker.extrapolation_limit_ns:
-            raise PulseBlind(f"belt position unknown for {(now - last) / 1e6:.0f} ms")
+        if blind_ms is not None:
+            raise PulseBlind(f"belt position unknown for {blind_ms:.0f} ms")
 
     def _fired_threadsafe(
         self, pulse: TimedPulse, late_ns: int, took_ns: int, error: BaseException | None
